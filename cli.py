@@ -1,0 +1,143 @@
+"""The `sim` command. Thin on purpose: parse arguments, call `simulator`, print.
+
+Every user-fixable problem (bad scene, missing run, diverging training) is printed as one
+paragraph and exits with code 2; no traceback, no half-written output.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+from simulator.scene import parse_yaml
+from rich.console import Console
+from rich.table import Table
+
+from simulator.errors import SimulatorError
+
+console = Console()
+errors = Console(stderr=True)
+
+SHIPPED_SCENES = Path(__file__).resolve().parent / "scenes"
+
+
+def _user_errors(command):
+    """Turn SimulatorError into a one-paragraph message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SimulatorError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. --set train.steps=200)", param_hint="--set")
+        overrides[key.strip()] = parse_yaml(value)
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dimpled-manifold-simulator")
+def main():
+    """Dimpled-manifold simulator: train MLPs on data with a known manifold and measure how
+    their decision boundaries sit relative to it.
+
+    Start with `sim run scenes/sheet_two_class.yaml`, then look in renders/sheet_two_class/.
+    """
+
+
+@main.command()
+@click.argument("scene_file", type=click.Path(path_type=Path))
+@click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("renders"), show_default=True,
+              help="Root folder; the run goes to OUT/<scene-name>/ (replacing an older run there).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a scene field, e.g. --set train.steps=200 --set train.device=cpu. Repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool):
+    """Generate the data, train the MLP with boundary snapshots, and write a run directory."""
+    from simulator import load_scene, run_scene
+
+    scene = load_scene(scene_file, overrides=_parse_overrides(overrides))
+    summary = run_scene(scene, out_root=out_root, progress=not quiet)
+    table = Table(title=f"sim run {scene.name}", show_header=False, title_justify="left")
+    table.add_row("device", summary.device)
+    table.add_row("steps", f"{summary.steps}  ({summary.seconds:.1f} s)")
+    table.add_row("snapshots", str(summary.n_snapshots))
+    table.add_row("train accuracy", f"{summary.train_accuracy:.1%}")
+    table.add_row("test accuracy", f"{summary.test_accuracy:.1%}")
+    table.add_row("files", ", ".join(summary.files))
+    console.print(table)
+    console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+
+
+@main.group()
+def scenes():
+    """List, validate and describe scene files."""
+
+
+@scenes.command("list")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), default=None,
+              help="Folder to list (default: the shipped scenes/).")
+@_user_errors
+def scenes_list(folder: Path | None):
+    """Show the shipped scenes with a one-line description."""
+    from simulator.scene import load_scene
+
+    folder = folder or SHIPPED_SCENES
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise SimulatorError(f"{folder}: no *.yaml scene files here; pass --dir with a folder of scenes.")
+    table = Table(title=str(folder), title_justify="left")
+    table.add_column("scene", no_wrap=True)
+    table.add_column("manifold", no_wrap=True)
+    table.add_column("labels")
+    table.add_column("description")
+    for file in files:
+        scene = load_scene(file)
+        k, n = scene.manifold_dim(), scene.manifold.ambient_dim
+        table.add_row(file.stem, f"{scene.manifold.family} k={k} n={n}", scene.labels.rule, scene.description)
+    console.print(table)
+
+
+@scenes.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def scenes_validate(files: tuple[Path, ...]):
+    """Check scene files; print every problem found. Exit code 2 if any file is invalid."""
+    from simulator.scene import load_scene
+
+    failed = False
+    for file in files:
+        try:
+            scene = load_scene(file)
+        except SimulatorError as error:
+            failed = True
+            errors.print(f"[bold red]invalid:[/] {error}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[green]ok:[/] {file} ({scene.manifold.family}, {scene.labels.rule} labels)", highlight=False)
+    if failed:
+        sys.exit(2)
+
+
+@scenes.command("schema")
+def scenes_schema():
+    """Print the JSON Schema of scene files (for editor autocompletion)."""
+    from simulator.scene import scene_json_schema
+
+    click.echo(json.dumps(scene_json_schema(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

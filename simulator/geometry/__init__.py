@@ -1,0 +1,1 @@
+"""Geometry of trained decision boundaries relative to the data manifold."""

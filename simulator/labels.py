@@ -1,0 +1,164 @@
+"""Label rules: how points on the manifold get their class, from their chart coordinates.
+
+Each rule draws chart points with `sample(n_samples, rng) -> (u, y)` and, where the class is a
+function of position, labels any chart point with `label_of(u)` (for ground-truth maps).
+Rules that define the data distribution themselves (blobs) sample around their centres; all
+others sample the manifold uniformly by volume (`Manifold.sample_chart`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.manifolds.base import Manifold
+from simulator.scene import (
+    CheckerboardLabels,
+    ClustersLabels,
+    ComponentLabels,
+    HalfSpaceLabels,
+    LabelSpec,
+    RandomLabels,
+    StripesLabels,
+)
+
+
+class LabelRule:
+    """Base: sample the manifold uniformly and label each point with `label_of`."""
+
+    has_label_map = True  # False where the class is not a function of position
+
+    def __init__(self, spec: LabelSpec, manifold: Manifold):
+        self.spec = spec
+        self.manifold = manifold
+        self.n_classes = spec.n_classes
+        self.low = np.asarray(manifold.chart_low, dtype=float)
+        self.width = np.asarray(manifold.chart_high, dtype=float) - self.low
+
+    def sample(self, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Chart points (n_samples, k) and integer labels (n_samples,)."""
+        u = self.manifold.sample_chart(n_samples, rng)
+        return u, self.label_of(u)
+
+    def label_of(self, u: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _cell(self, u: np.ndarray, cells: int) -> np.ndarray:
+        """Index of the cell of u along each axis when the box is cut into `cells` slabs."""
+        position = (np.asarray(u) - self.low) / self.width
+        return np.clip(np.floor(position * cells), 0, cells - 1).astype(int)
+
+
+class Clusters(LabelRule):
+    """Gaussian blobs in chart coordinates, one class per blob."""
+
+    def __init__(self, spec: ClustersLabels, manifold: Manifold, rng: np.random.Generator):
+        super().__init__(spec, manifold)
+        k = manifold.dim
+        if spec.layout == "grid":
+            per_axis = round(spec.n_clusters ** (1.0 / k))
+            index = np.stack(np.meshgrid(*[np.arange(per_axis)] * k, indexing="ij"), -1).reshape(-1, k)
+            self.centers = self.low + (index + 0.5) / per_axis * self.width
+            # Checkerboard over the grid: neighbouring blobs always belong to different classes.
+            alternating = index.sum(axis=1) % spec.n_classes
+        else:
+            self.centers = self.low + rng.random((spec.n_clusters, k)) * self.width
+            alternating = np.arange(spec.n_clusters) % spec.n_classes
+        if spec.assignment == "alternating":
+            self.center_labels = alternating
+        else:
+            self.center_labels = rng.integers(0, spec.n_classes, spec.n_clusters)
+        self.std = spec.spread * self.width
+
+    def sample(self, n_samples, rng):
+        which = rng.integers(0, len(self.centers), n_samples)
+        u = self.centers[which] + rng.standard_normal((n_samples, self.manifold.dim)) * self.std
+        u = self._into_box(u, which, rng)
+        return u, self.center_labels[which]
+
+    def _into_box(self, u, which, rng):
+        periodic = np.asarray(self.manifold.periodic, dtype=bool)
+        u[:, periodic] = self.low[periodic] + np.mod(u[:, periodic] - self.low[periodic], self.width[periodic])
+        # Redraw the (few) samples that left a non-periodic box, so blobs stay Gaussian inside it.
+        for _ in range(1000):
+            outside = np.any(((u < self.low) | (u > self.low + self.width)) & ~periodic, axis=1)
+            if not outside.any():
+                return u
+            fresh = self.centers[which[outside]] + rng.standard_normal((outside.sum(), u.shape[1])) * self.std
+            fresh[:, periodic] = u[outside][:, periodic]
+            u[outside] = fresh
+        return np.clip(u, self.low, self.low + self.width)
+
+    def label_of(self, u):
+        """Class of the nearest blob centre."""
+        u = np.asarray(u)
+        distance = np.linalg.norm((u[..., None, :] - self.centers) / self.width, axis=-1)
+        return self.center_labels[np.argmin(distance, axis=-1)]
+
+
+class HalfSpace(LabelRule):
+    def __init__(self, spec: HalfSpaceLabels, manifold: Manifold):
+        super().__init__(spec, manifold)
+        direction = np.zeros(manifold.dim) if spec.direction is None else np.asarray(spec.direction, float)
+        if spec.direction is None:
+            direction[0] = 1.0
+        norm = np.linalg.norm(direction)
+        if norm == 0:
+            from simulator.errors import SceneError
+
+            raise SceneError("labels.direction: must not be the zero vector; give the normal of the split")
+        self.direction = direction / norm
+        self.center = self.low + self.width / 2
+
+    def label_of(self, u):
+        return ((np.asarray(u) - self.center) @ self.direction > self.spec.offset).astype(int)
+
+
+class Stripes(LabelRule):
+    def label_of(self, u):
+        stripe = self._cell(u, self.spec.n_stripes)[..., self.spec.axis]
+        return stripe % self.n_classes
+
+
+class Checkerboard(LabelRule):
+    def label_of(self, u):
+        n_axes = self.spec.n_axes or self.manifold.dim
+        cells = self._cell(u, self.spec.cells_per_axis)[..., :n_axes]
+        return cells.sum(axis=-1) % self.n_classes
+
+
+class RandomPerPoint(LabelRule):
+    """Independent random classes: there is nothing to generalise, only to memorise."""
+
+    has_label_map = False
+
+    def __init__(self, spec: RandomLabels, manifold: Manifold):
+        super().__init__(spec, manifold)
+
+    def sample(self, n_samples, rng):
+        u = self.manifold.sample_chart(n_samples, rng)
+        return u, rng.integers(0, self.n_classes, n_samples)
+
+    def label_of(self, u):
+        raise ValueError("random labels are drawn per point; there is no label map to evaluate")
+
+
+class ByComponent(LabelRule):
+    def label_of(self, u):
+        return np.asarray(self.manifold.component(u), dtype=int)
+
+
+def make_label_rule(spec: LabelSpec, manifold: Manifold, rng: np.random.Generator) -> LabelRule:
+    """The rule for `spec`; `rng` places random blob centres and classes."""
+    if isinstance(spec, ClustersLabels):
+        return Clusters(spec, manifold, rng)
+    if isinstance(spec, HalfSpaceLabels):
+        return HalfSpace(spec, manifold)
+    if isinstance(spec, StripesLabels):
+        return Stripes(spec, manifold)
+    if isinstance(spec, CheckerboardLabels):
+        return Checkerboard(spec, manifold)
+    if isinstance(spec, RandomLabels):
+        return RandomPerPoint(spec, manifold)
+    if isinstance(spec, ComponentLabels):
+        return ByComponent(spec, manifold)
+    raise TypeError(f"unknown label spec {type(spec).__name__}")

@@ -1,0 +1,58 @@
+"""`sim run` as a library call: scene -> data -> training with snapshots -> run directory.
+
+    from simulator import load_scene, run_scene
+    summary = run_scene(load_scene("scenes/sheet_two_class.yaml"), out_root="renders")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulator.data import make_dataset
+from simulator.runs import staged_run_dir, write_run
+from simulator.scene import Scene
+from simulator.train import train
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    scene_name: str
+    device: str
+    steps: int
+    n_snapshots: int
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    files: list[str]
+
+
+def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
+    """Run a scene end to end and write `<out_root>/<scene.name>/` atomically."""
+    manifold = scene.manifold.build()
+    data = make_dataset(scene, manifold)
+    result = train(scene, data, progress=progress)
+    final_path = Path(out_root) / scene.name
+    with staged_run_dir(final_path) as folder:
+        write_run(folder, scene, data, result)
+        if scene.render.first_look:
+            _first_look(scene, manifold, data, result, folder)
+        files = sorted(p.name for p in folder.iterdir())
+    final = result.snapshots[-1]
+    return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),
+                      final.train_accuracy, final.test_accuracy, result.seconds, files)
+
+
+def _first_look(scene, manifold, data, result, folder: Path) -> None:
+    from simulator.render.cross_section import default_frame, plot_cross_sections
+    from simulator.train import load_snapshot_model
+
+    snapshots = result.snapshots
+    chosen = [snapshots[0], snapshots[len(snapshots) // 2], snapshots[-1]]
+    models = [(f"step {s.step}  (test acc {s.test_accuracy:.1%})",
+               load_snapshot_model(scene, data.ambient_dim, data.n_classes, s.state_dict)) for s in chosen]
+    frame = default_frame(manifold, data.x_train, data.u_train, scene.render.cross_section_half_width)
+    plot_cross_sections(manifold, data, models, frame, folder / "cross_section.png",
+                        title=f"{scene.name}: cross-section through a training point (tangent x normal)",
+                        resolution=scene.render.cross_section_resolution, dpi=scene.render.dpi)

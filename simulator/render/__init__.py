@@ -1,0 +1,1 @@
+"""Rendering (matplotlib, later pyvista). Imported lazily: the core library never needs it."""

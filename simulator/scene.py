@@ -1,0 +1,569 @@
+"""The scene file: a typed, validated description of one experiment.
+
+A scene says which manifold the data lives on, how points are labelled, how much data to
+draw, which MLP to train and how, when to snapshot the decision boundary, and what to
+measure and render. Every field has a documented default; unknown keys are an error, so a
+typo never silently falls back to a default.
+
+    scene = load_scene("scenes/sheet_two_class.yaml")
+    scene.manifold.family, scene.train.steps
+
+`sim scenes schema` prints the JSON Schema of this module so editors can autocomplete scenes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from simulator.errors import SceneError
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt option must never silently become its default.
+    # strict: YAML already gives native types, so "5" or `true` for an integer is a mistake.
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+
+
+# --------------------------------------------------------------------------- manifolds
+
+
+class _ManifoldBase(_Strict):
+    ambient_dim: int = Field(
+        3, ge=1, description="n: dimension of the input space the manifold is embedded in."
+    )
+    embedding: Literal["random", "identity"] = Field(
+        "random",
+        description="How the host space sits in R^n: a seeded random isometry (default; no "
+        "coordinate axis is special) or the identity (the first host coordinates; easier to read "
+        "in 3-D pictures).",
+    )
+    embedding_seed: int = Field(0, description="Seed of the random isometry.")
+
+    # host dimension h of the family (the manifold is a hypersurface of R^h); set by subclasses
+    def host_dim(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _ambient_fits_host(self):
+        if self.ambient_dim < self.host_dim():
+            raise ValueError(
+                f"ambient_dim: {self.ambient_dim} is smaller than the {_possessive(self.family_noun)} host "
+                f"dimension {self.host_dim()}; set manifold.ambient_dim to at least {self.host_dim()}"
+            )
+        return self
+
+    @property
+    def family_noun(self) -> str:
+        return self.family.replace("_", " ")
+
+    def build(self):
+        """The `simulator.manifolds.Manifold` this spec describes."""
+        from simulator.manifolds import MANIFOLD_FAMILIES
+
+        params = self.model_dump(exclude={"family"})
+        return MANIFOLD_FAMILIES[self.family](**params)
+
+
+def _possessive(noun: str) -> str:
+    return noun + ("'" if noun.endswith("s") else "'s")
+
+
+class FlatSpec(_ManifoldBase):
+    """A k-dimensional flat (line, plane, subspace) inside R^(k+1), embedded in R^n."""
+
+    family: Literal["flat"]
+    dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 line, 2 plane, ...).")
+    extent: float = Field(1.0, gt=0, description="Chart box half-width: data lies in [-extent, extent]^k.")
+
+    def host_dim(self) -> int:
+        return self.dim + 1
+
+    @property
+    def family_noun(self) -> str:
+        return {1: "line", 2: "plane"}.get(self.dim, f"{self.dim}-flat")
+
+
+class SphereSpec(_ManifoldBase):
+    """A round k-sphere of the given radius in R^(k+1)."""
+
+    family: Literal["sphere"]
+    dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 circle, 2 sphere, ...).")
+    radius: float = Field(1.0, gt=0, description="Radius.")
+
+    def host_dim(self) -> int:
+        return self.dim + 1
+
+
+class TorusSpec(_ManifoldBase):
+    """A 2-torus of revolution in R^3."""
+
+    family: Literal["torus"]
+    major_radius: float = Field(1.0, gt=0, description="Distance from the axis to the tube centre.")
+    minor_radius: float = Field(0.4, gt=0, description="Tube radius; must be below major_radius.")
+
+    def host_dim(self) -> int:
+        return 3
+
+    @model_validator(mode="after")
+    def _tube_fits(self):
+        if self.minor_radius >= self.major_radius:
+            raise ValueError(
+                f"minor_radius: {self.minor_radius} must be smaller than major_radius "
+                f"{self.major_radius} (otherwise the torus intersects itself)"
+            )
+        return self
+
+
+class SwissRollSpec(_ManifoldBase):
+    """The swiss roll scale*(t cos t, s, t sin t), a rolled-up 2-D sheet in R^3."""
+
+    family: Literal["swiss_roll"]
+    t_min: float = Field(1.5 * math.pi, gt=0, description="Start angle of the spiral (radians).")
+    t_max: float = Field(4.5 * math.pi, gt=0, description="End angle of the spiral (radians).")
+    width: float | None = Field(None, gt=0, description="Extent of the straight direction s; default: the family's own.")
+    scale: float | None = Field(None, gt=0, description="Overall scale; default 1/t_max so the roll fits the unit ball.")
+
+    def host_dim(self) -> int:
+        return 3
+
+    @model_validator(mode="after")
+    def _t_range(self):
+        if self.t_max <= self.t_min:
+            raise ValueError(f"t_max: {self.t_max} must be larger than t_min {self.t_min}")
+        return self
+
+    def build(self):
+        from simulator.manifolds import MANIFOLD_FAMILIES
+
+        params = self.model_dump(exclude={"family"}, exclude_none=True)
+        return MANIFOLD_FAMILIES[self.family](**params)
+
+
+class SineSheetSpec(_ManifoldBase):
+    """The graph z = amplitude * prod_i sin(frequency * u_i) over a k-dimensional box."""
+
+    family: Literal["sine_sheet"]
+    dim: int = Field(2, ge=1, description="k: intrinsic dimension.")
+    amplitude: float = Field(0.3, ge=0, description="Height of the bumps.")
+    frequency: float = Field(2.0, gt=0, description="Angular frequency of the bumps (radians per chart unit).")
+    extent: float = Field(1.0, gt=0, description="Chart box half-width.")
+
+    def host_dim(self) -> int:
+        return self.dim + 1
+
+
+class ConcentricSpheresSpec(_ManifoldBase):
+    """Two concentric k-spheres ("Adversarial Spheres", Gilmer et al. 2018)."""
+
+    family: Literal["concentric_spheres"]
+    dim: int = Field(2, ge=1, description="k: intrinsic dimension of each sphere.")
+    inner_radius: float = Field(1.0, gt=0, description="Radius of the inner sphere.")
+    outer_radius: float = Field(1.3, gt=0, description="Radius of the outer sphere.")
+
+    def host_dim(self) -> int:
+        return self.dim + 1
+
+    @model_validator(mode="after")
+    def _radii_ordered(self):
+        if self.outer_radius <= self.inner_radius:
+            raise ValueError(
+                f"outer_radius: {self.outer_radius} must be larger than inner_radius {self.inner_radius}"
+            )
+        return self
+
+
+ManifoldSpec = Annotated[
+    Union[FlatSpec, SphereSpec, TorusSpec, SwissRollSpec, SineSheetSpec, ConcentricSpheresSpec],
+    Field(discriminator="family"),
+]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+class _LabelBase(_Strict):
+    n_classes: int = Field(2, ge=2, description="Number of classes.")
+
+
+class ClustersLabels(_LabelBase):
+    """Gaussian blobs in chart coordinates; each blob has one class (the paper's picture)."""
+
+    rule: Literal["clusters"]
+    n_clusters: int = Field(16, ge=2, description="Number of blobs.")
+    layout: Literal["grid", "random"] = Field(
+        "grid",
+        description="Blob centres on a regular grid (n_clusters must then be a k-th power) or "
+        "uniformly at random in the chart box.",
+    )
+    assignment: Literal["alternating", "random"] = Field(
+        "alternating",
+        description="Class of each blob: alternating (a checkerboard over the grid, so "
+        "neighbours differ) or uniformly at random.",
+    )
+    spread: float = Field(
+        0.08, gt=0, description="Blob standard deviation as a fraction of the chart box width."
+    )
+
+
+class HalfSpaceLabels(_LabelBase):
+    """Two classes split by a hyperplane through the chart box centre."""
+
+    rule: Literal["half_space"]
+    direction: list[float] | None = Field(
+        None, description="Normal of the splitting hyperplane in chart coordinates; default the first axis."
+    )
+    offset: float = Field(0.0, description="Signed offset of the hyperplane from the box centre (chart units).")
+
+
+class StripesLabels(_LabelBase):
+    """Parallel stripes along one chart axis, classes cycling."""
+
+    rule: Literal["stripes"]
+    n_stripes: int = Field(4, ge=2, description="Number of stripes across the chart box.")
+    axis: int = Field(0, ge=0, description="Chart axis across which the stripes alternate.")
+
+
+class CheckerboardLabels(_LabelBase):
+    """A checkerboard over the chart box."""
+
+    rule: Literal["checkerboard"]
+    cells_per_axis: int = Field(4, ge=2, description="Cells along each chart axis used.")
+    n_axes: int | None = Field(None, ge=1, description="How many leading chart axes carry the pattern; default all.")
+
+
+class RandomLabels(_LabelBase):
+    """Each point gets an independent uniformly random class: pure memorisation."""
+
+    rule: Literal["random"]
+
+
+class ComponentLabels(_LabelBase):
+    """Class = connected component of the manifold (for concentric spheres)."""
+
+    rule: Literal["component"]
+
+
+LabelSpec = Annotated[
+    Union[ClustersLabels, HalfSpaceLabels, StripesLabels, CheckerboardLabels, RandomLabels, ComponentLabels],
+    Field(discriminator="rule"),
+]
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class DataSpec(_Strict):
+    n_train: int = Field(400, ge=2, description="Training points.")
+    n_test: int = Field(400, ge=1, description="Test points (same distribution, disjoint draw).")
+    noise_std: float = Field(
+        0.0,
+        ge=0,
+        description="Std of Gaussian noise added in the normal space (off the manifold); 0 keeps "
+        "points exactly on it. Chart coordinates and tangent bases refer to the clean point.",
+    )
+
+
+class ModelSpec(_Strict):
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        [64, 64], min_length=1, description="Widths of the hidden layers."
+    )
+    activation: Literal["relu", "tanh", "gelu", "softplus"] = Field(
+        "relu", description="Hidden activation. relu is the paper's setting; smooth ones give smooth boundaries."
+    )
+    bias: bool = Field(True, description="Use biases.")
+    init_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplies PyTorch's default initial weights; smaller values are known to "
+        "make networks more robust off the data subspace.",
+    )
+
+
+class TrainSpec(_Strict):
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser.")
+    lr: float = Field(3e-3, gt=0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam).")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (coupled, as in torch.optim).")
+    batch_size: int = Field(128, ge=1, description="Mini-batch size (capped at n_train).")
+    steps: int = Field(2000, ge=1, description="Optimiser steps.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
+
+
+class SnapshotSpec(_Strict):
+    schedule: Literal["log", "every"] = Field(
+        "log",
+        description="log: `count` snapshots spread log-uniformly over the steps (dense early, "
+        "where the fast 'clinging' phase happens); every: one every `every` steps.",
+    )
+    count: int = Field(24, ge=2, description="Snapshots for the log schedule (step 0 and the last step included).")
+    every: int = Field(100, ge=1, description="Interval for the every schedule.")
+
+
+class MeasureSpec(_Strict):
+    """What to measure after training (the geometry measurements build on these settings)."""
+
+    n_points: int = Field(
+        200, ge=1, description="Test points used for per-point measurements (the first n_points of the test set)."
+    )
+
+
+class RenderSpec(_Strict):
+    first_look: bool = Field(True, description="Write the cross-section figure at the end of `sim run`.")
+    cross_section_half_width: float | None = Field(
+        None, gt=0, description="Half-width of the cross-section window; default 0.6 x the data's radius."
+    )
+    cross_section_resolution: int = Field(200, ge=16, le=2000, description="Grid cells per side of the cross-section.")
+    dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
+
+
+class Scene(_Strict):
+    """One experiment. Every section is optional except `manifold` and `labels`."""
+
+    name: str | None = Field(None, description="Run name; default the file name without extension.")
+    description: str = Field("", description="One line shown by `sim scenes list`.")
+    seed: int = Field(0, description="Seeds data, initialisation and batch order: same seed, same numbers.")
+    manifold: ManifoldSpec
+    labels: LabelSpec
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    snapshots: SnapshotSpec = SnapshotSpec()
+    measure: MeasureSpec = MeasureSpec()
+    render: RenderSpec = RenderSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value):
+        if value is not None and (not value or any(c in value for c in "/\\") or value.startswith(".")):
+            raise ValueError(f"{value!r} is not usable as a folder name; use letters, digits, '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _sections_agree(self):
+        k = self.manifold_dim()
+        labels = self.labels
+        if isinstance(labels, (HalfSpaceLabels, ComponentLabels)) and labels.n_classes != 2:
+            raise ValueError(f"labels.n_classes: {labels.rule} labels have exactly 2 classes, got {labels.n_classes}")
+        if isinstance(labels, ComponentLabels) and self.manifold.family != "concentric_spheres":
+            raise ValueError(
+                f"labels.rule: 'component' needs a manifold with several components "
+                f"(concentric_spheres), not {self.manifold.family}"
+            )
+        if isinstance(labels, HalfSpaceLabels) and labels.direction is not None and len(labels.direction) != k:
+            raise ValueError(
+                f"labels.direction: has {len(labels.direction)} entries but the manifold has k={k} chart coordinates"
+            )
+        if isinstance(labels, StripesLabels) and labels.axis >= k:
+            raise ValueError(f"labels.axis: {labels.axis} is out of range for a k={k} manifold (0..{k - 1})")
+        if isinstance(labels, CheckerboardLabels) and labels.n_axes is not None and labels.n_axes > k:
+            raise ValueError(f"labels.n_axes: {labels.n_axes} exceeds the manifold's k={k}")
+        if isinstance(labels, ClustersLabels) and labels.layout == "grid":
+            per_axis = round(labels.n_clusters ** (1.0 / k))
+            if per_axis**k != labels.n_clusters:
+                raise ValueError(
+                    f"labels.n_clusters: {labels.n_clusters} is not m**{k} for a whole number m, so it cannot "
+                    f"fill a grid on a k={k} chart; use e.g. {max(per_axis, 2) ** k} or layout: random"
+                )
+        if self.measure.n_points > self.data.n_test:
+            raise ValueError(
+                f"measure.n_points: {self.measure.n_points} is larger than data.n_test {self.data.n_test}"
+            )
+        return self
+
+    def manifold_dim(self) -> int:
+        return getattr(self.manifold, "dim", 2)  # torus and swiss roll are always 2-D
+
+    def to_yaml(self) -> str:
+        """The resolved scene (defaults filled in), as written beside every run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_scene(path: str | Path, overrides: dict[str, Any] | None = None) -> Scene:
+    """Read and validate a scene file.
+
+    `overrides` maps dotted field paths to values (e.g. {"train.steps": 50}) applied before
+    validation, so a command-line override gets the same checks as the file.
+    Raises SceneError with a message naming the file, the field path, the bad value and what
+    is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder)" if path.is_dir() else ""
+        raise SceneError(
+            f"{path}: scene file not found{hint}. Pass the path of a YAML scene, e.g. "
+            f"scenes/sheet_two_class.yaml; `sim scenes list` shows the shipped ones."
+        )
+    try:
+        raw = parse_yaml(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise SceneError(f"{path}: not valid YAML{where}: {problem}. Fix the syntax and try again.") from None
+    except UnicodeDecodeError:
+        raise SceneError(f"{path}: not a text file; a scene is a UTF-8 YAML file.") from None
+    return scene_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
+
+
+def scene_from_dict(
+    raw: Any, source: str = "<scene>", default_name: str = "scene", overrides: dict[str, Any] | None = None
+) -> Scene:
+    """Validate a scene given as a mapping (what `load_scene` does after reading YAML)."""
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise SceneError(
+            f"{source}: the scene is {kind}, but it must be a mapping with at least the sections "
+            f"'manifold' and 'labels' (see scenes/sheet_two_class.yaml)."
+        )
+    raw = dict(raw)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        scene = Scene.model_validate(raw)
+    except ValidationError as error:
+        raise SceneError(_describe_validation_error(error, source, set(overrides or {}))) from None
+    if scene.name is None:
+        scene = scene.model_copy(update={"name": default_name})
+    return scene
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load semantics, but a key given twice is an error instead of 'last one wins'."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (the second one would silently win); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; researchers write learning rates
+# that way, so accept YAML 1.2 floats too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    """Parse scene YAML (safe loader; duplicate keys rejected; 1e-3 is a float)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def _set_dotted(mapping: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = mapping.get(key)
+        mapping[key] = child = dict(child) if isinstance(child, dict) else {}
+        mapping = child
+    mapping[keys[-1]] = value
+
+
+# Discriminated unions put the tag (e.g. 'flat') into the error location; users never write it.
+_TAG_CHOICES = {
+    "family": {"flat", "sphere", "torus", "swiss_roll", "sine_sheet", "concentric_spheres"},
+    "rule": {"clusters", "half_space", "stripes", "checkerboard", "random", "component"},
+}
+_UNION_TAGS = _TAG_CHOICES["family"] | _TAG_CHOICES["rule"]
+_TAGGED_SECTIONS = {"manifold", "labels"}
+
+
+def _describe_validation_error(error: ValidationError, source: str, overridden: set[str] = frozenset()) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) >= 2 and loc[0] in _TAGGED_SECTIONS and loc[1] in _UNION_TAGS:
+            loc.pop(1)
+        message = item["msg"].removeprefix("Value error, ")
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(item["loc"]))
+            message = f"unknown key; allowed keys here are: {allowed}"
+        elif kind == "missing":
+            message = "missing required field"
+            if loc == ["manifold"]:
+                message += "; add a 'manifold:' section with a 'family:' (flat, sphere, torus, swiss_roll, sine_sheet, concentric_spheres)"
+            elif loc == ["labels"]:
+                message += "; add a 'labels:' section with a 'rule:' (clusters, half_space, stripes, checkerboard, random, component)"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            key = "family" if loc[:1] == ["manifold"] else "rule"
+            choices = ", ".join(sorted(_TAG_CHOICES[key]))
+            loc.append(key)
+            if kind == "union_tag_invalid":
+                message = f"{item['ctx']['tag']!r} is not known; choose one of: {choices}"
+            else:
+                given = item.get("input")
+                keys = f" (keys given: {', '.join(map(str, given))})" if isinstance(given, dict) and given else ""
+                message = f"missing; choose one of: {choices}{keys}"
+        elif item.get("input", ...) is None:
+            message = f"is empty; {message}"
+        elif "input" in item and kind not in ("value_error",) and not isinstance(item["input"], dict):
+            message = f"{item['input']!r}: {message}"
+        # Validators that check several fields name the offending one first ("ambient_dim: ...");
+        # fold it into the location so every message reads "file: section.field: problem".
+        named = re.match(r"([a-z_][a-z0-9_.]*): ", message)
+        if kind == "value_error" and named:
+            loc.append(named.group(1))
+            message = message[named.end():]
+        where = ".".join(loc)
+        if where in overridden:
+            message += " (this value came from a --set override, not from the file)"
+        lines.append(f"{source}: {where + ': ' if where else ''}{message}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Field names valid at the parent of `loc` (for 'unknown key' errors)."""
+    model: Any = Scene
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+            model = _tagged_member(annotation, None) or annotation
+        else:
+            member = _tagged_member(model, part)
+            if member is None:
+                return []
+            model = member
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _tagged_member(annotation: Any, tag: Any):
+    """The member of a tagged union whose tag is `tag` (None: no selection possible)."""
+    members = getattr(annotation, "__args__", None)
+    if not members:
+        return None
+    for member in members:
+        if hasattr(member, "__args__") and not (isinstance(member, type) and issubclass(member, BaseModel)):
+            found = _tagged_member(member, tag)
+            if found is not None:
+                return found
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for key in ("family", "rule"):
+                field = member.model_fields.get(key)
+                if field is not None and tag in getattr(field.annotation, "__args__", ()):
+                    return member
+    return None
+
+
+def scene_json_schema() -> dict:
+    """JSON Schema of scene files (for editor autocompletion)."""
+    schema = Scene.model_json_schema()
+    schema["title"] = "Dimpled-manifold simulator scene"
+    return schema

@@ -1,0 +1,197 @@
+"""Training with decision-boundary snapshots.
+
+A snapshot is the model's weights at one optimiser step plus its loss and accuracies. The
+schedule can be log-uniform (dense early), because the dimpled-manifold paper claims a fast
+"clinging" phase in the first steps followed by a slow "dimpling" phase.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from simulator.data import Dataset
+from simulator.errors import TrainingError
+from simulator.models import MLP, build_model
+from simulator.scene import Scene, SnapshotSpec
+from simulator.seeding import torch_generator, torch_seed
+
+
+@dataclass
+class Snapshot:
+    """The model after `step` optimiser steps (step 0 = the initialisation)."""
+
+    step: int
+    loss: float  # full training-set cross-entropy
+    train_accuracy: float
+    test_accuracy: float
+    state_dict: dict[str, torch.Tensor]  # on the CPU
+
+    def scalars(self) -> dict:
+        return {"step": self.step, "loss": self.loss, "train_accuracy": self.train_accuracy,
+                "test_accuracy": self.test_accuracy}
+
+
+@dataclass
+class TrainingResult:
+    model: MLP
+    snapshots: list[Snapshot]
+    history: list[dict] = field(default_factory=list)  # running batch loss/accuracy
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' -> CUDA when available, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            "train.device: 'cuda' was requested but PyTorch sees no CUDA device here; "
+            "use device: auto (GPU when present, else CPU) or device: cpu."
+        )
+    return torch.device(requested)
+
+
+def snapshot_steps(spec: SnapshotSpec, steps: int) -> list[int]:
+    """Sorted unique steps at which to snapshot; always includes 0 and `steps`."""
+    if spec.schedule == "every":
+        chosen = set(range(0, steps + 1, spec.every))
+    else:
+        # log-uniform over [1, steps]; rounding merges early duplicates, so fill up to `count`
+        chosen = {0}
+        for candidates in (spec.count - 1, 2 * spec.count, 8 * spec.count):
+            chosen |= set(np.unique(np.round(np.geomspace(1, steps, candidates)).astype(int)).tolist())
+            if len(chosen) >= min(spec.count, steps + 1):
+                break
+        if len(chosen) > spec.count:  # keep an evenly spread (in log-step) subset of the extras
+            ordered = sorted(chosen)
+            keep = np.unique(np.round(np.linspace(0, len(ordered) - 1, spec.count)).astype(int))
+            chosen = {ordered[i] for i in keep}
+    chosen.add(steps)
+    return sorted(chosen)
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on the whole set, in evaluation batches."""
+    with torch.no_grad():
+        logits = torch.cat([model(chunk) for chunk in x.split(65536)])
+        loss = nn.functional.cross_entropy(logits, y).item()
+        accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+    return loss, accuracy
+
+
+def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
+    """Train the scene's MLP on `data`, recording the snapshot schedule.
+
+    Raises TrainingError when the loss stops being finite.
+    """
+    spec = scene.train
+    device = resolve_device(spec.device)
+    torch.manual_seed(torch_seed(scene.seed, "init"))
+    model = build_model(scene.model, data.ambient_dim, data.n_classes).to(device)
+    x_train = torch.as_tensor(data.x_train, dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=device)
+    x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=device)
+    y_test = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
+    if spec.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                                    weight_decay=spec.weight_decay)
+    batch_size = min(spec.batch_size, len(x_train))
+    batches = torch_generator(scene.seed, "batches")  # on the CPU: same order on every device
+    schedule = set(snapshot_steps(scene.snapshots, spec.steps))
+    log_every = max(1, spec.steps // 200)
+
+    snapshots: list[Snapshot] = []
+    history: list[dict] = []
+    running_loss = torch.zeros((), device=device)
+    running_correct = torch.zeros((), device=device)
+
+    def take_snapshot(step: int) -> None:
+        loss, train_accuracy = _evaluate(model, x_train, y_train)
+        _, test_accuracy = _evaluate(model, x_test, y_test)
+        _check_finite(loss, step, spec.lr)
+        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+        snapshots.append(Snapshot(step, loss, train_accuracy, test_accuracy, state))
+
+    started = time.perf_counter()
+    with _progress_bar(progress, spec.steps, scene.name) as (bar, task):
+        take_snapshot(0)
+        permutation = torch.randperm(len(x_train), generator=batches)
+        cursor = 0
+        for step in range(1, spec.steps + 1):
+            if cursor + batch_size > len(x_train):  # reshuffle each epoch
+                permutation, cursor = torch.randperm(len(x_train), generator=batches), 0
+            index = permutation[cursor:cursor + batch_size].to(device)
+            cursor += batch_size
+            logits = model(x_train[index])
+            loss = nn.functional.cross_entropy(logits, y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.detach()
+            running_correct += (logits.argmax(dim=1) == y_train[index]).float().mean().detach()
+            if step % log_every == 0 or step == spec.steps:
+                # One host sync per log interval, not per step (matters on a GPU).
+                count = log_every if step % log_every == 0 else step % log_every
+                mean_loss = running_loss.item() / count
+                _check_finite(mean_loss, step, spec.lr)
+                history.append({"step": step, "loss": mean_loss, "accuracy": running_correct.item() / count})
+                running_loss.zero_()
+                running_correct.zero_()
+                if bar is not None:
+                    bar.update(task, completed=step, loss=mean_loss, accuracy=history[-1]["accuracy"])
+            if step in schedule:
+                take_snapshot(step)
+    seconds = time.perf_counter() - started
+    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device))
+
+
+def _check_finite(loss: float, step: int, lr: float) -> None:
+    if not np.isfinite(loss):
+        raise TrainingError(
+            f"Training diverged at step {step}: the loss became {loss} with train.lr = {lr:g}. "
+            f"Lower the learning rate (try train.lr: {lr / 10:g}) or the model's init_scale, "
+            f"then run again; nothing was written."
+        )
+
+
+class _progress_bar:
+    """A rich progress bar with loss and accuracy, or nothing when `enabled` is False."""
+
+    def __init__(self, enabled: bool, total: int, name: str | None):
+        self.enabled, self.total, self.name = enabled, total, name or "training"
+        self.progress = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None, None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[accuracy]:.3f}"),
+            TimeRemainingColumn(), transient=False,
+        )
+        self.progress.__enter__()
+        task = self.progress.add_task(f"train {self.name}", total=self.total, loss=float("nan"), accuracy=0.0)
+        return self.progress, task
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False
+
+
+def load_snapshot_model(scene: Scene, in_dim: int, n_classes: int, state_dict: dict) -> MLP:
+    """An evaluation-mode MLP carrying a snapshot's weights."""
+    model = build_model(scene.model, in_dim, n_classes)
+    model.load_state_dict(state_dict)
+    return model.eval()

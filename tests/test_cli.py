@@ -1,0 +1,122 @@
+"""The `sim` command end to end, with tiny budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from simulator import RunError, load_run
+
+from conftest import SCENES
+
+TINY = ["--set", "train.steps=40", "--set", "data.n_train=120", "--set", "data.n_test=60",
+        "--set", "measure.n_points=30", "--set", "snapshots.count=4", "--set", "train.device=cpu",
+        "--set", "render.cross_section_resolution=32"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_run_writes_a_complete_run_directory(runner, tmp_path):
+    result = runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "sheet_two_class"
+    assert "test accuracy" in result.output and str(run_dir) in result.output
+    run = load_run(run_dir)
+    assert run.scene.train.steps == 40  # the override is recorded in the resolved scene
+    assert run.metrics["format_version"] == 1
+    # The printed accuracy is the one a reader recomputes from the saved final weights.
+    with torch.no_grad():
+        logits = run.final_model()(torch.tensor(run.data.x_test, dtype=torch.float32))
+    accuracy = (logits.argmax(1).numpy() == run.data.y_test).mean()
+    assert f"{accuracy:.1%}" in result.output
+    # The first-look figure is a real picture, not an empty canvas.
+    import matplotlib.image
+
+    image = matplotlib.image.imread(run_dir / "cross_section.png")
+    assert image.shape[0] > 100 and image[..., :3].std() > 0.05
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging leftovers
+
+
+def test_missing_scene_is_exit_2_without_traceback(runner, tmp_path):
+    result = runner.invoke(cli.main, ["run", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "scene file not found" in result.output and "Traceback" not in result.output
+
+
+def test_bad_override_is_exit_2_and_names_the_field(runner, tmp_path):
+    result = runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path),
+                                      "--set", "train.lr=-1"])
+    assert result.exit_code == 2
+    assert "train.lr" in result.output and "override" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_set_syntax_is_a_usage_error(runner):
+    result = runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--set", "train.steps"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_diverging_run_is_exit_2(runner, tmp_path):
+    result = runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet",
+                                      *TINY, "--set", "train.optimizer=sgd", "--set", "train.lr=1e12",
+                                      "--set", "train.momentum=0.99"])
+    assert result.exit_code == 2
+    assert "diverged" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scenes_list_shows_every_shipped_scene(runner):
+    result = runner.invoke(cli.main, ["scenes", "list"])
+    assert result.exit_code == 0
+    for scene in SCENES.glob("*.yaml"):
+        assert scene.stem[:15] in result.output
+
+
+def test_scenes_validate_reports_each_file(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("manifold: {family: flat, dim: 2, ambient_dim: 2}\nlabels: {rule: random}\n")
+    result = runner.invoke(cli.main, ["scenes", "validate", str(SCENES / "torus.yaml"), str(bad)])
+    assert result.exit_code == 2
+    assert "ok:" in result.output and "manifold.ambient_dim: 2 is smaller than the plane's host dimension 3" in result.output
+    assert runner.invoke(cli.main, ["scenes", "validate", str(SCENES / "torus.yaml")]).exit_code == 0
+
+
+def test_scenes_schema_is_json_schema(runner):
+    result = runner.invoke(cli.main, ["scenes", "schema"])
+    schema = json.loads(result.output)
+    assert set(schema["properties"]) >= {"manifold", "labels", "train", "snapshots"}
+
+
+def test_help_texts(runner):
+    for args in (["--help"], ["run", "--help"], ["scenes", "--help"], ["scenes", "list", "--help"]):
+        result = runner.invoke(cli.main, args)
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_load_run_refuses_unknown_format_versions(runner, tmp_path):
+    runner.invoke(cli.main, ["run", str(SCENES / "chessboard.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+    metrics_file = tmp_path / "chessboard" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["format_version"] = 99
+    metrics_file.write_text(json.dumps(metrics))
+    with pytest.raises(RunError, match="format version 99"):
+        load_run(tmp_path / "chessboard")
+    with pytest.raises(RunError, match="no such run directory"):
+        load_run(tmp_path / "missing")
+
+
+def test_rerun_replaces_the_old_run(runner, tmp_path):
+    args = ["run", str(SCENES / "chessboard.yaml"), "--out", str(tmp_path), "--quiet", *TINY]
+    runner.invoke(cli.main, args)
+    runner.invoke(cli.main, [*args, "--set", "train.steps=20"])
+    assert load_run(tmp_path / "chessboard").snapshots[-1].step == 20
+    assert [p.name for p in tmp_path.iterdir()] == ["chessboard"]
+    np.testing.assert_equal(load_run(tmp_path / "chessboard").data.n_classes, 2)
