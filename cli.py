@@ -80,7 +80,32 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     table.add_row("test accuracy", f"{summary.test_accuracy:.1%}")
     table.add_row("files", ", ".join(summary.files))
     console.print(table)
+    if summary.verdict is not None:
+        from simulator.verdict import verdict_table
+
+        console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
+                                                     f"(measured in {summary.measure_seconds:.1f} s)"))
     console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a measure.* setting first, e.g. --set measure.final_height_resolution=256. Repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
+    """Recompute the geometry measurements of an existing run (no retraining)."""
+    from simulator.measure import remeasure
+    from simulator.verdict import verdict_table
+
+    run, geometry = remeasure(run_dir, _parse_overrides(overrides), progress=not quiet)
+    final = geometry["snapshots"][-1]
+    console.print(verdict_table(final["verdict"], f"{run.scene.name}: verdict at step {final['step']} "
+                                                  f"({len(geometry['snapshots'])} snapshots measured in "
+                                                  f"{geometry['seconds']:.1f} s)"))
+    console.print(f"updated: {run.path / 'metrics.json'}, geometry_curves.png, height_field.npz, verdict.json",
+                  soft_wrap=True, highlight=False)
 
 
 @main.group()

@@ -26,6 +26,8 @@ class RunSummary:
     test_accuracy: float
     seconds: float
     files: list[str]
+    verdict: list[dict] | None = None  # rows of the verdict table (None when measure.enabled is off)
+    measure_seconds: float | None = None
 
 
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
@@ -38,10 +40,18 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
         write_run(folder, scene, data, result)
         if scene.render.first_look:
             _first_look(scene, manifold, data, result, folder)
+        verdict = measure_seconds = None
+        if scene.measure.enabled:
+            from simulator.measure import measure_run
+            from simulator.runs import load_run
+
+            staged = load_run(folder)  # measure exactly what `sim measure` would read back
+            geometry = measure_run(staged, progress=progress)
+            verdict, measure_seconds = geometry["snapshots"][-1]["verdict"], geometry["seconds"]
         files = sorted(p.name for p in folder.iterdir())
     final = result.snapshots[-1]
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),
-                      final.train_accuracy, final.test_accuracy, result.seconds, files)
+                      final.train_accuracy, final.test_accuracy, result.seconds, files, verdict, measure_seconds)
 
 
 def _first_look(scene, manifold, data, result, folder: Path) -> None:

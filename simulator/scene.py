@@ -305,12 +305,70 @@ class SnapshotSpec(_Strict):
     every: int = Field(100, ge=1, description="Interval for the every schedule.")
 
 
-class MeasureSpec(_Strict):
-    """What to measure after training (the geometry measurements build on these settings)."""
+class ThresholdSpec(_Strict):
+    """Where the verdict table draws its lines. Nothing is hidden in code: change them here."""
 
+    clinging_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="The dimpled model predicts the boundary clings to the manifold: at least this "
+        "share of the manifold's area has the boundary within clinging_epsilon.",
+    )
+    tangent_ratio: float = Field(
+        0.5, gt=0,
+        description="The dimpled model predicts gradients roughly perpendicular to the manifold: "
+        "RMS tangent fraction / sqrt(k/n) (1 = a random direction) at most this.",
+    )
+    specificity: float = Field(
+        2.0, gt=1,
+        description="Manifold specificity MS above this = the manifold is specially robust "
+        "(dimpled); below 1/this = the manifold directions are the weak ones; between = a "
+        "dimension effect only (the critique).",
+    )
+
+
+class MeasureSpec(_Strict):
+    """Geometry measurements after training (exact definitions: docs/DESIGN.md section 4)."""
+
+    enabled: bool = Field(True, description="Measure at the end of `sim run` (`sim measure RUN` can redo it).")
     n_points: int = Field(
         200, ge=1, description="Test points used for per-point measurements (the first n_points of the test set)."
     )
+    height_resolution: int = Field(
+        32, ge=4, le=4096,
+        description="Chart grid points per axis for the height field on every measured snapshot. "
+        "When resolution^k exceeds height_max_points (high k), resolution^2 area-uniform random "
+        "chart points are used instead (as many as a 2-D grid).",
+    )
+    final_height_resolution: int = Field(
+        96, ge=4, le=4096, description="Finer grid for the last snapshot (its field is saved for renders)."
+    )
+    height_max_points: int = Field(
+        20000, ge=16, description="Cap on height-field points per snapshot (grid or random sample)."
+    )
+    height_every: int = Field(
+        2, ge=1,
+        description="Height field on every height_every-th snapshot (always the first and last); "
+        "the cheap measurements (tangent fraction, stretch) run on every snapshot.",
+    )
+    t_max: float | None = Field(
+        None, gt=0, description="How far along the normal to look for the boundary; default 0.5 x the data radius."
+    )
+    bracket_steps: int = Field(
+        24, ge=2, description="Evaluations per side along each normal line before bisection (a crossing "
+        "narrower than t_max/bracket_steps can be missed)."
+    )
+    tolerance: float | None = Field(
+        None, gt=0, description="Bisection tolerance on the boundary height; default t_max / 1000."
+    )
+    clinging_epsilon: float | None = Field(
+        None, gt=0, description="|h| below this counts as clinging; default 0.05 x the data radius."
+    )
+    near_data_radius: float | None = Field(
+        None, gt=0,
+        description="A chart point is 'near data' within this distance of a training point; default "
+        "2 x the median nearest-neighbour distance between training points.",
+    )
+    thresholds: ThresholdSpec = ThresholdSpec()
 
 
 class RenderSpec(_Strict):

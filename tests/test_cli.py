@@ -16,7 +16,8 @@ from conftest import SCENES
 
 TINY = ["--set", "train.steps=40", "--set", "data.n_train=120", "--set", "data.n_test=60",
         "--set", "measure.n_points=30", "--set", "snapshots.count=4", "--set", "train.device=cpu",
-        "--set", "render.cross_section_resolution=32"]
+        "--set", "render.cross_section_resolution=32", "--set", "measure.height_resolution=12",
+        "--set", "measure.final_height_resolution=16"]
 
 
 @pytest.fixture
@@ -120,3 +121,33 @@ def test_rerun_replaces_the_old_run(runner, tmp_path):
     assert load_run(tmp_path / "chessboard").snapshots[-1].step == 20
     assert [p.name for p in tmp_path.iterdir()] == ["chessboard"]
     np.testing.assert_equal(load_run(tmp_path / "chessboard").data.n_classes, 2)
+
+
+def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
+    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+    run_dir = tmp_path / "sheet_two_class"
+    run = load_run(run_dir)
+    geometry = run.metrics["geometry"]
+    assert [s["step"] for s in geometry["snapshots"]] == [r.step for r in run.snapshots]
+    # the height field runs on every 2nd snapshot plus the last; the cheap ones on all
+    assert geometry["snapshots"][-1]["height"]["n_points"] == 16**2
+    assert all("tangent" in s and "stretch" in s for s in geometry["snapshots"])
+    assert json.loads((run_dir / "verdict.json").read_text())[0]["measurement"] == "clinging fraction"
+
+    # A second method for tau: plain autograd on the summed margin instead of torch.func.
+    model = run.final_model()
+    x = torch.tensor(run.data.x_test[:30], dtype=torch.float32, requires_grad=True)
+    top2 = model(x).topk(2, dim=1).values
+    (gradient,) = torch.autograd.grad((top2[:, 0] - top2[:, 1]).sum(), x)
+    bases = torch.tensor(run.data.tangent_test[:30], dtype=torch.float32)
+    tau = torch.einsum("nik,ni->nk", bases, gradient).norm(dim=1) / gradient.norm(dim=1)
+    assert geometry["snapshots"][-1]["tangent"]["rms_tau"] == pytest.approx(tau.pow(2).mean().sqrt().item(), rel=1e-4)
+
+    result = runner.invoke(cli.main, ["measure", str(run_dir), "--quiet", "--set", "measure.final_height_resolution=20"])
+    assert result.exit_code == 0, result.output
+    with np.load(run_dir / "height_field.npz") as field:
+        assert field["u"].shape == (400, 2) and field["h"].shape == (400,)
+    assert load_run(run_dir).scene.measure.final_height_resolution == 20  # recorded in scene.yaml
+
+    refused = runner.invoke(cli.main, ["measure", str(run_dir), "--set", "train.steps=5"])
+    assert refused.exit_code == 2 and "only measure.* settings" in refused.output

@@ -26,12 +26,20 @@ def predicted_margin(logits: torch.Tensor) -> torch.Tensor:
     return top2[..., 0] - top2[..., 1]
 
 
+def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of a model's parameters (float64 on the CPU for parameter-free models,
+    such as the analytic classifiers the tests use)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.dtype, tensor.device
+    return torch.float64, torch.device("cpu")
+
+
 @torch.no_grad()
 def logits_on(model: torch.nn.Module, points: np.ndarray, chunk: int = 65536,
               device: str | torch.device | None = None) -> np.ndarray:
     """Evaluate a model on many points (N, n) in bounded-memory chunks; returns logits (N, C)."""
-    device = device or next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    dtype, model_device = model_dtype_device(model)
+    device = device or model_device
     outputs = [model(torch.as_tensor(block, dtype=dtype, device=device)).cpu()
                for block in np.array_split(points, max(1, int(np.ceil(len(points) / chunk))))]
     return torch.cat(outputs).double().numpy()

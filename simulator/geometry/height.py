@@ -1,0 +1,215 @@
+"""Height of the decision boundary above the manifold (DESIGN.md section 4, item 2).
+
+For a chart point u, walk the line x(t) = phi(u) + t nu(u) and find the smallest |t| <= t_max
+where the predicted label differs from the label at t = 0. nu is the unit normal when the
+manifold has codimension 1 in the input space (n = k + 1), otherwise the unit normal component
+of the margin gradient (the normal direction in which the boundary is nearest to first order).
+
+Search: evaluate the label at `bracket_steps` evenly spaced t on each side, take the first
+change (the smaller |t| when both sides change at the same step), then bisect that bracket to
+`tolerance`. A crossing thinner than t_max / bracket_steps between two samples can be missed.
+h = NaN means "no boundary within t_max".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from simulator.geometry.margins import model_dtype_device
+from simulator.geometry.tangent import margin_gradients
+
+
+@torch.no_grad()
+def _labels(model, points: torch.Tensor, chunk: int = 262144) -> torch.Tensor:
+    return torch.cat([model(block).argmax(dim=-1) for block in points.split(chunk)])
+
+
+def boundary_heights(model: torch.nn.Module, base_points: torch.Tensor, directions: torch.Tensor,
+                     t_max: float, tolerance: float, bracket_steps: int = 32) -> torch.Tensor:
+    """Signed distance t to the first label change along base + t * direction. (G,n),(G,n) -> (G,).
+
+    NaN where the label does not change within |t| <= t_max (or the direction is zero).
+    """
+    g, n = base_points.shape
+    start = _labels(model, base_points)
+    ts = torch.linspace(0, t_max, bracket_steps + 1, device=base_points.device, dtype=base_points.dtype)[1:]
+    signed = torch.cat([ts, -ts])  # (2S,): the + side, then the - side
+    probes = base_points[:, None, :] + signed[None, :, None] * directions[:, None, :]
+    changed = (_labels(model, probes.reshape(-1, n)).reshape(g, -1) != start[:, None])
+    changed &= directions.norm(dim=1, keepdim=True) > 0
+    plus, minus = changed[:, :bracket_steps], changed[:, bracket_steps:]
+    never = torch.full((g,), bracket_steps, device=changed.device)
+    first_plus = torch.where(plus.any(1), plus.float().argmax(1), never)
+    first_minus = torch.where(minus.any(1), minus.float().argmax(1), never)
+    found = torch.minimum(first_plus, first_minus) < bracket_steps
+    side = torch.where(first_plus <= first_minus, 1.0, -1.0).to(base_points.dtype)
+    step_index = torch.minimum(first_plus, first_minus).clamp(max=bracket_steps - 1)
+    step = t_max / bracket_steps
+    high = (step_index + 1).to(base_points.dtype) * step  # label changed here
+    low = step_index.to(base_points.dtype) * step  # not yet changed here
+    iterations = max(0, math.ceil(math.log2(step / tolerance)))
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        flipped = _labels(model, base_points + (side * middle)[:, None] * directions) != start
+        high = torch.where(flipped, middle, high)
+        low = torch.where(flipped, low, middle)
+    return torch.where(found, side * high, torch.nan)
+
+
+def probe_directions(model: torch.nn.Module, manifold, points: torch.Tensor, u: np.ndarray) -> torch.Tensor:
+    """Unit normal (codimension 1) or the unit normal part of the margin gradient. (G, n)."""
+    if manifold.ambient_dim == manifold.dim + 1:
+        return torch.as_tensor(manifold.unit_normal(u), dtype=points.dtype, device=points.device)
+    gradient = margin_gradients(model, points)
+    bases = torch.as_tensor(manifold.tangent_basis(u), dtype=points.dtype, device=points.device)
+    normal_part = gradient - torch.einsum("gik,gk->gi", bases, torch.einsum("gik,gi->gk", bases, gradient))
+    norm = normal_part.norm(dim=1, keepdim=True)
+    return torch.where(norm > 0, normal_part / norm.clamp_min(1e-30), torch.zeros_like(normal_part))
+
+
+@dataclass
+class HeightField:
+    """Heights over chart points. u (G, k); h (G,) NaN = none within t_max; weight (G,) area
+    element (sums to 1); label (G,) predicted class on the manifold; near (G,) near training data;
+    interface (G,) label differs from a neighbouring chart point; grid_shape for grid layouts."""
+
+    u: np.ndarray
+    h: np.ndarray
+    weight: np.ndarray
+    label: np.ndarray
+    near: np.ndarray
+    interface: np.ndarray
+    t_max: float
+    grid_shape: tuple[int, ...] | None
+
+    def as_arrays(self) -> dict:
+        return {"u": self.u, "h": self.h, "weight": self.weight, "label": self.label, "near": self.near,
+                "interface": self.interface, "t_max": np.float64(self.t_max),
+                "grid_shape": np.asarray(self.grid_shape or (), dtype=np.int64)}
+
+
+def chart_samples(manifold, resolution: int, max_points: int, rng: np.random.Generator):
+    """A regular chart grid with area weights, or (when resolution^k > max_points) resolution^2
+    area-uniform random chart points.
+
+    Returns u (G, k), weight (G,) summing to 1, grid_shape or None, and the chart cell size (k,).
+    """
+    k = manifold.dim
+    cell = (np.asarray(manifold.chart_high) - np.asarray(manifold.chart_low)) / resolution
+    if resolution**k <= max_points:
+        axes = []
+        for low, high, periodic in zip(manifold.chart_low, manifold.chart_high, manifold.periodic):
+            # cell centres: never exactly on a chart edge or a pole, where charts degenerate
+            axes.append(low + (np.arange(resolution) + 0.5) * (high - low) / resolution)
+        u = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, k)
+        jacobian = manifold.jacobian(u)
+        area = np.sqrt(np.abs(np.linalg.det(np.swapaxes(jacobian, -1, -2) @ jacobian)))
+        return u, area / area.sum(), (resolution,) * k, cell
+    # High k: a grid is impossible; take as many area-uniform random points as a 2-D grid of
+    # this resolution would have (capped), so the cost does not explode with k.
+    u = manifold.sample_chart(min(resolution**2, max_points), rng)
+    return u, np.full(len(u), 1.0 / len(u)), None, cell
+
+
+def interface_mask(model, manifold, u: np.ndarray, label: np.ndarray, cell: np.ndarray,
+                   dtype=torch.float32, device="cpu") -> np.ndarray:
+    """True where the on-manifold predicted label differs one chart cell away along some axis."""
+    mask = np.zeros(len(u), dtype=bool)
+    low, high = np.asarray(manifold.chart_low), np.asarray(manifold.chart_high)
+    for axis in range(manifold.dim):
+        neighbour = u.copy()
+        neighbour[:, axis] += cell[axis]
+        if manifold.periodic[axis]:
+            neighbour[:, axis] = low[axis] + np.mod(neighbour[:, axis] - low[axis], high[axis] - low[axis])
+        else:  # step back instead of leaving the chart box
+            outside = neighbour[:, axis] > high[axis]
+            neighbour[outside, axis] -= 2 * cell[axis]
+        points = torch.as_tensor(manifold.immersion(neighbour), dtype=dtype, device=device)
+        mask |= _labels(model, points).cpu().numpy() != label
+    return mask
+
+
+def measure_height_field(model, manifold, train_points: np.ndarray, resolution: int, max_points: int,
+                         t_max: float, tolerance: float, bracket_steps: int, near_radius: float,
+                         rng: np.random.Generator, interface_step: np.ndarray | None = None) -> HeightField:
+    """The height field over the whole chart (not only near data) for one model.
+
+    interface_step (k,): chart offset used to detect class interfaces; default one grid cell.
+    Pass the same value for every snapshot so interface shares are comparable across grids.
+    """
+    dtype, device = model_dtype_device(model)
+    u, weight, grid_shape, cell = chart_samples(manifold, resolution, max_points, rng)
+    x = manifold.immersion(u)
+    points = torch.as_tensor(x, dtype=dtype, device=device)
+    directions = probe_directions(model, manifold, points, u)
+    h = boundary_heights(model, points, directions, t_max, tolerance, bracket_steps).cpu().double().numpy()
+    label = _labels(model, points).cpu().numpy()
+    distance = nearest_distances(x, train_points)
+    step = cell if interface_step is None else np.asarray(interface_step)
+    interface = interface_mask(model, manifold, u, label, step, dtype, device)
+    return HeightField(u, h, weight, label, distance <= near_radius, interface, t_max, grid_shape)
+
+
+def nearest_distances(queries: np.ndarray, references: np.ndarray, exclude_self: bool = False,
+                      chunk: int = 4096) -> np.ndarray:
+    """Euclidean distance from each query (Q, n) to its nearest reference (R, n), in chunks.
+
+    exclude_self: queries are the references themselves; skip the zero self-distance.
+    """
+    refs = torch.as_tensor(references, dtype=torch.float64)
+    out = []
+    for start in range(0, len(queries), chunk):
+        block = torch.as_tensor(queries[start:start + chunk], dtype=torch.float64)
+        distance = torch.cdist(block, refs)
+        if exclude_self:
+            index = torch.arange(len(block))
+            distance[index, index + start] = torch.inf
+        out.append(distance.min(dim=1).values)
+    return torch.cat(out).numpy()
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of `values` under `weights` (NaN-free input; inf allowed). Empty -> NaN."""
+    if len(values) == 0 or weights.sum() <= 0:
+        return math.nan
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def summarize_heights(field: HeightField, clinging_epsilon: float, heights_at_train: np.ndarray) -> dict:
+    """Median |h| (all, near data, far from data), clinging fraction, dimple depth, interfaces.
+
+    "None within t_max" counts as infinitely far: it is never clinging and pushes medians up
+    (a median that is itself "none" is reported as null).
+    """
+    magnitude = np.where(np.isnan(field.h), np.inf, np.abs(field.h))
+    w = field.weight
+
+    def median(mask):
+        value = weighted_median(magnitude[mask], w[mask] / max(w[mask].sum(), 1e-300))
+        return None if not np.isfinite(value) else value
+
+    at_train = np.where(np.isnan(heights_at_train), np.inf, np.abs(heights_at_train))
+    median_train = float(np.median(at_train)) if len(at_train) else math.nan
+    median_far = median(~field.near)
+    depth = (median_train - median_far) if (median_far is not None and np.isfinite(median_train)) else None
+    return {
+        "n_points": int(len(field.h)),
+        "layout": "grid" if field.grid_shape else "random",
+        "t_max": field.t_max,
+        "clinging_epsilon": clinging_epsilon,
+        "median_abs_h": median(np.ones_like(field.near)),
+        "median_abs_h_near_data": median(field.near) if field.near.any() else None,
+        "median_abs_h_far_from_data": median_far if (~field.near).any() else None,
+        "median_abs_h_at_train_points": median_train if np.isfinite(median_train) else None,
+        "clinging_fraction": float(w[magnitude < clinging_epsilon].sum()),
+        "none_fraction": float(w[np.isnan(field.h)].sum()),
+        "near_data_fraction": float(w[field.near].sum()),
+        "dimple_depth": depth,
+        "interface_fraction": float(w[field.interface].sum()),
+    }

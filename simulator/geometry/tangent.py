@@ -1,0 +1,51 @@
+"""Tangent fraction of the margin gradient (DESIGN.md section 4, item 1).
+
+tau(x) = ||P_T g|| / ||g|| with g = grad_x f(x), f the predicted-label margin. tau = 0 means the
+gradient is perpendicular to the manifold (what the dimpled model predicts), tau = 1 means it
+lies in the tangent space. An isotropic random vector has E[tau^2] = k/n, the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.func import grad, vmap
+
+from simulator.geometry.margins import predicted_margin
+
+
+def margin_gradients(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """g = grad_x f(x) for each point, batched with torch.func. (N, n) -> (N, n), detached."""
+
+    def margin_of_one(point: torch.Tensor) -> torch.Tensor:
+        return predicted_margin(model(point.unsqueeze(0)))[0]
+
+    return vmap(grad(margin_of_one))(points).detach()
+
+
+def tangent_fractions(vectors: torch.Tensor, tangent_bases: torch.Tensor) -> torch.Tensor:
+    """tau = ||U^T v|| / ||v|| (U orthonormal, so ||U^T v|| = ||U U^T v||). (N,n),(N,n,k) -> (N,).
+
+    Zero vectors give NaN (no direction to measure).
+    """
+    along = torch.einsum("nik,ni->nk", tangent_bases, vectors).norm(dim=1)
+    norm = vectors.norm(dim=1)
+    return torch.where(norm > 0, along / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.nan)
+
+
+def summarize_tangent_fractions(tau: np.ndarray, dim: int, ambient_dim: int) -> dict:
+    """Mean and RMS tau, the mean angle to the tangent space, and the random baseline sqrt(k/n)."""
+    tau = np.asarray(tau, dtype=float)
+    valid = tau[np.isfinite(tau)]
+    baseline = math.sqrt(dim / ambient_dim)
+    rms = float(np.sqrt(np.mean(valid**2))) if valid.size else math.nan
+    return {
+        "n_points": int(valid.size),
+        "mean_tau": float(valid.mean()) if valid.size else math.nan,
+        "rms_tau": rms,
+        "mean_angle_deg": float(np.degrees(np.arccos(np.clip(valid, 0, 1))).mean()) if valid.size else math.nan,
+        "baseline_rms_tau": baseline,  # sqrt(k/n): an isotropic random direction
+        "ratio_to_baseline": rms / baseline,
+    }

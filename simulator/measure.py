@@ -1,0 +1,176 @@
+"""Geometry measurements over every snapshot of a run (`sim measure`, and the end of `sim run`).
+
+Per snapshot: the tangent fraction of the margin gradient and the stretch spectrum at the
+first `measure.n_points` test points (cheap), and the boundary height field over the whole
+chart (heavier; every `measure.height_every`-th snapshot, always the first and the last, the
+last on a finer grid whose field is saved to `height_field.npz` for renderers).
+Results go to metrics.json under "geometry", with the resolved settings beside them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from simulator.geometry.height import (
+    boundary_heights,
+    measure_height_field,
+    nearest_distances,
+    probe_directions,
+    summarize_heights,
+)
+from simulator.geometry.stretch import feature_jacobians, stretch_spectra
+from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
+from simulator.runs import Run, atomic_path, write_json
+from simulator.seeding import numpy_rng
+from simulator.train import resolve_device
+from simulator.verdict import verdict_rows
+
+
+def resolve_settings(run: Run, manifold) -> dict:
+    """Scene measure settings with every data-dependent default filled in (all in input-space units)."""
+    spec = run.scene.measure
+    x_clean = manifold.immersion(run.data.u_train)
+    data_radius = float(np.max(np.linalg.norm(x_clean - x_clean.mean(axis=0), axis=1)))
+    spacing = float(np.median(nearest_distances(x_clean, x_clean, exclude_self=True)))
+    t_max = spec.t_max or 0.5 * data_radius
+    return {
+        "n_points": spec.n_points,
+        "data_radius": data_radius,
+        "t_max": t_max,
+        "tolerance": spec.tolerance or t_max / 1000,
+        "bracket_steps": spec.bracket_steps,
+        "clinging_epsilon": spec.clinging_epsilon or 0.05 * data_radius,
+        "near_data_radius": spec.near_data_radius or 2 * spacing,
+        "height_resolution": spec.height_resolution,
+        "final_height_resolution": spec.final_height_resolution,
+        "height_max_points": spec.height_max_points,
+        "height_every": spec.height_every,
+        "thresholds": spec.thresholds.model_dump(),
+    }
+
+
+def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, resolution: int | None,
+                  device: torch.device):
+    """All measurements for one model. resolution None = skip the height field.
+
+    Returns (summary dict, HeightField or None).
+    """
+    model = model.to(device).eval()
+    dtype = next(model.parameters()).dtype
+    count = settings["n_points"]
+    x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
+    bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
+    k, n = manifold.dim, manifold.ambient_dim
+    tau = tangent_fractions(margin_gradients(model, x), bases).detach().cpu().numpy()
+    summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
+    if hasattr(model, "features"):
+        summary["stretch"] = stretch_spectra(feature_jacobians(model, x).detach(), bases)
+    field = None
+    if resolution is not None:
+        x_train_clean = manifold.immersion(run.data.u_train)
+        field = measure_height_field(
+            model, manifold, x_train_clean, resolution, settings["height_max_points"], settings["t_max"],
+            settings["tolerance"], settings["bracket_steps"], settings["near_data_radius"],
+            numpy_rng(run.scene.seed, "measure"),
+            interface_step=(manifold.chart_high - manifold.chart_low) / settings["height_resolution"])
+        # Heights at (up to n_points) training points themselves: the dimples, if any, are there.
+        u_at = run.data.u_train[:count]
+        at = torch.as_tensor(manifold.immersion(u_at), dtype=dtype, device=device)
+        heights_at_train = boundary_heights(
+            model, at, probe_directions(model, manifold, at, u_at), settings["t_max"], settings["tolerance"],
+            settings["bracket_steps"]).cpu().double().numpy()
+        summary["height"] = summarize_heights(field, settings["clinging_epsilon"], heights_at_train)
+    return summary, field
+
+
+def height_snapshot_indices(n_snapshots: int, every: int) -> set[int]:
+    return set(range(0, n_snapshots, every)) | {n_snapshots - 1}
+
+
+def remeasure(path, overrides: dict | None = None, progress: bool = True) -> tuple[Run, dict]:
+    """`sim measure`: re-measure an existing run, optionally with new measure.* settings."""
+    from simulator.errors import SceneError
+    from simulator.runs import load_run, write_text
+    from simulator.scene import scene_from_dict
+
+    run = load_run(path)
+    overrides = overrides or {}
+    foreign = sorted(key for key in overrides if not key.startswith("measure."))
+    if foreign:
+        raise SceneError(
+            f"{', '.join(foreign)}: only measure.* settings can change without retraining; run "
+            f"`sim run` on the scene with --set to change anything else."
+        )
+    if overrides:
+        run.scene = scene_from_dict(run.scene.model_dump(mode="json"), source=str(run.path / "scene.yaml"),
+                                    overrides=overrides)
+        write_text(run.path / "scene.yaml", run.scene.to_yaml())
+    return run, measure_run(run, progress=progress)
+
+
+def measure_snapshots(run: Run, settings: dict, progress: bool = False):
+    """The measurements of every snapshot (compute only; nothing written).
+
+    Returns (per-snapshot summaries, the last snapshot's HeightField or None).
+    """
+    manifold = run.manifold()
+    device = resolve_device(run.scene.train.device)
+    with_height = height_snapshot_indices(len(run.snapshots), settings["height_every"])
+    results, final_field = [], None
+    with _progress(progress, len(run.snapshots)) as advance:
+        for record in run.snapshots:
+            last = record.index == len(run.snapshots) - 1
+            resolution = (settings["final_height_resolution"] if last else settings["height_resolution"]) \
+                if record.index in with_height else None
+            summary, field = measure_model(record.model(), manifold, run, settings, resolution, device)
+            summary = {"step": record.step, "test_accuracy": record.test_accuracy, **summary}
+            summary["verdict"] = verdict_rows(summary, settings["thresholds"], attacks=None)
+            results.append(summary)
+            if last:
+                final_field = field
+            advance()
+    return results, final_field
+
+
+def measure_run(run: Run, progress: bool = True) -> dict:
+    """Measure every snapshot; write metrics.json["geometry"], height_field.npz, the curves figure
+    and verdict.json into the run directory."""
+    settings = resolve_settings(run, run.manifold())
+    started = time.perf_counter()
+    results, final_field = measure_snapshots(run, settings, progress)
+    geometry = {"settings": settings, "seconds": time.perf_counter() - started,
+                "device": str(resolve_device(run.scene.train.device)), "snapshots": results}
+    run.metrics["geometry"] = geometry
+    run.save_metrics()
+    if final_field is not None:
+        with atomic_path(run.path / "height_field.npz") as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **final_field.as_arrays())
+    from simulator.render.curves import plot_geometry_curves
+
+    plot_geometry_curves(run, run.path / "geometry_curves.png")
+    write_json(run.path / "verdict.json", results[-1]["verdict"])
+    return geometry
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.progress = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]measure snapshots"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn())
+        self.progress.__enter__()
+        task = self.progress.add_task("measure", total=self.total)
+        return lambda: self.progress.advance(task)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False

@@ -1,0 +1,106 @@
+"""The verdict table (DESIGN.md section 4, item 7): what each hypothesis predicts, what was measured.
+
+Every line it draws comes from `measure.thresholds` in the scene (documented defaults), never
+from a constant in code. A row with nothing measured says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+# What each row means, for reports (the terminal table stays short).
+ROW_EXPLANATIONS = {
+    "clinging fraction": "area share of the manifold where the boundary lies within eps along the normal",
+    "dimple depth": "median |h| at training points minus median |h| far from data (> 0: boundary bent "
+                    "away from the manifold around the data)",
+    "RMS tau / sqrt(k/n)": "how much of the margin gradient lies in the tangent space, relative to a random "
+                           "direction (0 = perpendicular, 1 = random, above 1 = along the manifold)",
+    "manifold specificity MS": "(d_on/d_off) / (d_rand_on/d_rand_off) from the attacks",
+    "off-manifold feature energy": "||J P_N||_F^2 / ||J||_F^2 of the penultimate-feature Jacobian against "
+                                   "the isotropic value (n-k)/n",
+}
+
+
+def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -> list[dict]:
+    """Rows of {measurement, dimpled, stretchy, measured, reading} for one snapshot's summary."""
+    rows = []
+    height = summary.get("height")
+    cling_line = thresholds["clinging_fraction"]
+    if height is not None:
+        clinging = height["clinging_fraction"]
+        rows.append({
+            "measurement": "clinging fraction",
+            "dimpled": f">= {cling_line:g}",
+            "stretchy": "no prediction",
+            "measured": f"{_fmt(clinging)} (eps = {_fmt(height['clinging_epsilon'])})",
+            "reading": "clings (dimpled)" if clinging >= cling_line else "does not cling (against dimpled)",
+        })
+        depth = height["dimple_depth"]
+        rows.append({
+            "measurement": "dimple depth",
+            "dimpled": "> 0, shallow",
+            "stretchy": "no prediction",
+            "measured": _fmt(depth),
+            "reading": "n/a: no boundary within t_max" if depth is None else
+            ("deeper at data (dimples)" if depth > 0 else "not deeper at data (no dimples)"),
+        })
+    tangent = summary["tangent"]
+    ratio, line = tangent["ratio_to_baseline"], thresholds["tangent_ratio"]
+    if math.isnan(ratio):
+        reading = "n/a"
+    elif ratio <= line:
+        reading = "perpendicular (dimpled)"
+    elif ratio < 1 / line:
+        reading = "like a random direction"
+    else:
+        reading = "along the manifold"
+    rows.append({
+        "measurement": "RMS tau / sqrt(k/n)",
+        "dimpled": f"<= {line:g}",
+        "stretchy": "~1",
+        "measured": f"{_fmt(ratio)} (tau {_fmt(tangent['rms_tau'])}, random {_fmt(tangent['baseline_rms_tau'])})",
+        "reading": reading,
+    })
+    ms_line = thresholds["specificity"]
+    specificity = (attacks or {}).get("manifold_specificity")
+    if specificity is None:
+        rows.append({"measurement": "manifold specificity MS", "dimpled": f">= {ms_line:g}",
+                     "stretchy": f"{1 / ms_line:.3g} to {ms_line:g}",
+                     "measured": "attacks not run", "reading": "n/a"})
+    stretch = summary.get("stretch")
+    if stretch is not None:
+        share, baseline = stretch["normal_energy_share"], stretch["normal_energy_baseline"]
+        rows.append({
+            "measurement": "off-manifold feature energy",
+            "dimpled": f"> (n-k)/n",
+            "stretchy": "either",
+            "measured": f"{_fmt(share)} (isotropic {_fmt(baseline)})",
+            "reading": "above baseline" if share > baseline else "at or below baseline",
+        })
+    return rows
+
+
+def verdict_table(rows: list[dict], title: str):
+    """A rich Table of the rows (for the terminal)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for column in ("measurement", "dimpled predicts", "stretchy predicts", "measured", "reading"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["measurement"], row["dimpled"], row["stretchy"], row["measured"], row["reading"])
+    return table
+
+
+def verdict_markdown(rows: list[dict]) -> str:
+    lines = ["| measurement | dimpled predicts | stretchy predicts | measured | reading |", "|---|---|---|---|---|"]
+    lines += [f"| {r['measurement']} | {r['dimpled']} | {r['stretchy']} | {r['measured']} | {r['reading']} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
