@@ -318,6 +318,11 @@ class ThresholdSpec(_Strict):
         description="The dimpled model predicts gradients roughly perpendicular to the manifold: "
         "RMS tangent fraction / sqrt(k/n) (1 = a random direction) at most this.",
     )
+    tangent_along: float = Field(
+        0.5, gt=0, lt=1,
+        description="The gradient reads as lying 'along the manifold' when RMS tau^2 is more than "
+        "this fraction of the way from the random value k/n to 1 (fully tangent).",
+    )
     specificity: float = Field(
         2.0, gt=1,
         description="Manifold specificity MS above this = the manifold is specially robust "

@@ -53,14 +53,16 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
         })
     tangent = summary["tangent"]
     ratio, line = tangent["ratio_to_baseline"], thresholds["tangent_ratio"]
+    random_share = tangent["baseline_rms_tau"] ** 2  # k/n
+    along_line = random_share + thresholds["tangent_along"] * (1 - random_share)
     if math.isnan(ratio):
         reading = "n/a"
     elif ratio <= line:
         reading = "perpendicular (dimpled)"
-    elif ratio < 1 / line:
-        reading = "like a random direction"
-    else:
+    elif tangent["rms_tau"] ** 2 >= along_line:
         reading = "along the manifold"
+    else:
+        reading = "like a random direction"
     rows.append({
         "measurement": "RMS tau / sqrt(k/n)",
         "dimpled": f"<= {line:g}",
