@@ -80,12 +80,42 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     table.add_row("test accuracy", f"{summary.test_accuracy:.1%}")
     table.add_row("files", ", ".join(summary.files))
     console.print(table)
+    if summary.attacks is not None:
+        from simulator.attack_report import attack_table, specificity_text
+
+        n_points = next(iter(summary.attacks["modes"].values()))["n_points"]
+        console.print(attack_table(summary.attacks, f"minimal adversarial distances at {n_points} test points"))
+        console.print(f"manifold specificity MS = {specificity_text(summary.attacks)}", highlight=False)
     if summary.verdict is not None:
         from simulator.verdict import verdict_table
 
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
     console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a measure.attacks.* setting first, e.g. --set measure.attacks.n_points=500. Repeatable.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
+    """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)."""
+    from simulator.attack_report import attack_run, attack_table, specificity_text
+    from simulator.measure import reload_with_measure_overrides
+    from simulator.verdict import verdict_table
+
+    run = reload_with_measure_overrides(run_dir, _parse_overrides(overrides))
+    report = attack_run(run, progress=not quiet)
+    final = report["final"]
+    console.print(attack_table(final, f"{run.scene.name}: minimal adversarial distances at step {final['step']} "
+                                      f"({report['seconds']:.1f} s)"))
+    console.print(f"manifold specificity MS = {specificity_text(final)}", highlight=False)
+    if "geometry" in run.metrics:
+        console.print(verdict_table(run.metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
+    console.print(f"updated: {run.path / 'metrics.json'}, attack_norms.png, attack_distances.npz, verdict.json",
+                  soft_wrap=True, highlight=False)
 
 
 @main.command()

@@ -91,7 +91,21 @@ def height_snapshot_indices(n_snapshots: int, every: int) -> set[int]:
 
 
 def remeasure(path, overrides: dict | None = None, progress: bool = True) -> tuple[Run, dict]:
-    """`sim measure`: re-measure an existing run, optionally with new measure.* settings."""
+    """`sim measure`: re-measure an existing run, optionally with new measure.* settings.
+
+    Runs the attacks too when the scene enables them, so the verdict stays complete.
+    """
+    run = reload_with_measure_overrides(path, overrides)
+    geometry = measure_run(run, progress=progress)
+    if run.scene.measure.attacks.enabled:
+        from simulator.attack_report import attack_run
+
+        attack_run(run, progress=progress)
+    return run, run.metrics["geometry"]
+
+
+def reload_with_measure_overrides(path, overrides: dict | None = None) -> Run:
+    """Load a run and apply measure.* overrides (recorded in its scene.yaml); nothing else may change."""
     from simulator.errors import SceneError
     from simulator.runs import load_run, write_text
     from simulator.scene import scene_from_dict
@@ -108,7 +122,7 @@ def remeasure(path, overrides: dict | None = None, progress: bool = True) -> tup
         run.scene = scene_from_dict(run.scene.model_dump(mode="json"), source=str(run.path / "scene.yaml"),
                                     overrides=overrides)
         write_text(run.path / "scene.yaml", run.scene.to_yaml())
-    return run, measure_run(run, progress=progress)
+    return run
 
 
 def measure_snapshots(run: Run, settings: dict, progress: bool = False):

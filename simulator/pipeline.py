@@ -28,6 +28,7 @@ class RunSummary:
     files: list[str]
     verdict: list[dict] | None = None  # rows of the verdict table (None when measure.enabled is off)
     measure_seconds: float | None = None
+    attacks: dict | None = None  # the final snapshot's attack report, when attacks ran
 
 
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
@@ -40,18 +41,26 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
         write_run(folder, scene, data, result)
         if scene.render.first_look:
             _first_look(scene, manifold, data, result, folder)
-        verdict = measure_seconds = None
+        verdict = measure_seconds = attack_report = None
         if scene.measure.enabled:
             from simulator.measure import measure_run
             from simulator.runs import load_run
 
             staged = load_run(folder)  # measure exactly what `sim measure` would read back
             geometry = measure_run(staged, progress=progress)
-            verdict, measure_seconds = geometry["snapshots"][-1]["verdict"], geometry["seconds"]
+            measure_seconds = geometry["seconds"]
+            if scene.measure.attacks.enabled:
+                from simulator.attack_report import attack_run
+
+                attacks = attack_run(staged, progress=progress)
+                measure_seconds += attacks["seconds"]
+            verdict = staged.metrics["geometry"]["snapshots"][-1]["verdict"]
+            attack_report = staged.metrics.get("attacks", {}).get("final")
         files = sorted(p.name for p in folder.iterdir())
     final = result.snapshots[-1]
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),
-                      final.train_accuracy, final.test_accuracy, result.seconds, files, verdict, measure_seconds)
+                      final.train_accuracy, final.test_accuracy, result.seconds, files, verdict, measure_seconds,
+                      attack_report)
 
 
 def _first_look(scene, manifold, data, result, folder: Path) -> None:

@@ -15,6 +15,7 @@ so a failed or interrupted run never leaves a half-written directory. Later comm
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -59,8 +60,19 @@ def write_text(path: Path, text: str) -> None:
         temporary.write_text(text)
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: strict JSON that every tool (and browsers) can read."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def write_json(path: Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2, allow_nan=True) + "\n")
+    write_text(path, json.dumps(_json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
 @contextmanager

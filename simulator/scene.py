@@ -323,11 +323,49 @@ class ThresholdSpec(_Strict):
         description="The gradient reads as lying 'along the manifold' when RMS tau^2 is more than "
         "this fraction of the way from the random value k/n to 1 (fully tangent).",
     )
+    stretch_alignment: float = Field(
+        0.7, gt=0, le=1,
+        description="The free adversarial direction 'follows the most stretched feature direction' "
+        "when the mean |<delta/||delta||, v_1>| is at least this.",
+    )
     specificity: float = Field(
         2.0, gt=1,
         description="Manifold specificity MS above this = the manifold is specially robust "
         "(dimpled); below 1/this = the manifold directions are the weak ones; between = a "
         "dimension effect only (the critique).",
+    )
+
+
+AttackMode = Literal["free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"]
+
+
+class AttackSpec(_Strict):
+    """Minimal-norm attacks in each subspace (greedy projected L2 PGD; DESIGN.md section 4, items 3-4)."""
+
+    enabled: bool = Field(True, description="Run the attacks at the end of `sim run` (`sim attack RUN` runs them alone).")
+    n_points: int | None = Field(None, ge=1, description="Test points attacked; default measure.n_points.")
+    modes: list[AttackMode] = Field(
+        ["free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"], min_length=1,
+        description="Subspaces: free, the tangent space (on) and its complement (off), a fresh random "
+        "k-dim subspace per point (random_on) and its complement, k random input coordinates "
+        "(coordinate_on) and the rest. MS needs on, off, random_on and random_off.",
+    )
+    step_size: float | None = Field(
+        None, gt=0, description="L2 step of the walk; default 0.01 x the data radius (distances overshoot "
+        "by less than one step before bisection)."
+    )
+    max_steps: int = Field(1000, ge=1, description="Steps before a point counts as 'no adversarial found'.")
+    refine_steps: int = Field(10, ge=0, description="Bisection iterations on the final segment.")
+    normal_rounds: int = Field(
+        2, ge=0, description="Extra rounds that turn the found perturbation towards the boundary normal "
+        "(0 = the plain greedy walk); they close the last ~1% to the nearest boundary point."
+    )
+    loss: Literal["margin", "ce"] = Field("margin", description="Objective: the margin (DESIGN.md) or cross-entropy.")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples (over points) for the MS interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap interval.")
+    every_snapshot: bool = Field(False, description="Also attack every snapshot (slower), not only the last.")
+    check_with_deepfool: bool = Field(
+        True, description="Recompute the free distances with DeepFool (a second method) and report the agreement."
     )
 
 
@@ -373,6 +411,7 @@ class MeasureSpec(_Strict):
         description="A chart point is 'near data' within this distance of a training point; default "
         "2 x the median nearest-neighbour distance between training points.",
     )
+    attacks: AttackSpec = AttackSpec()
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
@@ -433,6 +472,11 @@ class Scene(_Strict):
                     f"labels.n_clusters: {labels.n_clusters} is not m**{k} for a whole number m, so it cannot "
                     f"fill a grid on a k={k} chart; use e.g. {max(per_axis, 2) ** k} or layout: random"
                 )
+        attacked = self.measure.attacks.n_points
+        if attacked is not None and attacked > self.data.n_test:
+            raise ValueError(
+                f"measure.attacks.n_points: {attacked} is larger than data.n_test {self.data.n_test}"
+            )
         if self.measure.n_points > self.data.n_test:
             raise ValueError(
                 f"measure.n_points: {self.measure.n_points} is larger than data.n_test {self.data.n_test}"
@@ -514,8 +558,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; researchers write learning rates
-# that way, so accept YAML 1.2 floats too.
+# PyYAML follows YAML 1.1, which differs from YAML 1.2 in two ways that bite scene files:
+# yes/no/on/off are booleans (so `modes: [free, on, off]` would become [free, True, False]) and
+# `1e-3` without a dot is a string. Use YAML 1.2's booleans (true/false) and floats.
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),

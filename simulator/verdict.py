@@ -22,7 +22,10 @@ ROW_EXPLANATIONS = {
                     "away from the manifold around the data)",
     "RMS tau / sqrt(k/n)": "how much of the margin gradient lies in the tangent space, relative to a random "
                            "direction (0 = perpendicular, 1 = random, above 1 = along the manifold)",
-    "manifold specificity MS": "(d_on/d_off) / (d_rand_on/d_rand_off) from the attacks",
+    "manifold specificity MS": "(d_on/d_off) / (d_rand_on/d_rand_off) from the attacks, with a bootstrap "
+                               "interval over points",
+    "free attack along v_1": "mean |<delta_free/||delta_free||, v_1>|: alignment of the unconstrained "
+                             "adversarial direction with the most stretched input direction of the features",
     "off-manifold feature energy": "||J P_N||_F^2 / ||J||_F^2 of the penultimate-feature Jacobian against "
                                    "the isotropic value (n-k)/n",
 }
@@ -71,11 +74,35 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
         "reading": reading,
     })
     ms_line = thresholds["specificity"]
-    specificity = (attacks or {}).get("manifold_specificity")
-    if specificity is None:
-        rows.append({"measurement": "manifold specificity MS", "dimpled": f">= {ms_line:g}",
-                     "stretchy": f"{1 / ms_line:.3g} to {ms_line:g}",
-                     "measured": "attacks not run", "reading": "n/a"})
+    row = {"measurement": "manifold specificity MS", "dimpled": f">= {ms_line:g}",
+           "stretchy": f"{1 / ms_line:.3g} to {ms_line:g}"}
+    if attacks is None or "manifold_specificity" not in attacks:
+        row.update(measured="attacks not run", reading="n/a")
+    elif attacks["manifold_specificity"] is None:
+        row.update(measured="undefined (a distance not found)", reading="n/a")
+    else:
+        value = attacks["manifold_specificity"]
+        interval = attacks.get("manifold_specificity_interval")
+        measured = _fmt(value) + (f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else "")
+        if value >= ms_line:
+            reading = "manifold specially robust (dimpled)"
+        elif value <= 1 / ms_line:
+            reading = "manifold directions are the weak ones"
+        else:
+            reading = "dimension effect only (critique)"
+        row.update(measured=measured, reading=reading)
+    rows.append(row)
+    alignment = (attacks or {}).get("stretch_alignment")
+    if alignment is not None and alignment.get("mean_alignment") is not None:
+        line = thresholds["stretch_alignment"]
+        value = alignment["mean_alignment"]
+        rows.append({
+            "measurement": "free attack along v_1",
+            "dimpled": "no prediction",
+            "stretchy": f">= {line:g}",
+            "measured": f"{_fmt(value)} (random {_fmt(alignment['random_baseline'])})",
+            "reading": "pushes the most stretched feature (stretchy)" if value >= line else "not along v_1",
+        })
     stretch = summary.get("stretch")
     if stretch is not None:
         share, baseline = stretch["normal_energy_share"], stretch["normal_energy_baseline"]

@@ -18,4 +18,5 @@ def tiny_overrides():
     """Overrides that make any scene train in about a second."""
     return {"train.steps": 60, "data.n_train": 200, "data.n_test": 100, "measure.n_points": 50,
             "snapshots.count": 5, "train.device": "cpu", "render.cross_section_resolution": 32,
-            "measure.height_resolution": 12, "measure.final_height_resolution": 16}
+            "measure.height_resolution": 12, "measure.final_height_resolution": 16,
+            "measure.attacks.bootstrap": 50}

@@ -17,7 +17,7 @@ from conftest import SCENES
 TINY = ["--set", "train.steps=40", "--set", "data.n_train=120", "--set", "data.n_test=60",
         "--set", "measure.n_points=30", "--set", "snapshots.count=4", "--set", "train.device=cpu",
         "--set", "render.cross_section_resolution=32", "--set", "measure.height_resolution=12",
-        "--set", "measure.final_height_resolution=16"]
+        "--set", "measure.final_height_resolution=16", "--set", "measure.attacks.bootstrap=50"]
 
 
 @pytest.fixture
@@ -151,3 +151,19 @@ def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
 
     refused = runner.invoke(cli.main, ["measure", str(run_dir), "--set", "train.steps=5"])
     assert refused.exit_code == 2 and "only measure.* settings" in refused.output
+
+
+def test_attack_command_reruns_attacks_with_new_settings(runner, tmp_path):
+    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+    run_dir = tmp_path / "sheet_two_class"
+    first = load_run(run_dir).metrics["attacks"]["final"]
+    assert set(first["modes"]) == {"free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"}
+    assert any(row["measurement"] == "manifold specificity MS" and row["measured"] != "attacks not run"
+               for row in json.loads((run_dir / "verdict.json").read_text()))
+    result = runner.invoke(cli.main, ["attack", str(run_dir), "--quiet", "--set", "measure.attacks.modes=[free, on]"])
+    assert result.exit_code == 0, result.output
+    report = load_run(run_dir).metrics["attacks"]["final"]
+    assert set(report["modes"]) == {"free", "on"} and "manifold_specificity" not in report
+    assert "not measured" in result.output
+    missing = runner.invoke(cli.main, ["attack", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no such run directory" in missing.output

@@ -332,3 +332,15 @@ def test_json_schema_describes_every_section():
     assert set(manifold["discriminator"]["mapping"]) == set(FAMILIES)
     # nested models forbid unknown keys too
     assert all(d.get("additionalProperties") is False for d in schema["$defs"].values() if d.get("type") == "object")
+
+
+def test_yaml_12_booleans_floats_and_duplicate_keys(tmp_path):
+    """on/off stay strings (attack modes), 1e-3 is a float, a repeated key is an error."""
+    path = tmp_path / "modes.yaml"
+    path.write_text("manifold: {family: flat}\nlabels: {rule: random}\ntrain: {lr: 1e-3}\n"
+                    "measure: {attacks: {modes: [free, on, off]}}\n")
+    scene = load_scene(path)
+    assert scene.measure.attacks.modes == ["free", "on", "off"] and scene.train.lr == 0.001
+    path.write_text("manifold: {family: flat}\nlabels: {rule: random}\nseed: 1\nseed: 2\n")
+    with pytest.raises(SceneError, match="duplicate key 'seed'"):
+        load_scene(path)

@@ -1,0 +1,290 @@
+"""The attack report: minimal adversarial distances per subspace, ratios, manifold specificity.
+
+For the attacked test points and every mode of `measure.attacks.modes` it runs
+`GreedyProjectedPGD`, then reports per mode the median and mean L2 norm, success rate and
+median steps, the ratios to `free`, the dimension-only prediction for each ratio, and
+
+    MS = (d_on / d_off) / (d_rand_on / d_rand_off)      (medians; DESIGN.md section 4, item 3)
+
+with a bootstrap interval over points. MS ~ 1: the on/off gap is a dimension effect (the
+critique); MS >> 1: the manifold is specially robust (dimpled model); MS < 1: the manifold
+directions are the weak ones. It also checks `free` against DeepFool and measures how well the
+free adversarial direction aligns with the most stretched feature direction v_1.
+
+Points where a mode finds no adversarial example within max_steps * step_size count as
+infinitely far in medians (never silently dropped); a median that is itself "not found" is
+reported as null, and so is any ratio built from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from simulator.attacks import DeepFoolL2, GreedyProjectedPGD
+from simulator.geometry.stretch import feature_jacobians
+from simulator.runs import Run, atomic_path, write_json
+from simulator.seeding import numpy_rng, torch_seed
+from simulator.train import resolve_device
+
+PAPER_ROWS = {  # mode -> (row label, subspace)
+    "free": ("PGD (unconstrained)", "R^n"),
+    "on": ("on-manifold PGD", "tangent space, k"),
+    "off": ("off-manifold PGD", "normal space, n-k"),
+    "random_on": ("random-subspace PGD", "random k-dim"),
+    "random_off": ("off-random-subspace PGD", "its complement, n-k"),
+    "coordinate_on": ("coordinate-subset PGD", "k random pixels"),
+    "coordinate_off": ("off-coordinate-subset PGD", "the other n-k"),
+}
+
+
+def _median_with_failures(distance: np.ndarray) -> float:
+    """Median where NaN (not found) counts as +inf."""
+    return float(np.median(np.where(np.isnan(distance), np.inf, distance))) if len(distance) else math.nan
+
+
+def _finite_or_none(value: float):
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def dimension_only_ratio(dim: int, ambient_dim: int, inside: bool) -> float:
+    """Median of d_subspace / d_free for a *linear* margin and a random subspace.
+
+    For f = w.x + b, d_sub / d_free = 1 / ||P_B w_hat|| and ||P_B w_hat||^2 ~ Beta(k/2, (n-k)/2)
+    for a Haar-random k-dim B (Beta((n-k)/2, k/2) for its complement).
+    """
+    from scipy.stats import beta
+
+    a, b = (dim / 2, (ambient_dim - dim) / 2) if inside else ((ambient_dim - dim) / 2, dim / 2)
+    if a == 0:
+        return math.inf
+    if b == 0:
+        return 1.0
+    return float(1 / math.sqrt(beta.median(a, b)))
+
+
+def random_alignment_baseline(ambient_dim: int) -> float:
+    """E |<u, v>| for u uniform on the unit sphere of R^n and a fixed unit v."""
+    n = ambient_dim
+    return math.exp(math.lgamma(n / 2) - math.lgamma((n + 1) / 2)) / math.sqrt(math.pi)
+
+
+def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
+    d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
+    value = (d["on"] / d["off"]) / (d["random_on"] / d["random_off"])
+    return _finite_or_none(value) if all(np.isfinite(list(d.values()))) else None
+
+
+def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confidence: float,
+                       rng: np.random.Generator) -> tuple[float, float] | None:
+    """Percentile interval of MS over resampled points (paired across modes)."""
+    if resamples == 0:
+        return None
+    n_points = len(distances["on"])
+    values = []
+    for _ in range(resamples):
+        index = rng.integers(0, n_points, n_points)
+        value = manifold_specificity({mode: d[index] for mode, d in distances.items()})
+        values.append(np.inf if value is None else value)  # "not found" resamples stay in the tail
+    # inverted_cdf picks sample values (no interpolation), so infinite resamples stay well-defined
+    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
+    return (_finite_or_none(low), _finite_or_none(high))
+
+
+def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device) -> dict:
+    """Run every mode on one model; return the report dict (per-point distances included)."""
+    spec = run.scene.measure.attacks
+    model = model.to(device).eval()
+    dtype = next(model.parameters()).dtype
+    count = settings["n_points"]
+    x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
+    bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
+    k, n = bases.shape[-1], x.shape[1]
+    report: dict = {"modes": {}, "distances": {}}
+    free_delta = None
+    for mode in spec.modes:
+        attack = GreedyProjectedPGD(model, mode=mode, step_size=settings["step_size"], max_steps=spec.max_steps,
+                                    refine_steps=spec.refine_steps, loss=spec.loss, dim=k, seed=settings["seed"],
+                                    normal_rounds=spec.normal_rounds)
+        result = attack(x, tangent_bases=bases)
+        distance = result.distance.double().cpu().numpy()
+        summary = result.summary()
+        summary["median_distance_counting_failures"] = _finite_or_none(_median_with_failures(distance))
+        summary["subspace_dim"] = {"free": n, "on": k, "random_on": k, "coordinate_on": k}.get(mode, n - k)
+        report["modes"][mode] = summary
+        report["distances"][mode] = distance
+        if mode == "free":
+            free_delta = result.delta.detach()
+            report["attack_settings"] = repr(attack)
+    _add_ratios(report, k, n)
+    distances = report["distances"]
+    if all(mode in distances for mode in ("on", "off", "random_on", "random_off")):
+        report["manifold_specificity"] = manifold_specificity(distances)
+        interval = bootstrap_interval(distances, spec.bootstrap, spec.confidence,
+                                      numpy_rng(run.scene.seed, "attacks"))
+        report["manifold_specificity_interval"] = interval
+        report["manifold_specificity_confidence"] = spec.confidence
+    if free_delta is not None:
+        if spec.check_with_deepfool:
+            report["deepfool_check"] = _deepfool_check(model, x, distances["free"])
+        if hasattr(model, "features"):
+            report["stretch_alignment"] = _stretch_alignment(model, x, free_delta, distances["free"], n)
+    return report
+
+
+def _add_ratios(report: dict, dim: int, ambient_dim: int) -> None:
+    free = report["modes"].get("free", {}).get("median_distance_counting_failures")
+    for mode, summary in report["modes"].items():
+        own = summary["median_distance_counting_failures"]
+        summary["ratio_to_free"] = (own / free) if (own is not None and free) else None
+        if mode in ("random_on", "random_off"):
+            summary["dimension_only_ratio"] = dimension_only_ratio(dim, ambient_dim, inside=mode == "random_on")
+
+
+def _deepfool_check(model, x, pgd_free: np.ndarray) -> dict:
+    result = DeepFoolL2(model)(x)
+    deepfool = result.distance.double().cpu().numpy()
+    both = np.isfinite(deepfool) & np.isfinite(pgd_free)
+    relative = (pgd_free[both] - deepfool[both]) / deepfool[both]
+    return {
+        "median_distance": _finite_or_none(_median_with_failures(deepfool)),
+        "success_rate": float(np.isfinite(deepfool).mean()),
+        "median_relative_difference_pgd_vs_deepfool": float(np.median(relative)) if both.any() else None,
+        "share_pgd_within_1pct_or_shorter": float(np.mean(relative <= 0.01)) if both.any() else None,
+    }
+
+
+def _stretch_alignment(model, x, free_delta, free_distance, ambient_dim: int) -> dict:
+    found = np.isfinite(free_distance)
+    if not found.any():
+        return {"mean_alignment": None, "random_baseline": random_alignment_baseline(ambient_dim)}
+    index = torch.as_tensor(np.flatnonzero(found), device=x.device)
+    jacobians = feature_jacobians(model, x[index]).double()
+    top_direction = torch.linalg.svd(jacobians, full_matrices=False)[2][:, 0, :]
+    direction = free_delta[index].double()
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    alignment = (direction * top_direction).sum(dim=1).abs().cpu().numpy()
+    return {"mean_alignment": float(alignment.mean()), "median_alignment": float(np.median(alignment)),
+            "random_baseline": random_alignment_baseline(ambient_dim)}
+
+
+def resolve_attack_settings(run: Run, data_radius: float) -> dict:
+    spec = run.scene.measure.attacks
+    return {
+        "n_points": spec.n_points or run.scene.measure.n_points,
+        "step_size": spec.step_size or 0.01 * data_radius,
+        "seed": torch_seed(run.scene.seed, "attacks") % 2**31,
+        "max_steps": spec.max_steps,
+        "refine_steps": spec.refine_steps,
+        "normal_rounds": spec.normal_rounds,
+        "loss": spec.loss,
+        "modes": list(spec.modes),
+        "bootstrap": spec.bootstrap,
+        "confidence": spec.confidence,
+    }
+
+
+def attack_run(run: Run, progress: bool = True) -> dict:
+    """Attack the last snapshot (every snapshot when asked); write metrics["attacks"],
+    attack_norms.png, attack_distances.npz and the verdict with MS."""
+    from simulator.measure import resolve_settings
+
+    manifold = run.manifold()
+    geometry_settings = resolve_settings(run, manifold)
+    settings = resolve_attack_settings(run, geometry_settings["data_radius"])
+    device = resolve_device(run.scene.train.device)
+    records = run.snapshots if run.scene.measure.attacks.every_snapshot else run.snapshots[-1:]
+    started = time.perf_counter()
+    per_snapshot = []
+    for record in _track(records, progress):
+        report = attack_model(record.model(), run, settings, device)
+        report["step"] = record.step
+        per_snapshot.append(report)
+    final = per_snapshot[-1]
+    seconds = time.perf_counter() - started
+    with atomic_path(run.path / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **{mode: d for mode, d in final["distances"].items()})
+    stored = [{key: value for key, value in report.items() if key != "distances"} for report in per_snapshot]
+    run.metrics["attacks"] = {"settings": settings, "seconds": seconds, "device": str(device),
+                              "final": stored[-1], "snapshots": stored}
+    _update_verdicts(run, geometry_settings, stored)
+    run.save_metrics()
+    from simulator.render.attack_plots import plot_attack_norms
+
+    plot_attack_norms(run, final["distances"], run.path / "attack_norms.png")
+    return run.metrics["attacks"]
+
+
+def _update_verdicts(run: Run, geometry_settings: dict, stored: list[dict]) -> None:
+    """Fold MS and stretch alignment into the verdict rows of the attacked snapshots."""
+    from simulator.verdict import verdict_rows
+
+    geometry = run.metrics.get("geometry")
+    if not geometry:
+        return
+    by_step = {report["step"]: report for report in stored}
+    for summary in geometry["snapshots"]:
+        if summary["step"] in by_step:
+            summary["verdict"] = verdict_rows(summary, geometry["settings"]["thresholds"], by_step[summary["step"]])
+    write_json(run.path / "verdict.json", geometry["snapshots"][-1]["verdict"])
+
+
+def _track(records, progress: bool):
+    if not progress or len(records) == 1:
+        return records
+    from rich.progress import track
+
+    return track(records, description="attack snapshots")
+
+
+def attack_table(report: dict, title: str):
+    """The paper's table (unconstrained, on-, off-manifold) with the random-subspace rows added.
+
+    Terminal version: modes by name (the markdown report uses the paper's row labels).
+    """
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("mode", "dim", "median L2", "mean L2", "found", "steps", "/ free", "dim-only"):
+        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
+    for mode, summary in report["modes"].items():
+        table.add_row(mode, str(summary["subspace_dim"]), _fmt(summary["median_distance_counting_failures"]),
+                      _fmt(summary["mean_distance"]), f"{summary['success_rate']:.0%}", _fmt(summary["median_steps"]),
+                      _fmt(summary.get("ratio_to_free")), _fmt(summary.get("dimension_only_ratio")))
+    return table
+
+
+def attack_markdown(report: dict) -> str:
+    lines = ["| attack | subspace | median L2 | mean L2 | success | median steps | ratio to free | dimension-only |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, summary in report["modes"].items():
+        label, subspace = PAPER_ROWS[mode]
+        lines.append(f"| {label} | {subspace} | {_fmt(summary['median_distance_counting_failures'])} | "
+                     f"{_fmt(summary['mean_distance'])} | {summary['success_rate']:.0%} | {_fmt(summary['median_steps'])} | "
+                     f"{_fmt(summary.get('ratio_to_free'))} | {_fmt(summary.get('dimension_only_ratio'))} |")
+    lines.append("")
+    lines.append(f"MS = {specificity_text(report)}")
+    return "\n".join(lines) + "\n"
+
+
+def specificity_text(report: dict) -> str:
+    value = report.get("manifold_specificity")
+    if "manifold_specificity" not in report:
+        return "not measured (needs modes on, off, random_on, random_off)"
+    if value is None:
+        return "undefined (a median distance was 'not found'; raise measure.attacks.max_steps)"
+    interval = report.get("manifold_specificity_interval")
+    if interval is None:
+        return f"{value:.3g}"
+    low, high = interval
+    level = report.get("manifold_specificity_confidence", 0.95)
+    return f"{value:.3g} [{_fmt(low)}, {_fmt(high)}] ({level:.0%} bootstrap interval over points)"
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.4g}"
