@@ -415,13 +415,44 @@ class MeasureSpec(_Strict):
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
+class CameraSpec(_Strict):
+    azimuth: float = Field(35.0, description="Degrees around the vertical axis of the render frame.")
+    elevation: float = Field(22.0, description="Degrees above the frame's horizontal plane; low angles show dimples.")
+    zoom: float = Field(1.0, gt=0, description="Camera zoom factor.")
+
+
 class RenderSpec(_Strict):
+    """Pictures: the first-look cross-section, 3-D boundary renders, animations (pyvista)."""
+
     first_look: bool = Field(True, description="Write the cross-section figure at the end of `sim run`.")
     cross_section_half_width: float | None = Field(
         None, gt=0, description="Half-width of the cross-section window; default 0.6 x the data's radius."
     )
     cross_section_resolution: int = Field(200, ge=16, le=2000, description="Grid cells per side of the cross-section.")
     dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
+    three_d: bool = Field(True, description="Render the final boundary in 3-D (PNG + .vtp meshes) at the end of `sim run`.")
+    animation: bool = Field(True, description="Write the training animation (GIF and MP4) at the end of `sim run`.")
+    grid_resolution: int = Field(
+        96, ge=8, le=512, description="Points per axis of the 3-D grid on which the margin is evaluated "
+        "(marching cubes); the isosurface is accurate to about one grid spacing."
+    )
+    padding: float = Field(0.15, ge=0, description="n = 3: the data's bounding box is padded by this fraction per side.")
+    slice_point: int | None = Field(
+        None, ge=0, description="n > 3: index of the training point the 3-D slice passes through; default "
+        "the one nearest the chart-box centre."
+    )
+    slice_half_width: float | None = Field(
+        None, gt=0, description="n > 3: half-size of the slice box; default 0.6 x the data radius."
+    )
+    camera: CameraSpec = CameraSpec()
+    orbit: bool = Field(False, description="Animation: orbit the camera slowly (one turn over the animation).")
+    fps: int = Field(6, ge=1, le=60, description="Animation frames per second (one frame per snapshot).")
+    window_size: list[Annotated[int, Field(ge=64, le=4096)]] = Field(
+        [800, 600], min_length=2, max_length=2, description="Render size in pixels [width, height]."
+    )
+    adversarial_paths: int = Field(
+        0, ge=0, description="Draw this many free adversarial perturbations (arrows) in the 3-D render."
+    )
 
 
 class Scene(_Strict):
