@@ -165,6 +165,10 @@ def measure_run(run: Run, progress: bool = True) -> dict:
     from simulator.render.curves import plot_geometry_curves
 
     plot_geometry_curves(run, run.path / "geometry_curves.png")
+    if final_field is not None and run.manifold().dim >= 2:
+        from simulator.render.height_map import plot_height_map
+
+        plot_height_map(run, run.path / "height_map.png")
     write_json(run.path / "verdict.json", results[-1]["verdict"])
     return geometry
 

@@ -68,7 +68,13 @@ def _first_look(scene, manifold, data, result, folder: Path) -> None:
     from simulator.train import load_snapshot_model
 
     snapshots = result.snapshots
-    chosen = [snapshots[0], snapshots[len(snapshots) // 2], snapshots[-1]]
+    indices = scene.render.cross_section_snapshots or [0, len(snapshots) // 2, -1]
+    if any(not -len(snapshots) <= i < len(snapshots) for i in indices):
+        from simulator.errors import SceneError
+
+        raise SceneError(f"render.cross_section_snapshots: {indices} has an index outside the "
+                         f"{len(snapshots)} snapshots of this run (use 0..{len(snapshots) - 1} or negative from the end)")
+    chosen = [snapshots[i] for i in indices]
     models = [(f"step {s.step}  (test acc {s.test_accuracy:.1%})",
                load_snapshot_model(scene, data.ambient_dim, data.n_classes, s.state_dict)) for s in chosen]
     frame = default_frame(manifold, data.x_train, data.u_train, scene.render.cross_section_half_width)

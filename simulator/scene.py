@@ -429,6 +429,10 @@ class RenderSpec(_Strict):
         None, gt=0, description="Half-width of the cross-section window; default 0.6 x the data's radius."
     )
     cross_section_resolution: int = Field(200, ge=16, le=2000, description="Grid cells per side of the cross-section.")
+    cross_section_snapshots: list[int] | None = Field(
+        None, min_length=1, description="Snapshot indices drawn in the cross-section figure (negative counts "
+        "from the end, e.g. [0, -1]); default the first, a middle and the last."
+    )
     dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
     three_d: bool = Field(True, description="Render the final boundary in 3-D (PNG + .vtp meshes) at the end of `sim run`.")
     animation: bool = Field(True, description="Write the training animation (GIF and MP4) at the end of `sim run`.")

@@ -133,6 +133,10 @@ def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
     assert geometry["snapshots"][-1]["height"]["n_points"] == 16**2
     assert all("tangent" in s and "stretch" in s for s in geometry["snapshots"])
     assert json.loads((run_dir / "verdict.json").read_text())[0]["measurement"] == "clinging fraction"
+    import matplotlib.image
+
+    height_map = matplotlib.image.imread(run_dir / "height_map.png")
+    assert height_map[..., :3].std() > 0.05  # a drawn heat map, not an empty canvas
 
     # A second method for tau: plain autograd on the summed margin instead of torch.func.
     model = run.final_model()
