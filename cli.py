@@ -58,7 +58,7 @@ def main():
     """
 
 
-@main.command()
+@main.command(short_help="Train a scene with snapshots, measure, attack, write the run.")
 @click.argument("scene_file", type=click.Path(path_type=Path))
 @click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("renders"), show_default=True,
               help="Root folder; the run goes to OUT/<scene-name>/ (replacing an older run there).")
@@ -67,7 +67,9 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool):
-    """Generate the data, train the MLP with boundary snapshots, and write a run directory."""
+    """Generate the scene's data, train its MLP while snapshotting the decision boundary, measure
+    the geometry of every snapshot, attack the last one, and write the run directory
+    OUT/<scene-name>/ (see the README for its files)."""
     from simulator import load_scene, run_scene
 
     scene = load_scene(scene_file, overrides=_parse_overrides(overrides))
@@ -94,14 +96,15 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
 
 
-@main.command()
+@main.command(short_help="Rerun the on/off/random-subspace attacks of a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Change a measure.attacks.* setting first, e.g. --set measure.attacks.n_points=500. Repeatable.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
-    """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)."""
+    """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)
+    and update its metrics, figures and verdict."""
     from simulator.attack_report import attack_run, attack_table, specificity_text
     from simulator.measure import reload_with_measure_overrides
     from simulator.verdict import verdict_table
@@ -118,7 +121,7 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
                   soft_wrap=True, highlight=False)
 
 
-@main.command()
+@main.command(short_help="Re-measure the geometry of a run (no retraining).")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Change a measure.* setting first, e.g. --set measure.final_height_resolution=256. Repeatable.")
