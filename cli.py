@@ -117,8 +117,9 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     console.print(f"manifold specificity MS = {specificity_text(final)}", highlight=False)
     if "geometry" in run.metrics:
         console.print(verdict_table(run.metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
-    console.print(f"updated: {run.path / 'metrics.json'}, attack_norms.png, attack_distances.npz, verdict.json",
-                  soft_wrap=True, highlight=False)
+    _refresh_report(run)
+    console.print(f"updated: {run.path / 'metrics.json'}, attack_norms.png, attack_distances.npz, verdict.json, "
+                  f"report", soft_wrap=True, highlight=False)
 
 
 @main.command(short_help="Re-measure the geometry of a run (no retraining).")
@@ -137,13 +138,34 @@ def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     console.print(verdict_table(final["verdict"], f"{run.scene.name}: verdict at step {final['step']} "
                                                   f"({len(geometry['snapshots'])} snapshots measured in "
                                                   f"{geometry['seconds']:.1f} s)"))
-    console.print(f"updated: {run.path / 'metrics.json'}, geometry_curves.png, height_field.npz, verdict.json",
-                  soft_wrap=True, highlight=False)
+    _refresh_report(run)
+    console.print(f"updated: {run.path / 'metrics.json'}, geometry_curves.png, height_field.npz, verdict.json, "
+                  f"report", soft_wrap=True, highlight=False)
 
 
 @main.group()
 def scenes():
     """List, validate and describe scene files."""
+
+
+@main.command(short_help="Write report.md and report.html for a run.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@_user_errors
+def report(run_dir: Path):
+    """Write report.md and report.html (one self-contained file that works offline, with an
+    interactive 3-D view of the final boundary) into a run directory."""
+    from simulator.report import write_report
+
+    markdown, html = write_report(run_dir)
+    console.print(f"wrote {markdown} and {html}", soft_wrap=True, highlight=False)
+
+
+def _refresh_report(run) -> None:
+    """Keep report.html in step with files a command just rewrote."""
+    if run.scene.render.report:
+        from simulator.report import write_report
+
+        write_report(run)
 
 
 @scenes.command("list")

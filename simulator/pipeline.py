@@ -56,6 +56,11 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
                 measure_seconds += attacks["seconds"]
             verdict = staged.metrics["geometry"]["snapshots"][-1]["verdict"]
             attack_report = staged.metrics.get("attacks", {}).get("final")
+        if scene.render.report:
+            from simulator.report import write_report
+            from simulator.runs import load_run
+
+            write_report(load_run(folder))
         files = sorted(p.name for p in folder.iterdir())
     final = result.snapshots[-1]
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),

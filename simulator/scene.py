@@ -454,6 +454,7 @@ class RenderSpec(_Strict):
     window_size: list[Annotated[int, Field(ge=64, le=4096)]] = Field(
         [800, 600], min_length=2, max_length=2, description="Render size in pixels [width, height]."
     )
+    report: bool = Field(True, description="Write report.md and report.html (self-contained, offline) at the end of `sim run`.")
     adversarial_paths: int = Field(
         0, ge=0, description="Draw this many free adversarial perturbations (arrows) in the 3-D render."
     )

@@ -1,0 +1,665 @@
+"""The run report: `report.md` and `report.html` in a run directory.
+
+    from simulator.report import write_report
+    md_path, html_path = write_report("renders/sheet_two_class")
+
+The report puts together what a run produced: the scene (summary and the full resolved YAML),
+the verdict table with what each row means, the attack table in the paper's layout with the
+manifold specificity MS and its interval, the geometry of the final snapshot, the figures, the
+3-D renders, the training animation and an interactive 3-D view of the final decision boundary
+(plotly WebGL, with the manifold and the data points). Whatever a run lacks (no measurements,
+no attacks, no 3-D files) is said in its section; the report is written anyway.
+
+`report.html` is one self-contained file: images are embedded as data URIs and plotly.js is
+inline, so it opens offline and can be mailed around. `report.md` links the files beside it.
+
+The HTML building blocks (`html_page`, `Section`, `html_table`, `figure_html`, `details_html`,
+`code_html`, `html_columns`, `interactive_mesh_html`) and the per-run pieces (`find_artifacts`,
+`scene_rows`, `geometry_rows`, `attack_rows`, `verdict_html`, `attack_html`,
+`interactive_view_html`) are public so that other pages (`sim compare`) share one style.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from simulator.attack_report import PAPER_ROWS, attack_markdown, specificity_text
+from simulator.render.interactive import (
+    MANIFOLD_COLOR,
+    PLOTLY_MARKER,
+    MeshLayer,
+    PointLayer,
+    camera_eye,
+    frame_of_mesh,
+    interactive_mesh_html,
+    plotly_js_html,
+    points_in_frame,
+)
+from simulator.runs import Run, load_run, write_text
+from simulator.verdict import ROW_EXPLANATIONS, verdict_markdown
+
+__all__ = [
+    "FIGURES", "RunArtifacts", "Section", "attack_html", "attack_rows", "code_html", "details_html", "figure_html",
+    "find_artifacts", "fmt", "geometry_rows", "html_columns", "html_page", "html_table", "interactive_mesh_html",
+    "interactive_view_html", "md_table", "not_measured_html", "scene_rows", "verdict_html", "write_report",
+    "build_report", "data_uri",
+]
+
+# The 2-D figures a run may hold, in report order, with what each shows.
+FIGURES = {
+    "cross_section.png": "Cross-sections through a training point (one tangent direction x the normal) at the "
+                         "first, middle and last snapshot: the decision boundary's profile around the data.",
+    "height_map.png": "Height h(u) of the decision boundary above the manifold over the chart, with the "
+                      "training points: where the boundary clings and where it dents.",
+    "geometry_curves.png": "Geometry measurements over training: tangent fraction, clinging, heights, stretch.",
+    "attack_norms.png": "Minimal adversarial L2 distances per attack mode (distribution over attacked points).",
+}
+
+EMBED_LIMIT_BYTES = 40 * 2**20  # larger images/animations are linked instead of embedded
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers to 4 significant digits; None/NaN/inf as '-'; lists element-wise; the rest as str."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else "-"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(item, digits) for item in value) + "]"
+    return str(value)
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+# --------------------------------------------------------------------------- HTML building blocks
+
+CSS = """
+:root { --fg: #1f2328; --muted: #57606a; --line: #d0d7de; --soft: #f6f8fa; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; line-height: 1.45;
+       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
+h1 { font-size: 1.7rem; margin: .4rem 0 .2rem; }
+h2 { font-size: 1.3rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
+p.subtitle { color: var(--muted); margin: 0 0 .8rem; }
+nav.toc { font-size: .92rem; margin: .6rem 0 1rem; }
+nav.toc a { color: var(--accent); text-decoration: none; margin-right: 1.1rem; white-space: nowrap; }
+table { border-collapse: collapse; margin: .4rem 0 1rem; font-size: .9rem; }
+th, td { border: 1px solid var(--line); padding: .28rem .55rem; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: .3rem; }
+figure { margin: 1rem 0 1.4rem; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { color: var(--muted); font-size: .88rem; margin-top: .25rem; }
+.missing { color: var(--muted); font-style: italic; }
+.note { color: var(--muted); font-size: .9rem; }
+.ms { font-size: 1.02rem; margin: .4rem 0 1rem; }
+pre { background: var(--soft); padding: .8rem; overflow: auto; font-size: .82rem; border-radius: 4px; }
+details { margin: .5rem 0 1rem; }
+details > summary { cursor: pointer; color: var(--accent); }
+.columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1rem; }
+.view3d { border: 1px solid #eaeef2; margin: .5rem 0 1rem; }
+"""
+
+
+@dataclass
+class Section:
+    """One `<section>` of a page: a heading and HTML content; `anchor` defaults to a slug."""
+
+    title: str
+    body: str
+    anchor: str | None = None
+
+    def id(self) -> str:
+        return self.anchor or _slug(self.title)
+
+    def html(self) -> str:
+        return f'<section id="{_escape(self.id())}">\n<h2>{_escape(self.title)}</h2>\n{self.body}\n</section>'
+
+
+def html_page(title: str, sections: Sequence[Section], subtitle: str = "", toc: bool = True) -> str:
+    """A complete, self-contained HTML document (inline CSS; plotly.js inline when needed)."""
+    body = "\n".join(section.html() for section in sections)
+    needs_plotly = PLOTLY_MARKER in body
+    nav = ""
+    if toc and len(sections) > 1:
+        nav = '<nav class="toc">' + "".join(f'<a href="#{_escape(s.id())}">{_escape(s.title)}</a>'
+                                             for s in sections) + "</nav>"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_escape(title)}</title>",
+        f"<style>{CSS}</style>",
+        plotly_js_html() if needs_plotly else "",
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>{_escape(title)}</h1>",
+        f'<p class="subtitle">{_escape(subtitle)}</p>' if subtitle else "",
+        nav,
+        body,
+        "</main>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+def html_table(rows: Iterable[dict | Sequence], columns: Sequence[str] | None = None,
+               headers: Sequence[str] | None = None, caption: str | None = None,
+               numeric: Sequence[str] = ()) -> str:
+    """A table of rows (dicts keyed by `columns`, or sequences). Cells are escaped text;
+    columns named in `numeric` are right-aligned."""
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else \
+            [str(i) for i in range(len(rows[0]) if rows else 0)]
+    headers = list(headers) if headers is not None else list(columns)
+    parts = ["<table>"]
+    if caption:
+        parts.append(f"<caption>{_escape(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{_escape(h)}</th>" for h in headers) + "</tr></thead>")
+    parts.append("<tbody>")
+    for row in rows:
+        values = [row.get(c, "") for c in columns] if isinstance(row, dict) else list(row)
+        cells = []
+        for column, value in zip(columns, values):
+            css = ' class="num"' if column in numeric else ""
+            cells.append(f"<td{css}>{_escape(fmt(value))}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def md_table(rows: Iterable[dict | Sequence], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    """The same table in GitHub markdown (pipes in cells escaped)."""
+    headers = list(headers) if headers is not None else list(columns)
+
+    def cell(value):
+        return fmt(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        values = [row.get(c, "") for c in columns] if isinstance(row, dict) else list(row)
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+MIME_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+              ".svg": "image/svg+xml", ".webp": "image/webp"}
+
+
+def data_uri(path: str | Path) -> str:
+    path = Path(path)
+    mime = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def figure_html(path: str | Path, caption: str | None = None, alt: str | None = None,
+                max_embed_bytes: int = EMBED_LIMIT_BYTES) -> str:
+    """An embedded image (data URI) with a caption; a note when the file is missing; a relative
+    link when it is larger than `max_embed_bytes`."""
+    path = Path(path)
+    alt = alt or caption or path.name
+    if not path.is_file():
+        return not_measured_html(f"{path.name}: not found")
+    label = f"{_escape(caption)} " if caption else ""
+    if path.stat().st_size > max_embed_bytes:
+        return (f'<figure><p class="note">{path.name} ({path.stat().st_size / 2**20:.0f} MiB) is too large to embed: '
+                f'<a href="{_escape(path.name)}">open it beside this page</a>.</p>'
+                f"<figcaption>{label}<code>{_escape(path.name)}</code></figcaption></figure>")
+    return (f'<figure><img src="{data_uri(path)}" alt="{_escape(alt)}" loading="lazy">'
+            f"<figcaption>{label}<code>{_escape(path.name)}</code></figcaption></figure>")
+
+
+def details_html(summary: str, body: str, open_: bool = False) -> str:
+    """A collapsible block; `body` is HTML."""
+    return f"<details{' open' if open_ else ''}><summary>{_escape(summary)}</summary>\n{body}\n</details>"
+
+
+def code_html(text: str) -> str:
+    return f"<pre><code>{_escape(text)}</code></pre>"
+
+
+def html_columns(parts: Sequence[str]) -> str:
+    """Side-by-side blocks (a responsive grid): for comparison pages."""
+    return '<div class="columns">' + "".join(f"<div>{part}</div>" for part in parts) + "</div>"
+
+
+def not_measured_html(text: str) -> str:
+    return f'<p class="missing">{_escape(text)}</p>'
+
+
+# --------------------------------------------------------------------------- what a run directory holds
+
+
+@dataclass
+class RunArtifacts:
+    """Files of a run directory the report shows (whatever exists; None / [] otherwise)."""
+
+    figures: list[Path] = field(default_factory=list)  # known 2-D figures, in FIGURES order
+    renders: list[Path] = field(default_factory=list)  # 3-D PNG renders, by step
+    other_images: list[Path] = field(default_factory=list)  # any other PNG
+    boundary_mesh: Path | None = None  # the boundary .vtp with the highest step
+    boundary_step: int | None = None
+    manifold_mesh: Path | None = None
+    meshes: list[Path] = field(default_factory=list)  # every .vtp
+    animations: list[Path] = field(default_factory=list)  # GIFs
+    videos: list[Path] = field(default_factory=list)  # MP4s
+
+
+def _step_of(path: Path) -> int:
+    found = re.findall(r"step[_-]?(\d+)", path.stem)
+    return int(found[-1]) if found else -1
+
+
+def _is_render(path: Path) -> bool:
+    name = path.stem.lower()
+    return "render" in name or "3d" in name or name.startswith("boundary") or name.startswith("frame")
+
+
+def find_artifacts(run_dir: str | Path) -> RunArtifacts:
+    """Glob the run directory for figures, 3-D renders, meshes and animations."""
+    run_dir = Path(run_dir)
+    found = RunArtifacts()
+    pngs = sorted(p for p in run_dir.glob("*.png") if not p.name.startswith("."))
+    found.figures = [run_dir / name for name in FIGURES if (run_dir / name).is_file()]
+    found.renders = sorted((p for p in pngs if p.name not in FIGURES and _is_render(p)),
+                           key=lambda p: (_step_of(p), p.name))
+    found.other_images = [p for p in pngs if p.name not in FIGURES and p not in found.renders]
+    found.meshes = sorted(p for p in run_dir.glob("*.vtp") if not p.name.startswith("."))
+    boundaries = [p for p in found.meshes if "boundary" in p.name.lower()]
+    if boundaries:
+        found.boundary_mesh = max(boundaries, key=lambda p: (_step_of(p), p.name))
+        step = _step_of(found.boundary_mesh)
+        found.boundary_step = step if step >= 0 else None
+    manifolds = [p for p in found.meshes if "manifold" in p.name.lower()]
+    if manifolds:
+        found.manifold_mesh = max(manifolds, key=lambda p: (_step_of(p), p.name))
+    found.animations = sorted(p for p in run_dir.glob("*.gif") if not p.name.startswith("."))
+    found.videos = sorted(p for p in run_dir.glob("*.mp4") if not p.name.startswith("."))
+    return found
+
+
+# --------------------------------------------------------------------------- per-run content
+
+
+def scene_rows(run: Run) -> list[tuple[str, str]]:
+    """(field, value) pairs summarising the scene and the training."""
+    scene, metrics = run.scene, run.metrics
+    training = metrics.get("training", {})
+    final = training.get("final", {})
+    manifold = scene.manifold
+    labels = scene.labels.model_dump(mode="json")
+    label_text = ", ".join(f"{key} {value}" for key, value in labels.items() if key != "rule" and value is not None)
+    rows = [
+        ("scene", scene.name + (f": {scene.description}" if scene.description else "")),
+        ("manifold", f"{manifold.family}, k = {scene.manifold_dim()}, n = {manifold.ambient_dim}"
+                     + (f", embedding {getattr(manifold, 'embedding', '')}" if getattr(manifold, "embedding", None)
+                        else "")),
+        ("labels", f"{labels.get('rule')} ({label_text})" if label_text else str(labels.get("rule"))),
+        ("data", f"{scene.data.n_train} train, {scene.data.n_test} test points"
+                 + (f", noise std {fmt(scene.data.noise_std)}" if getattr(scene.data, "noise_std", 0) else "")),
+        ("model", f"MLP hidden {list(scene.model.hidden)}, {scene.model.activation}"),
+        ("training", f"{training.get('steps', scene.train.steps)} steps of {scene.train.optimizer} "
+                     f"(lr {fmt(scene.train.lr)}, batch {scene.train.batch_size}) in {fmt(training.get('seconds'), 3)} s "
+                     f"on {metrics.get('device', '?')}"),
+        ("final accuracy", f"train {_percent(final.get('train_accuracy'))}, test {_percent(final.get('test_accuracy'))} "
+                           f"(loss {fmt(final.get('loss'))})"),
+        ("snapshots", f"{len(metrics.get('snapshots', []))} ({scene.snapshots.schedule} schedule)"),
+        ("seed", str(scene.seed)),
+    ]
+    geometry, attacks = metrics.get("geometry"), metrics.get("attacks")
+    measured = []
+    if geometry:
+        measured.append(f"geometry {fmt(geometry.get('seconds'), 3)} s on {geometry.get('device', '?')}")
+    if attacks:
+        measured.append(f"attacks {fmt(attacks.get('seconds'), 3)} s on {attacks.get('device', '?')}")
+    rows.append(("measurements", ", ".join(measured) if measured else "not measured"))
+    return rows
+
+
+def _verdict(run: Run) -> tuple[list[dict] | None, int | None]:
+    geometry = run.metrics.get("geometry")
+    if not geometry or not geometry.get("snapshots"):
+        return None, None
+    final = geometry["snapshots"][-1]
+    return final.get("verdict"), final.get("step")
+
+
+def verdict_html(rows: list[dict]) -> str:
+    """The verdict table with a column saying what each row measures."""
+    table_rows = [{**row, "meaning": ROW_EXPLANATIONS.get(row["measurement"], "")} for row in rows]
+    return html_table(table_rows, ["measurement", "dimpled", "stretchy", "measured", "reading", "meaning"],
+                      ["measurement", "dimpled predicts", "stretchy predicts", "measured", "reading", "what it measures"])
+
+
+def attack_rows(report: dict) -> list[dict]:
+    """The paper's table (same columns and formatting as `attack_markdown`)."""
+    from simulator.attack_report import _fmt
+
+    rows = []
+    for mode, summary in report["modes"].items():
+        label, subspace = PAPER_ROWS.get(mode, (mode, "?"))
+        rows.append({
+            "attack": label, "subspace": subspace,
+            "median L2": _fmt(summary.get("median_distance_counting_failures")),
+            "mean L2": _fmt(summary.get("mean_distance")),
+            "success": f"{summary['success_rate']:.0%}" if summary.get("success_rate") is not None else "-",
+            "median steps": _fmt(summary.get("median_steps")),
+            "ratio to free": _fmt(summary.get("ratio_to_free")),
+            "dimension-only": _fmt(summary.get("dimension_only_ratio")),
+        })
+    return rows
+
+
+ATTACK_COLUMNS = ["attack", "subspace", "median L2", "mean L2", "success", "median steps", "ratio to free",
+                  "dimension-only"]
+
+
+def _attack_extras(report: dict) -> list[str]:
+    """Plain-text lines: the DeepFool check and the stretch alignment."""
+    lines = []
+    deepfool = report.get("deepfool_check")
+    if deepfool:
+        lines.append(f"DeepFool check of the free attack: median DeepFool distance {fmt(deepfool.get('median_distance'))}, "
+                     f"median relative difference PGD vs DeepFool "
+                     f"{fmt(deepfool.get('median_relative_difference_pgd_vs_deepfool'), 3)}, "
+                     f"share of PGD distances within 1% of DeepFool or shorter "
+                     f"{_percent(deepfool.get('share_pgd_within_1pct_or_shorter'))}.")
+    alignment = report.get("stretch_alignment")
+    if alignment:
+        lines.append(f"Free attack direction vs the most stretched feature direction v_1: mean |cos| "
+                     f"{fmt(alignment.get('mean_alignment'), 3)} (median {fmt(alignment.get('median_alignment'), 3)}, "
+                     f"random direction {fmt(alignment.get('random_baseline'), 3)}).")
+    return lines
+
+
+def _attack_points(attacks: dict) -> int | None:
+    final = attacks.get("final", {})
+    modes = final.get("modes", {})
+    if modes:
+        return next(iter(modes.values())).get("n_points")
+    return attacks.get("settings", {}).get("n_points")
+
+
+def attack_html(attacks: dict) -> str:
+    """Table, MS with interval, checks and settings for metrics["attacks"]."""
+    final = attacks["final"]
+    settings = attacks.get("settings", {})
+    parts = [html_table(attack_rows(final), ATTACK_COLUMNS, numeric=ATTACK_COLUMNS[2:],
+                        caption=f"Minimal adversarial L2 distances at {fmt(_attack_points(attacks))} test points, "
+                                f"step {fmt(final.get('step'))}"),
+             f'<p class="ms"><strong>MS</strong> = {_escape(specificity_text(final))}</p>',
+             '<p class="note">MS = (d_on / d_off) / (d_rand_on / d_rand_off) from the median distances. MS ~ 1: the '
+             "on/off gap is a dimension effect (the critique); MS &gt;&gt; 1: the manifold is specially robust (the "
+             "dimpled model); MS &lt; 1: manifold directions are the weak ones. Points where a mode finds nothing "
+             "count as infinitely far.</p>"]
+    parts += [f"<p>{_escape(line)}</p>" for line in _attack_extras(final)]
+    if settings:
+        parts.append(details_html("attack settings", html_table(sorted(settings.items()), ["setting", "value"])))
+    return "\n".join(parts)
+
+
+def geometry_rows(summary: dict) -> dict[str, list[tuple[str, Any]]]:
+    """Grouped (quantity, value) pairs of one snapshot's geometry summary."""
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    tangent = summary.get("tangent")
+    if tangent:
+        groups["tangent fraction of the margin gradient"] = [
+            ("points", tangent.get("n_points")),
+            ("mean tau", tangent.get("mean_tau")),
+            ("RMS tau", tangent.get("rms_tau")),
+            ("random direction sqrt(k/n)", tangent.get("baseline_rms_tau")),
+            ("RMS tau / sqrt(k/n)", tangent.get("ratio_to_baseline")),
+            ("mean angle to the tangent space (deg)", tangent.get("mean_angle_deg")),
+        ]
+    height = summary.get("height")
+    if height:
+        groups["boundary height field h(u)"] = [
+            ("chart points", f"{fmt(height.get('n_points'))} ({height.get('layout', '?')})"),
+            ("search range t_max", height.get("t_max")),
+            ("clinging epsilon", height.get("clinging_epsilon")),
+            ("clinging fraction (|h| < eps)", height.get("clinging_fraction")),
+            ("no boundary within t_max (fraction)", height.get("none_fraction")),
+            ("median |h|", height.get("median_abs_h")),
+            ("median |h| near data", height.get("median_abs_h_near_data")),
+            ("median |h| far from data", height.get("median_abs_h_far_from_data")),
+            ("median |h| at training points", height.get("median_abs_h_at_train_points")),
+            ("dimple depth", height.get("dimple_depth")),
+            ("near-data area fraction", height.get("near_data_fraction")),
+            ("interface fraction", height.get("interface_fraction")),
+        ]
+    stretch = summary.get("stretch")
+    if stretch:
+        groups["stretch of the penultimate features"] = [
+            ("points", stretch.get("n_points")),
+            ("mean singular values", stretch.get("mean_singular_values")),
+            ("median stretch ratio sigma_1 / sigma_min", stretch.get("median_stretch_ratio")),
+            ("off-manifold energy share ||J P_N||^2 / ||J||^2", stretch.get("normal_energy_share")),
+            ("isotropic share (n-k)/n", stretch.get("normal_energy_baseline")),
+            ("tangent fraction of v_1", stretch.get("top_direction_tangent_fraction")),
+            ("random direction sqrt(k/n)", stretch.get("top_direction_tangent_baseline")),
+        ]
+    return groups
+
+
+# --------------------------------------------------------------------------- the interactive view
+
+
+def interactive_view_html(run: Run, artifacts: RunArtifacts | None = None, div_id: str = "boundary-3d",
+                          height: int = 620, max_faces: int = 40_000) -> str:
+    """The rotatable 3-D view of the run's final boundary, the manifold mesh and the training points
+    (n = 3: all of them; n > 3: those near the slice stored in the mesh's field data, projected).
+
+    `div_id` must be unique on a page (several runs side by side). Raises FileNotFoundError when
+    the run has no boundary mesh.
+    """
+    artifacts = artifacts or find_artifacts(run.path)
+    if artifacts.boundary_mesh is None:
+        raise FileNotFoundError("no boundary mesh (*boundary*.vtp) in the run directory")
+    step = artifacts.boundary_step
+    layers = [MeshLayer(f"decision boundary{f' (step {step})' if step is not None else ''}",
+                        artifacts.boundary_mesh, max_faces=max_faces)]
+    if artifacts.manifold_mesh is not None:
+        layers.insert(0, MeshLayer("manifold", artifacts.manifold_mesh, color=MANIFOLD_COLOR, opacity=0.45,
+                                   max_faces=max_faces))
+    points = None
+    frame = frame_of_mesh(artifacts.boundary_mesh)
+    if frame is not None and frame["origin"].size == run.data.ambient_dim:
+        coords, index, slab = points_in_frame(run.data.x_train, frame)
+        name = "train" if run.data.ambient_dim == 3 else f"train (within {slab:.2g} of the slice)"
+        points = PointLayer(coords, run.data.y_train[index], name=name)
+    elif run.data.ambient_dim == 3:  # no frame stored: for n = 3 frame coordinates are the data's own
+        points = PointLayer(run.data.x_train, run.data.y_train, name="train")
+    camera = run.scene.render.camera
+    return interactive_mesh_html(layers, points, div_id=div_id, height=height,
+                                 camera=camera_eye(camera.azimuth, camera.elevation, camera.zoom))
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _section_scene(run: Run) -> tuple[str, Section]:
+    rows = scene_rows(run)
+    scene_text = (run.path / "scene.yaml").read_text() if (run.path / "scene.yaml").is_file() else run.scene.to_yaml()
+    md = ["## Scene", "", md_table(rows, ["field", "value"]).rstrip(), "",
+          "<details><summary>Resolved scene (scene.yaml)</summary>", "", "```yaml", scene_text.rstrip(), "```", "",
+          "</details>", ""]
+    body = html_table(rows, ["field", "value"]) + "\n" + details_html("resolved scene (scene.yaml)",
+                                                                       code_html(scene_text))
+    return "\n".join(md), Section("Scene", body)
+
+
+def _section_verdict(run: Run) -> tuple[str, Section]:
+    rows, step = _verdict(run)
+    title = "Verdict" + (f" at step {step}" if step is not None else "")
+    if not rows:
+        text = "not measured: run `sim measure RUN_DIR` (and `sim attack RUN_DIR` for MS)"
+        return f"## {title}\n\n{text}\n", Section(title, not_measured_html(text), "verdict")
+    explanations = [f"- **{r['measurement']}**: {ROW_EXPLANATIONS[r['measurement']]}" for r in rows
+                    if r["measurement"] in ROW_EXPLANATIONS]
+    md = f"## {title}\n\n{verdict_markdown(rows)}\n" + "\n".join(explanations) + "\n"
+    note = ('<p class="note">Thresholds come from <code>measure.thresholds</code> in the scene. '
+            "Rows with nothing measured say so.</p>")
+    return md, Section(title, verdict_html(rows) + note, "verdict")
+
+
+def _section_attacks(run: Run) -> tuple[str, Section]:
+    attacks = run.metrics.get("attacks")
+    title = "Attacks"
+    if not attacks or "final" not in attacks:
+        text = "not measured: run `sim attack RUN_DIR`"
+        return f"## {title}\n\n{text}\n", Section(title, not_measured_html(text), "attacks")
+    final = attacks["final"]
+    md = [f"## {title}", "",
+          f"Minimal adversarial L2 distances at {fmt(_attack_points(attacks))} test points, step {fmt(final.get('step'))}.",
+          "", attack_markdown(final).rstrip(), ""]
+    md += [f"{line}\n" for line in _attack_extras(final)]
+    return "\n".join(md), Section(title, attack_html(attacks), "attacks")
+
+
+def _section_geometry(run: Run) -> tuple[str, Section]:
+    geometry = run.metrics.get("geometry")
+    if not geometry or not geometry.get("snapshots"):
+        text = "not measured: run `sim measure RUN_DIR`"
+        return f"## Geometry\n\n{text}\n", Section("Geometry", not_measured_html(text), "geometry")
+    final = geometry["snapshots"][-1]
+    title = f"Geometry at step {final.get('step')}"
+    md, body = [f"## {title}", ""], []
+    for group, pairs in geometry_rows(final).items():
+        md += [f"### {group}", "", md_table(pairs, ["quantity", "value"]).rstrip(), ""]
+        body.append(f"<h3>{_escape(group)}</h3>\n" + html_table(pairs, ["quantity", "value"], numeric=["value"]))
+    if len(body) == 0:
+        text = "no geometry summary in metrics.json for the final snapshot"
+        md.append(text + "\n")
+        body.append(not_measured_html(text))
+    settings = geometry.get("settings")
+    if settings:
+        flat = [(key, value) for key, value in settings.items() if not isinstance(value, dict)]
+        body.append(details_html("measurement settings", html_table(flat, ["setting", "value"])))
+    return "\n".join(md), Section(title, "\n".join(body), "geometry")
+
+
+def _section_figures(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]:
+    images = [(path, FIGURES[path.name]) for path in artifacts.figures]
+    images += [(path, path.stem.replace("_", " ")) for path in artifacts.other_images]
+    if not images:
+        text = "no figures in the run directory"
+        return f"## Figures\n\n{text}\n", Section("Figures", not_measured_html(text))
+    md = ["## Figures", ""]
+    for path, caption in images:
+        md += [f"![{path.stem.replace('_', ' ')}]({path.name})", "", f"*{caption}*", ""]
+    return "\n".join(md), Section("Figures", "\n".join(figure_html(p, c) for p, c in images))
+
+
+def _section_3d(run: Run, artifacts: RunArtifacts, max_faces: int) -> tuple[str, Section]:
+    title = "3-D view of the decision boundary"
+    md, body = [f"## {title}", ""], []
+    if artifacts.boundary_mesh is not None:
+        try:
+            body.append(interactive_view_html(run, artifacts, max_faces=max_faces))
+            what = "the final decision boundary" + (", the manifold" if artifacts.manifold_mesh else "")
+            has_frame = frame_of_mesh(artifacts.boundary_mesh) is not None
+            if run.data.ambient_dim == 3:
+                what += " and the training points (coloured by class)"
+                frame = "coordinates are the data's own (n = 3)"
+            elif has_frame:
+                what += " and the training points near the slice, at their projections"
+                frame = "coordinates are those of the 3-D slice through R^n that the renderer chose"
+            else:
+                frame = ("coordinates are those of a 3-D slice through R^n; data points are not drawn "
+                         "(the mesh does not record its slice)")
+            body.append(f'<p class="note">Drag to rotate, scroll to zoom, click legend entries to hide layers. '
+                        f"Shows {_escape(what)}; {_escape(frame)}. Meshes: "
+                        + ", ".join(f"<code>{_escape(p.name)}</code>" for p in artifacts.meshes)
+                        + " (ParaView opens them).</p>")
+            md.append("Interactive view: open `report.html` beside this file.")
+        except Exception as error:  # a broken mesh or a missing plotly must not cost the whole report
+            text = f"interactive view not available: {type(error).__name__}: {error}"
+            body.append(not_measured_html(text))
+            md.append(text)
+        md += ["", "Meshes: " + ", ".join(f"[{p.name}]({p.name})" for p in artifacts.meshes), ""]
+    else:
+        text = ("no boundary mesh in the run directory (3-D rendering was off or has not run: "
+                "`sim render RUN_DIR`)")
+        body.append(not_measured_html(text))
+        md += [text, ""]
+    for path in artifacts.renders:
+        step = _step_of(path)
+        caption = "3-D render" + (f" at step {step}" if step >= 0 else "")
+        body.append(figure_html(path, caption))
+        md += [f"![{caption}]({path.name})", ""]
+    return "\n".join(md), Section(title, "\n".join(body), "view-3d")
+
+
+def _section_animation(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]:
+    title = "Training animation"
+    if not artifacts.animations and not artifacts.videos:
+        text = "no animation in the run directory (render.animation was off or has not run: `sim animate RUN_DIR`)"
+        return f"## {title}\n\n{text}\n", Section(title, not_measured_html(text), "animation")
+    md, body = [f"## {title}", ""], []
+    caption = "The decision boundary over training, one frame per snapshot."
+    for path in artifacts.animations:
+        md += [f"![training animation]({path.name})", "", f"*{caption}*", ""]
+        body.append(figure_html(path, caption))
+    if artifacts.videos:
+        md.append("Video: " + ", ".join(f"[{p.name}]({p.name})" for p in artifacts.videos) + "\n")
+        body.append('<p class="note">Video beside this page: '
+                    + ", ".join(f'<a href="{_escape(p.name)}">{_escape(p.name)}</a>' for p in artifacts.videos)
+                    + "</p>")
+    return "\n".join(md), Section(title, "\n".join(body), "animation")
+
+
+def build_report(run: Run, max_faces: int = 40_000) -> tuple[str, str]:
+    """(markdown, html) of the report of a loaded run."""
+    artifacts = find_artifacts(run.path)
+    title = f"{run.scene.name}: run report"
+    training = run.metrics.get("training", {})
+    final = training.get("final", {})
+    subtitle = (f"{run.scene.manifold.family} manifold, k = {run.scene.manifold_dim()}, "
+                f"n = {run.scene.manifold.ambient_dim}; {training.get('steps', '?')} steps, test accuracy "
+                f"{_percent(final.get('test_accuracy'))}.")
+    parts = [_section_scene(run), _section_verdict(run), _section_3d(run, artifacts, max_faces),
+             _section_attacks(run), _section_geometry(run), _section_figures(run, artifacts),
+             _section_animation(run, artifacts)]
+    markdown = f"# {title}\n\n{subtitle}\n\n" + "\n".join(md for md, _ in parts)
+    page = html_page(title, [section for _, section in parts], subtitle)
+    return markdown, page
+
+
+def write_report(run_or_path: Run | str | Path, max_faces: int = 40_000) -> tuple[Path, Path]:
+    """Write report.md and report.html into the run directory (atomically). Returns their paths."""
+    run = run_or_path if isinstance(run_or_path, Run) else load_run(run_or_path)
+    markdown, page = build_report(run, max_faces=max_faces)
+    md_path, html_path = run.path / "report.md", run.path / "report.html"
+    write_text(md_path, markdown)
+    write_text(html_path, page)
+    return md_path, html_path
