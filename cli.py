@@ -70,9 +70,13 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     """Generate the scene's data, train its MLP while snapshotting the decision boundary, measure
     the geometry of every snapshot, attack the last one, and write the run directory
     OUT/<scene-name>/ (see the README for its files)."""
-    from simulator import load_scene, run_scene
+    from simulator import run_scene
+    from simulator.pipeline import load_experiment
 
-    scene = load_scene(scene_file, overrides=_parse_overrides(overrides))
+    scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
+    if getattr(scene, "kind", None) == "real":
+        _run_real(scene, out_root, quiet)
+        return
     summary = run_scene(scene, out_root=out_root, progress=not quiet)
     table = Table(title=f"sim run {scene.name}", show_header=False, title_justify="left")
     table.add_row("device", summary.device)
@@ -94,6 +98,21 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
     console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+
+
+def _run_real(experiment, out_root: Path, quiet: bool) -> None:
+    """`sim run` on a real-image experiment file (`kind: real`)."""
+    from simulator.attack_report import attack_table, specificity_text
+    from simulator.real import run_real_experiment
+    from simulator.verdict import verdict_table
+
+    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
+    metrics = run_real_experiment(experiment, out_root=out_root, log=log)
+    final = metrics["attacks"]["final"]
+    console.print(attack_table(final, f"{experiment.name}: minimal adversarial distances"))
+    console.print(f"manifold specificity MS = {specificity_text(final)}", highlight=False)
+    console.print(verdict_table(metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
+    console.print(f"run directory: {metrics['path']}", soft_wrap=True, highlight=False)
 
 
 @main.command(short_help="Rerun the on/off/random-subspace attacks of a run.")
@@ -148,6 +167,46 @@ def scenes():
     """List, validate and describe scene files."""
 
 
+@main.command(short_help="Re-render the final boundary in 3-D (PNG + .vtp).")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a render.* setting first, e.g. --set render.grid_resolution=128. Repeatable.")
+@click.option("--animation", is_flag=True, help="Also write the training animation (GIF + MP4).")
+@_user_errors
+def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
+    """Render the final snapshot's decision boundary in 3-D (off screen) and export the boundary
+    and manifold meshes as .vtp (ParaView opens them), from the saved snapshots: no retraining."""
+    from simulator.render.outputs import render_outputs
+
+    run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
+    written = render_outputs(run, three_d=True, animation=animation)
+    _refresh_report(run)
+    console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
+
+
+@main.command(short_help="Write the training animation (GIF + MP4) of a run.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a render.* setting first, e.g. --set render.orbit=true --set render.fps=4.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def animate(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
+    """One frame per snapshot, the boundary morphing over training, written as animation.gif and
+    animation.mp4 into the run directory (no retraining)."""
+    from simulator.render.outputs import render_outputs
+
+    run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
+    written = render_outputs(run, three_d=False, animation=True, progress=not quiet)
+    _refresh_report(run)
+    console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
+
+
+def _reload_with_render_overrides(run_dir: Path, overrides: dict):
+    from simulator.measure import reload_with_measure_overrides
+
+    return reload_with_measure_overrides(run_dir, overrides, allowed_prefix="render.")
+
+
 @main.command(short_help="Write report.md and report.html for a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_user_errors
@@ -174,7 +233,7 @@ def _refresh_report(run) -> None:
 @_user_errors
 def scenes_list(folder: Path | None):
     """Show the shipped scenes with a one-line description."""
-    from simulator.scene import load_scene
+    from simulator.pipeline import load_experiment
 
     folder = folder or SHIPPED_SCENES
     files = sorted(folder.glob("*.yaml"))
@@ -186,7 +245,10 @@ def scenes_list(folder: Path | None):
     table.add_column("labels")
     table.add_column("description")
     for file in files:
-        scene = load_scene(file)
+        scene = load_experiment(file)
+        if getattr(scene, "kind", None) == "real":
+            table.add_row(file.stem, f"real images: {scene.dataset.source}", "dataset", scene.description)
+            continue
         k, n = scene.manifold_dim(), scene.manifold.ambient_dim
         table.add_row(file.stem, f"{scene.manifold.family} k={k} n={n}", scene.labels.rule, scene.description)
     console.print(table)
@@ -196,17 +258,19 @@ def scenes_list(folder: Path | None):
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def scenes_validate(files: tuple[Path, ...]):
     """Check scene files; print every problem found. Exit code 2 if any file is invalid."""
-    from simulator.scene import load_scene
+    from simulator.pipeline import load_experiment
 
     failed = False
     for file in files:
         try:
-            scene = load_scene(file)
+            scene = load_experiment(file)
         except SimulatorError as error:
             failed = True
             errors.print(f"[bold red]invalid:[/] {error}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"[green]ok:[/] {file} ({scene.manifold.family}, {scene.labels.rule} labels)", highlight=False)
+            kind = (f"real images, {scene.dataset.source}" if getattr(scene, "kind", None) == "real"
+                    else f"{scene.manifold.family}, {scene.labels.rule} labels")
+            console.print(f"[green]ok:[/] {file} ({kind})", highlight=False)
     if failed:
         sys.exit(2)
 

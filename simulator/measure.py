@@ -104,19 +104,20 @@ def remeasure(path, overrides: dict | None = None, progress: bool = True) -> tup
     return run, run.metrics["geometry"]
 
 
-def reload_with_measure_overrides(path, overrides: dict | None = None) -> Run:
-    """Load a run and apply measure.* overrides (recorded in its scene.yaml); nothing else may change."""
+def reload_with_measure_overrides(path, overrides: dict | None = None, allowed_prefix: str = "measure.") -> Run:
+    """Load a run and apply overrides under `allowed_prefix` (recorded in its scene.yaml);
+    nothing that would need retraining may change."""
     from simulator.errors import SceneError
     from simulator.runs import load_run, write_text
     from simulator.scene import scene_from_dict
 
     run = load_run(path)
     overrides = overrides or {}
-    foreign = sorted(key for key in overrides if not key.startswith("measure."))
+    foreign = sorted(key for key in overrides if not key.startswith(allowed_prefix))
     if foreign:
         raise SceneError(
-            f"{', '.join(foreign)}: only measure.* settings can change without retraining; run "
-            f"`sim run` on the scene with --set to change anything else."
+            f"{', '.join(foreign)}: only {allowed_prefix}* settings can change here without retraining; "
+            f"run `sim run` on the scene with --set to change anything else."
         )
     if overrides:
         run.scene = scene_from_dict(run.scene.model_dump(mode="json"), source=str(run.path / "scene.yaml"),

@@ -31,6 +31,24 @@ class RunSummary:
     attacks: dict | None = None  # the final snapshot's attack report, when attacks ran
 
 
+def load_experiment(path: str | Path, overrides: dict | None = None):
+    """A synthetic `Scene`, or a real-image `RealExperiment` when the file says `kind: real`."""
+    from simulator.scene import parse_yaml
+
+    path = Path(path)
+    try:
+        raw = parse_yaml(path.read_text()) if path.is_file() else None
+    except Exception:  # malformed YAML: load_scene reports it with line and column
+        raw = None
+    if isinstance(raw, dict) and raw.get("kind") == "real":
+        from simulator.real import load_real_experiment
+
+        return load_real_experiment(path, overrides=overrides)
+    from simulator.scene import load_scene
+
+    return load_scene(path, overrides=overrides)
+
+
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
     """Run a scene end to end and write `<out_root>/<scene.name>/` atomically."""
     manifold = scene.manifold.build()
@@ -56,6 +74,11 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
                 measure_seconds += attacks["seconds"]
             verdict = staged.metrics["geometry"]["snapshots"][-1]["verdict"]
             attack_report = staged.metrics.get("attacks", {}).get("final")
+        if scene.render.three_d or scene.render.animation:
+            from simulator.render.outputs import render_outputs
+            from simulator.runs import load_run
+
+            render_outputs(load_run(folder), scene.render.three_d, scene.render.animation, progress)
         if scene.render.report:
             from simulator.report import write_report
             from simulator.runs import load_run

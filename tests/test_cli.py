@@ -17,7 +17,8 @@ from conftest import SCENES
 TINY = ["--set", "train.steps=40", "--set", "data.n_train=120", "--set", "data.n_test=60",
         "--set", "measure.n_points=30", "--set", "snapshots.count=4", "--set", "train.device=cpu",
         "--set", "render.cross_section_resolution=32", "--set", "measure.height_resolution=12",
-        "--set", "measure.final_height_resolution=16", "--set", "measure.attacks.bootstrap=50"]
+        "--set", "measure.final_height_resolution=16", "--set", "measure.attacks.bootstrap=50",
+        "--set", "render.grid_resolution=16", "--set", "render.window_size=[200, 150]"]
 
 
 @pytest.fixture
@@ -171,3 +172,35 @@ def test_attack_command_reruns_attacks_with_new_settings(runner, tmp_path):
     assert "not measured" in result.output
     missing = runner.invoke(cli.main, ["attack", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such run directory" in missing.output
+
+
+def test_render_and_animate_commands_rerender_without_retraining(runner, tmp_path):
+    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+    run_dir = tmp_path / "sheet_two_class"
+    weights_before = (run_dir / "snapshots.pt").read_bytes()
+    assert (run_dir / "animation.gif").is_file() and (run_dir / "report.html").is_file()
+    result = runner.invoke(cli.main, ["render", str(run_dir), "--set", "render.grid_resolution=20"])
+    assert result.exit_code == 0, result.output
+    assert load_run(run_dir).scene.render.grid_resolution == 20
+    import imageio.v3 as iio
+
+    frames = iio.imread(run_dir / "animation.gif", index=None)
+    assert len(frames) == len(load_run(run_dir).snapshots)  # one frame per snapshot
+    result = runner.invoke(cli.main, ["animate", str(run_dir), "--quiet", "--set", "render.fps=3"])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "snapshots.pt").read_bytes() == weights_before  # nothing retrained
+    refused = runner.invoke(cli.main, ["render", str(run_dir), "--set", "train.steps=3"])
+    assert refused.exit_code == 2 and "only render.* settings" in refused.output
+
+
+def test_real_digits_experiment_runs_from_the_cli(runner, tmp_path):
+    """A real-image experiment is a scene file with `kind: real`, run by the same `sim run`."""
+    result = runner.invoke(cli.main, ["run", str(SCENES / "real_digits.yaml"), "--out", str(tmp_path), "--quiet",
+                                      "--set", "autoencoder.steps=150", "--set", "classifier.steps=150",
+                                      "--set", "measure.n_points=20", "--set", "measure.attacks.bootstrap=50",
+                                      "--set", "measure.attacks.max_steps=200"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "real_digits" / "metrics.json").read_text())
+    assert metrics["kind"] == "real"
+    assert set(metrics["attacks"]["final"]["modes"]) >= {"free", "on", "off", "random_on", "random_off"}
+    assert "manifold specificity MS" in result.output

@@ -9,10 +9,10 @@ import pytest
 
 from simulator import load_run, load_scene, run_scene
 
-from conftest import SCENES
+from conftest import SCENES, SYNTHETIC_SCENES
 
 
-@pytest.mark.parametrize("scene_file", sorted(SCENES.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("scene_file", SYNTHETIC_SCENES, ids=lambda p: p.stem)
 def test_scene_runs_and_measures(scene_file, tmp_path, tiny_overrides):
     scene = load_scene(scene_file, overrides=tiny_overrides)
     summary = run_scene(scene, tmp_path, progress=False)

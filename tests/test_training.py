@@ -11,7 +11,7 @@ from simulator.data import make_dataset
 from simulator.scene import SnapshotSpec
 from simulator.train import snapshot_steps, train
 
-from conftest import SCENES
+from conftest import SCENES, SYNTHETIC_SCENES
 
 
 def test_log_schedule_is_dense_early_and_hits_both_ends():
@@ -27,7 +27,7 @@ def test_every_schedule_and_short_runs():
     assert snapshot_steps(SnapshotSpec(schedule="log", count=24), 5) == [0, 1, 2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("scene_file", sorted(SCENES.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("scene_file", SYNTHETIC_SCENES, ids=lambda p: p.stem)
 def test_shipped_scene_data_lies_on_its_manifold(scene_file, tiny_overrides):
     scene = load_scene(scene_file, overrides=tiny_overrides)
     manifold = scene.manifold.build()

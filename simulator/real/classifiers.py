@@ -1,0 +1,118 @@
+"""Classifiers for the real-image experiment, trained on the same images as the autoencoder.
+
+Every model maps flattened images (N, n) to logits (N, C) and exposes `features(x)` (the last
+hidden layer), like the synthetic scenes' MLP, so the attacks, tangent fractions and stretch
+spectra run on them unchanged.
+
+    model, info = train_classifier(x_train, y_train, image_shape=(1, 28, 28), architecture="cnn")
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from simulator.errors import TrainingError
+from simulator.models import ACTIVATIONS, MLP
+
+
+class SmallCNN(nn.Module):
+    """Flattened image -> conv(3x3)+act+maxpool(2) per entry of `channels` -> dense layers -> logits."""
+
+    def __init__(self, image_shape: tuple[int, int, int], n_classes: int, channels: list[int] = (16, 32),
+                 hidden: list[int] = (128,), activation: str = "relu"):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        layers: list[nn.Module] = []
+        width, (height, breadth) = image_shape[0], image_shape[1:]
+        for out in channels:
+            layers += [nn.Conv2d(width, out, 3, padding=1), ACTIVATIONS[activation](), nn.MaxPool2d(2)]
+            width, height, breadth = out, height // 2, breadth // 2
+        if height < 1 or breadth < 1:
+            raise ValueError(f"classifier.channels: {len(channels)} pooling layers shrink a {image_shape[1:]} image to "
+                             f"nothing; use fewer")
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        dense: list[nn.Module] = []
+        width = width * height * breadth
+        for out in hidden:
+            dense += [nn.Linear(width, out), ACTIVATIONS[activation]()]
+            width = out
+        self.dense = nn.Sequential(*dense)
+        self.head = nn.Linear(width, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.conv(x.reshape(-1, *self.image_shape)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_classifier(architecture: str, image_shape: tuple[int, int, int], n_classes: int,
+                     hidden: list[int] = (256, 256), channels: list[int] = (16, 32),
+                     activation: str = "relu") -> nn.Module:
+    """'mlp': the simulator's MLP on flattened pixels; 'cnn': `SmallCNN`."""
+    if architecture == "mlp":
+        return MLP(int(np.prod(image_shape)), list(hidden), n_classes, activation)
+    if architecture == "cnn":
+        return SmallCNN(image_shape, n_classes, list(channels), list(hidden), activation)
+    raise ValueError(f"classifier.architecture: {architecture!r} is not known; choose mlp or cnn")
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in evaluation batches."""
+    with torch.no_grad():
+        logits = torch.cat([model(part) for part in x.split(chunk)])
+    return (nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
+
+
+def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], architecture: str = "mlp",
+                     hidden: list[int] = (256, 256), channels: list[int] = (16, 32), activation: str = "relu",
+                     steps: int = 2000, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
+                     seed: int = 0, device: str | torch.device = "cpu", x_test=None, y_test=None,
+                     n_classes: int | None = None):
+    """Train with Adam and cross-entropy on flattened images (N, n); seeded.
+
+    Returns (model in eval mode on `device`, info {train_accuracy, test_accuracy, loss, seconds, steps, history}).
+    """
+    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(np.asarray(y_train), dtype=torch.long, device=device)
+    n_classes = n_classes or int(y_train.max()) + 1
+    torch.manual_seed(int(np.random.default_rng([104, seed]).integers(2**62)))
+    model = build_classifier(architecture, image_shape, n_classes, hidden, channels, activation).to(device)
+    generator = torch.Generator().manual_seed(int(np.random.default_rng([105, seed]).integers(2**62)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    batch_size = min(batch_size, len(x_train))
+    history, started, running = [], time.perf_counter(), [0.0, 0.0]
+    log_every = max(1, steps // 100)
+    permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
+    model.train()
+    for step in range(1, steps + 1):
+        if cursor + batch_size > len(x_train):
+            permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
+        index = permutation[cursor:cursor + batch_size].to(device)
+        cursor += batch_size
+        logits = model(x_train[index])
+        loss = nn.functional.cross_entropy(logits, y_train[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running[0] += loss.item()
+        running[1] += (logits.argmax(1) == y_train[index]).float().mean().item()
+        if step % log_every == 0 or step == steps:
+            count = log_every if step % log_every == 0 else step % log_every
+            if not np.isfinite(running[0]):
+                raise TrainingError(f"Classifier training diverged at step {step}; lower classifier.lr (now {lr:g}).")
+            history.append({"step": step, "loss": running[0] / count, "accuracy": running[1] / count})
+            running = [0.0, 0.0]
+    model.eval()
+    loss, train_accuracy = accuracy(model, x_train, y_train)
+    info = {"steps": steps, "seconds": time.perf_counter() - started, "loss": loss, "train_accuracy": train_accuracy,
+            "test_accuracy": None, "history": history, "architecture": architecture}
+    if x_test is not None:
+        x_test = torch.as_tensor(np.asarray(x_test), dtype=torch.float32, device=device)
+        y_test = torch.as_tensor(np.asarray(y_test), dtype=torch.long, device=device)
+        info["test_accuracy"] = accuracy(model, x_test, y_test)[1]
+    return model, info

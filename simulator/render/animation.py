@@ -1,0 +1,170 @@
+"""The training animation: one frame per snapshot, the decision boundary morphing.
+
+    from simulator.render.animation import animate_run
+    gif, mp4 = animate_run(load_run("renders/sheet_two_class"))    # animation.gif, animation.mp4
+
+Every frame is the 3-D scene of `simulator.render.scene3d` at one snapshot, with the step and
+the test accuracy in the corner. One plotter draws all frames (only the boundary mesh and the
+texts change); the camera is fixed at render.camera, or turns once around the frame's vertical
+axis over the animation when render.orbit is set. Frames play at render.fps.
+
+GIF: Pillow, one palette shared by all frames (taken from the first and last frames, so the
+colours do not flicker between frames), no dithering. MP4: H.264 (yuv420p, +faststart, plays
+in browsers) through imageio-ffmpeg's bundled ffmpeg. Both are written atomically. Pillow
+merges a frame identical to the one before it into a longer frame; the corner text changes at
+every snapshot, so a GIF written here always has one frame per snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from simulator.render.frame import render_frame
+from simulator.render.scene3d import BoundaryScene, boundary_for, run_device
+from simulator.runs import atomic_path
+
+GIF_NAME = "animation.gif"
+MP4_NAME = "animation.mp4"
+
+
+def render_frames(run, progress: bool = True, device=None, on_frame=None) -> list[np.ndarray]:
+    """One image (height, width, 3) uint8 per snapshot, in snapshot order.
+
+    The boundary of the next snapshot is computed in a worker thread while the current one is
+    drawn (torch and VTK release the GIL while they compute; the grid uses one thread, the
+    renderer another), so the two costs overlap instead of adding up. on_frame(image) is
+    called with each image as soon as it is drawn (animate_run streams them to ffmpeg).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = run.scene.render
+    frame = render_frame(run)
+    device = device or run_device(run)
+    count = len(run.snapshots)
+    images = []
+    with ThreadPoolExecutor(max_workers=1) as worker, BoundaryScene(run, frame) as scene, \
+            _progress_bar(progress, count, run.scene.name) as advance:
+        pending = worker.submit(boundary_for, run, 0, frame, device)
+        for index in range(count):
+            mesh = pending.result()
+            if index + 1 < count:
+                pending = worker.submit(boundary_for, run, index + 1, frame, device)
+            scene.show_snapshot(index, mesh)
+            if spec.orbit:
+                scene.set_camera(spec.camera.azimuth + 360.0 * index / count, spec.camera.elevation,
+                                 spec.camera.zoom)
+            images.append(scene.screenshot())
+            if on_frame is not None:
+                on_frame(images[-1])
+            advance()
+    return images
+
+
+def animate_run(run, progress: bool = True, gif_path: str | Path | None = None,
+                mp4_path: str | Path | None = None) -> tuple[Path, Path]:
+    """Render every snapshot and write the GIF and the MP4; returns (gif_path, mp4_path).
+
+    Default paths: `<run>/animation.gif` and `<run>/animation.mp4`.
+    """
+    folder = Path(run.path)
+    gif_path = Path(gif_path) if gif_path is not None else folder / GIF_NAME
+    mp4_path = Path(mp4_path) if mp4_path is not None else folder / MP4_NAME
+    fps = run.scene.render.fps
+    # ffmpeg encodes in its own process while the frames are drawn; the GIF needs all frames.
+    with atomic_path(mp4_path) as temporary, Mp4Writer(temporary, fps) as video:
+        images = render_frames(run, progress, on_frame=video.send)
+    return write_gif(images, gif_path, fps), mp4_path
+
+
+def write_gif(images: list[np.ndarray], path: str | Path, fps: float) -> Path:
+    """Looping GIF of (h, w, 3) uint8 frames with one shared palette, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    if not images:
+        raise ValueError("write_gif: no frames")
+    sample = Image.fromarray(np.concatenate([images[0], images[-1]], axis=0))
+    palette = sample.quantize(colors=255, method=Image.Quantize.FASTOCTREE)
+    frames = [Image.fromarray(image).quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
+    with atomic_path(path) as temporary:
+        frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=round(1000 / fps), loop=0)
+    return path
+
+
+def write_mp4(images: list[np.ndarray], path: str | Path, fps: float) -> Path:
+    """H.264 MP4 of (h, w, 3) uint8 frames, atomically (odd sizes are padded by one pixel)."""
+    path = Path(path)
+    if not images:
+        raise ValueError("write_mp4: no frames")
+    with atomic_path(path) as temporary, Mp4Writer(temporary, fps) as video:
+        for image in images:
+            video.send(image)
+    return path
+
+
+class Mp4Writer:
+    """Stream (h, w, 3) uint8 frames to an H.264 MP4 through imageio-ffmpeg's ffmpeg.
+
+    yuv420p (what browsers play) needs even sides: odd ones are padded by one edge pixel.
+    The container format is given explicitly, so the file name may end in anything (.tmp).
+    """
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path, self.fps = Path(path), fps
+        self.writer, self.size, self.count = None, None, 0
+
+    def send(self, image: np.ndarray) -> None:
+        import imageio_ffmpeg
+
+        height, width = image.shape[:2]
+        even = (height + height % 2, width + width % 2)
+        if self.writer is None:
+            self.size = even
+            self.writer = imageio_ffmpeg.write_frames(
+                str(self.path), (even[1], even[0]), fps=self.fps, codec="libx264", macro_block_size=1,
+                quality=7, output_params=["-f", "mp4", "-preset", "veryfast", "-movflags", "+faststart"],
+                ffmpeg_log_level="error")
+            self.writer.send(None)  # start ffmpeg
+        if even != self.size:
+            raise ValueError(f"frame size {image.shape[:2]} differs from the first frame's {self.size}")
+        if image.shape[:2] != even:
+            image = np.pad(image, ((0, even[0] - height), (0, even[1] - width), (0, 0)), mode="edge")
+        self.writer.send(np.ascontiguousarray(image, dtype=np.uint8))
+        self.count += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc):
+        if self.writer is not None:
+            self.writer.close()  # waits for ffmpeg to finish the file
+        elif kind is None:
+            raise ValueError("no frames were written to the MP4")
+        return False
+
+
+class _progress_bar:
+    """A rich progress bar over the frames (a no-op callable when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, name: str | None):
+        self.enabled, self.total, self.name = enabled, total, name or "run"
+        self.progress = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=False)
+        self.progress.__enter__()
+        task = self.progress.add_task(f"animate {self.name}", total=self.total)
+        return lambda: self.progress.update(task, advance=1)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+        return False

@@ -1,0 +1,29 @@
+"""Everything `sim run` / `sim render` / `sim animate` draw in 3-D, in one call.
+
+Kept apart from the pyvista modules so the pipeline and the CLI share one definition of
+"the 3-D outputs of a run": the final boundary render (PNG), its meshes (.vtp) and, when
+asked, the training animation (GIF + MP4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def render_outputs(run, three_d: bool = True, animation: bool = True, progress: bool = True) -> list[Path]:
+    """Write the requested 3-D outputs into the run directory; returns the written paths."""
+    from simulator.render.headless import ensure_offscreen
+
+    ensure_offscreen()
+    written: list[Path] = []
+    if three_d:
+        from simulator.render.scene3d import boundary_for, export_meshes, render_run
+
+        boundary = boundary_for(run, -1)  # evaluate the final grid once for both outputs
+        written.append(render_run(run, -1, boundary=boundary))
+        written += export_meshes(run, -1, boundary=boundary)
+    if animation:
+        from simulator.render.animation import animate_run
+
+        written += list(animate_run(run, progress=progress))
+    return written
