@@ -16,7 +16,7 @@ and compares the animation total with the fastest training time. Importing pyvis
 per process) is reported apart, as training's figure excludes importing torch.
 
     python benchmarks/render_speed.py [scenes/sheet_two_class.yaml] [--repeats 3]
-        [--train-threads 1,2] [--dense] [--json out.json]
+        [--train-threads 1,2] [--dense] [--set render.window_size=[400,300]] [--json out.json]
 
 The goal is judged against the fastest training time measured (one thread for the shipped
 scenes: on a shared 2-core machine two threads can be 100x slower, see docs/render_benchmark.md).
@@ -62,6 +62,8 @@ def main() -> None:
                         help="Comma-separated torch thread counts to train with (default 1, the fastest "
                              "for this scene's small batches; add 2 to see the default setting).")
     parser.add_argument("--dense", action="store_true", help="Also time the dense grid (all nodes).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Scene override, e.g. --set render.window_size=[400,300]. Repeatable.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     args = parser.parse_args()
 
@@ -78,12 +80,15 @@ def main() -> None:
     from simulator.render.headless import ensure_offscreen
     from simulator.render.scene3d import BoundaryScene, run_device
     from simulator.runs import load_run, write_run
-    from simulator.scene import load_scene
+    from simulator.scene import load_scene, parse_yaml
     from simulator.train import train
 
     window = ensure_offscreen()
-    scene = load_scene(args.scene, overrides={"train.device": "cpu", "measure.enabled": False,
-                                              "render.first_look": False})
+    overrides = {"train.device": "cpu", "measure.enabled": False, "render.first_look": False}
+    for pair in args.overrides:
+        key, _, value = pair.partition("=")
+        overrides[key.strip()] = parse_yaml(value)
+    scene = load_scene(args.scene, overrides=overrides)
     spec = scene.render
     data = make_dataset(scene)
     default_threads = torch.get_num_threads()

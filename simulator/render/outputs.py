@@ -12,10 +12,12 @@ from pathlib import Path
 
 def render_outputs(run, three_d: bool = True, animation: bool = True, progress: bool = True) -> list[Path]:
     """Write the requested 3-D outputs into the run directory; returns the written paths."""
+    written: list[Path] = []
+    if run.data.ambient_dim < 3:  # a 3-D frame needs three input dimensions
+        return written
     from simulator.render.headless import ensure_offscreen
 
     ensure_offscreen()
-    written: list[Path] = []
     if three_d:
         from simulator.render.scene3d import boundary_for, export_meshes, render_run
 
