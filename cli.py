@@ -207,6 +207,22 @@ def _reload_with_render_overrides(run_dir: Path, overrides: dict):
     return reload_with_measure_overrides(run_dir, overrides, allowed_prefix="render.")
 
 
+@main.command(short_help="Put synthetic and real runs side by side.")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("renders/comparison"),
+              show_default=True, help="Folder for comparison.md, comparison.html and comparison.png.")
+@_user_errors
+def compare(run_dirs: tuple[Path, ...], out_dir: Path):
+    """Compare runs (synthetic scenes and real-image experiments): tangent fraction against the
+    random baseline, on/off/random attack ratios, manifold specificity MS with its interval,
+    clinging fraction where defined. Writes a markdown and a self-contained HTML page."""
+    from simulator.compare import comparison_markdown, run_summary, write_comparison
+
+    markdown, html = write_comparison(list(run_dirs), out_dir)
+    console.print(comparison_markdown([run_summary(path) for path in run_dirs]), highlight=False, soft_wrap=True)
+    console.print(f"wrote {markdown}, {html}", soft_wrap=True, highlight=False)
+
+
 @main.command(short_help="Write report.md and report.html for a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @_user_errors

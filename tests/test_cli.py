@@ -204,3 +204,24 @@ def test_real_digits_experiment_runs_from_the_cli(runner, tmp_path):
     assert metrics["kind"] == "real"
     assert set(metrics["attacks"]["final"]["modes"]) >= {"free", "on", "off", "random_on", "random_off"}
     assert "manifold specificity MS" in result.output
+
+
+def test_compare_puts_synthetic_and_real_runs_side_by_side(runner, tmp_path):
+    runner.invoke(cli.main, ["run", str(SCENES / "subspace_highdim.yaml"), "--out", str(tmp_path), "--quiet", *TINY,
+                             "--set", "render.three_d=false", "--set", "render.animation=false"])
+    runner.invoke(cli.main, ["run", str(SCENES / "real_digits.yaml"), "--out", str(tmp_path), "--quiet",
+                             "--set", "autoencoder.steps=150", "--set", "classifier.steps=150",
+                             "--set", "measure.n_points=20", "--set", "measure.attacks.bootstrap=50",
+                             "--set", "measure.attacks.max_steps=200"])
+    out = tmp_path / "comparison"
+    result = runner.invoke(cli.main, ["compare", str(tmp_path / "subspace_highdim"), str(tmp_path / "real_digits"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "comparison.md").read_text()
+    for name in ("subspace_highdim", "real_digits"):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        ms = metrics["attacks"]["final"]["manifold_specificity"]
+        assert f"{ms:.3g}" in markdown  # the table shows each run's own MS
+    html = (out / "comparison.html").read_text()
+    assert "data:image/png;base64" in html and "https://" not in html
+    assert runner.invoke(cli.main, ["compare", str(tmp_path / "nope")]).exit_code == 2
