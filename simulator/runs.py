@@ -171,6 +171,12 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run directory. Create one with `sim run SCENE.yaml` (default renders/<scene-name>/).")
+    if (path / "metrics.json").is_file() and '"kind": "real"' in (path / "metrics.json").read_text()[:2000]:
+        raise RunError(
+            f"{path}: this is a real-image run (kind: real); load_run, sim measure, attack, render and "
+            f"animate work on synthetic runs. Rerun `sim run` on its experiment file to change it, or "
+            f"compare it with other runs by `sim compare`; its numbers are in metrics.json."
+        )
     missing = [name for name in ("scene.yaml", "data.npz", "snapshots.pt", "metrics.json") if not (path / name).is_file()]
     if missing:
         raise RunError(f"{path}: not a complete run directory (missing {', '.join(missing)}); rerun `sim run` on its scene.")
