@@ -69,8 +69,9 @@ def _cell(row: dict, column: str) -> str:
             return "n/a"
         interval = row.get("ms_interval")
         text = f"{value:.3g}"
-        if interval and None not in interval:
-            text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+        if interval:  # an end that is "not found" (infinite resamples) prints as such
+            low, high = (f"{end:.3g}" if end is not None else "not found" for end in interval)
+            text += f" [{low}, {high}]"
         return text
     if value is None:
         return "n/a"
