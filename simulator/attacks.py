@@ -330,6 +330,8 @@ class GreedyProjectedPGD:
                 crossed = self.model(x[hit] + current[:, None] * turned).argmax(-1) != label[hit]
             forwards += len(hit)
             chosen = crossed.nonzero()[:, 0]
+            if len(chosen) == 0:  # no turned ray crosses sooner; some models reject empty batches
+                continue
             # Bisect from 0: improvements are small, so resolve to ~1e-6 of the distance.
             t, new_label = _bisect(self.model, x[hit[chosen]], turned[chosen], label[hit[chosen]],
                                    2 * self.refine_steps, high=current[chosen])
