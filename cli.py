@@ -48,6 +48,12 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
     return overrides
 
 
+def _set_option(prefix: str, example: str):
+    """The --set KEY=VALUE option of commands that change `prefix`* settings of an existing run."""
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help=f"Change a {prefix}* setting first, e.g. {example} Repeatable.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dimpled-manifold-simulator")
 def main():
@@ -117,8 +123,7 @@ def _run_real(experiment, out_root: Path, quiet: bool) -> None:
 
 @main.command(short_help="Rerun the on/off/random-subspace attacks of a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change a measure.attacks.* setting first, e.g. --set measure.attacks.n_points=500. Repeatable.")
+@_set_option("measure.attacks.", "--set measure.attacks.n_points=500.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
@@ -143,8 +148,7 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
 
 @main.command(short_help="Re-measure the geometry of a run (no retraining).")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change a measure.* setting first, e.g. --set measure.final_height_resolution=256. Repeatable.")
+@_set_option("measure.", "--set measure.final_height_resolution=256.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
@@ -169,8 +173,7 @@ def scenes():
 
 @main.command(short_help="Re-render the final boundary in 3-D (PNG + .vtp).")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change a render.* setting first, e.g. --set render.grid_resolution=128. Repeatable.")
+@_set_option("render.", "--set render.grid_resolution=128.")
 @click.option("--animation", is_flag=True, help="Also write the training animation (GIF + MP4).")
 @_user_errors
 def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
@@ -186,8 +189,7 @@ def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
 
 @main.command(short_help="Write the training animation (GIF + MP4) of a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change a render.* setting first, e.g. --set render.orbit=true --set render.fps=4.")
+@_set_option("render.", "--set render.orbit=true --set render.fps=4.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def animate(run_dir: Path, overrides: tuple[str, ...], quiet: bool):

@@ -26,6 +26,7 @@ import torch
 
 from simulator.attacks import DeepFoolL2, GreedyProjectedPGD
 from simulator.geometry.stretch import feature_jacobians
+from simulator.progress import counting_bar
 from simulator.runs import Run, atomic_path, write_json
 from simulator.seeding import numpy_rng, torch_seed
 from simulator.train import resolve_device
@@ -171,12 +172,12 @@ def _stretch_alignment(model, x, free_delta, free_distance, ambient_dim: int) ->
             "random_baseline": random_alignment_baseline(ambient_dim)}
 
 
-def resolve_attack_settings(run: Run, data_radius: float) -> dict:
-    spec = run.scene.measure.attacks
+def attack_settings(spec, seed: int, n_points: int, data_radius: float) -> dict:
+    """Resolved attack settings (`spec` a scene's measure.attacks) for any kind of run."""
     return {
-        "n_points": spec.n_points or run.scene.measure.n_points,
+        "n_points": n_points,
         "step_size": spec.step_size or 0.01 * data_radius,
-        "seed": torch_seed(run.scene.seed, "attacks") % 2**31,
+        "seed": torch_seed(seed, "attacks") % 2**31,
         "max_steps": spec.max_steps,
         "refine_steps": spec.refine_steps,
         "normal_rounds": spec.normal_rounds,
@@ -187,22 +188,27 @@ def resolve_attack_settings(run: Run, data_radius: float) -> dict:
     }
 
 
+def resolve_attack_settings(run: Run, data_radius: float) -> dict:
+    spec = run.scene.measure.attacks
+    return attack_settings(spec, run.scene.seed, spec.n_points or run.scene.measure.n_points, data_radius)
+
+
 def attack_run(run: Run, progress: bool = True) -> dict:
     """Attack the last snapshot (every snapshot when asked); write metrics["attacks"],
     attack_norms.png, attack_distances.npz and the verdict with MS."""
-    from simulator.measure import resolve_settings
+    from simulator.measure import data_radius
 
-    manifold = run.manifold()
-    geometry_settings = resolve_settings(run, manifold)
-    settings = resolve_attack_settings(run, geometry_settings["data_radius"])
+    settings = resolve_attack_settings(run, data_radius(run.manifold().immersion(run.data.u_train)))
     device = resolve_device(run.scene.train.device)
     records = run.snapshots if run.scene.measure.attacks.every_snapshot else run.snapshots[-1:]
     started = time.perf_counter()
     per_snapshot = []
-    for record in _track(records, progress):
-        report = attack_model(record.model(), run, settings, device)
-        report["step"] = record.step
-        per_snapshot.append(report)
+    with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
+        for record in records:
+            report = attack_model(record.model(), run, settings, device)
+            report["step"] = record.step
+            per_snapshot.append(report)
+            advance()
     final = per_snapshot[-1]
     seconds = time.perf_counter() - started
     with atomic_path(run.path / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
@@ -210,7 +216,7 @@ def attack_run(run: Run, progress: bool = True) -> dict:
     stored = [{key: value for key, value in report.items() if key != "distances"} for report in per_snapshot]
     run.metrics["attacks"] = {"settings": settings, "seconds": seconds, "device": str(device),
                               "final": stored[-1], "snapshots": stored}
-    _update_verdicts(run, geometry_settings, stored)
+    _update_verdicts(run, stored)
     run.save_metrics()
     from simulator.render.attack_plots import plot_attack_norms
 
@@ -218,7 +224,7 @@ def attack_run(run: Run, progress: bool = True) -> dict:
     return run.metrics["attacks"]
 
 
-def _update_verdicts(run: Run, geometry_settings: dict, stored: list[dict]) -> None:
+def _update_verdicts(run: Run, stored: list[dict]) -> None:
     """Fold MS and stretch alignment into the verdict rows of the attacked snapshots."""
     from simulator.verdict import verdict_rows
 
@@ -230,14 +236,6 @@ def _update_verdicts(run: Run, geometry_settings: dict, stored: list[dict]) -> N
         if summary["step"] in by_step:
             summary["verdict"] = verdict_rows(summary, geometry["settings"]["thresholds"], by_step[summary["step"]])
     write_json(run.path / "verdict.json", geometry["snapshots"][-1]["verdict"])
-
-
-def _track(records, progress: bool):
-    if not progress or len(records) == 1:
-        return records
-    from rich.progress import track
-
-    return track(records, description="attack snapshots")
 
 
 def attack_table(report: dict, title: str):

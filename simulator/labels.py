@@ -8,6 +8,8 @@ others sample the manifold uniformly by volume (`Manifold.sample_chart`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from simulator.manifolds.base import Manifold
@@ -22,7 +24,7 @@ from simulator.scene import (
 )
 
 
-class LabelRule:
+class LabelRule(ABC):
     """Base: sample the manifold uniformly and label each point with `label_of`."""
 
     has_label_map = True  # False where the class is not a function of position
@@ -39,8 +41,9 @@ class LabelRule:
         u = self.manifold.sample_chart(n_samples, rng)
         return u, self.label_of(u)
 
+    @abstractmethod
     def label_of(self, u: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Class of each chart point u (..., k) -> (...,)."""
 
     def _cell(self, u: np.ndarray, cells: int) -> np.ndarray:
         """Index of the cell of u along each axis when the box is cut into `cells` slabs."""

@@ -23,26 +23,32 @@ from simulator.geometry.height import (
 )
 from simulator.geometry.stretch import feature_jacobians, stretch_spectra
 from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
+from simulator.progress import counting_bar
 from simulator.runs import Run, atomic_path, write_json
 from simulator.seeding import numpy_rng
 from simulator.train import resolve_device
 from simulator.verdict import verdict_rows
 
 
+def data_radius(points: np.ndarray) -> float:
+    """Largest distance of a point from the points' centroid: the scale of every default length."""
+    return float(np.max(np.linalg.norm(points - points.mean(axis=0), axis=1)))
+
+
 def resolve_settings(run: Run, manifold) -> dict:
     """Scene measure settings with every data-dependent default filled in (all in input-space units)."""
     spec = run.scene.measure
     x_clean = manifold.immersion(run.data.u_train)
-    data_radius = float(np.max(np.linalg.norm(x_clean - x_clean.mean(axis=0), axis=1)))
+    radius = data_radius(x_clean)
     spacing = float(np.median(nearest_distances(x_clean, x_clean, exclude_self=True)))
-    t_max = spec.t_max or 0.5 * data_radius
+    t_max = spec.t_max or 0.5 * radius
     return {
         "n_points": spec.n_points,
-        "data_radius": data_radius,
+        "data_radius": radius,
         "t_max": t_max,
         "tolerance": spec.tolerance or t_max / 1000,
         "bracket_steps": spec.bracket_steps,
-        "clinging_epsilon": spec.clinging_epsilon or 0.05 * data_radius,
+        "clinging_epsilon": spec.clinging_epsilon or 0.05 * radius,
         "near_data_radius": spec.near_data_radius or 2 * spacing,
         "height_resolution": spec.height_resolution,
         "final_height_resolution": spec.final_height_resolution,
@@ -52,9 +58,21 @@ def resolve_settings(run: Run, manifold) -> dict:
     }
 
 
+def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor) -> tuple[dict, np.ndarray]:
+    """{"tangent": ..., "stretch": ...} summaries at points x (N, n) with tangent bases (N, n, k),
+    for any kind of run (exact or autoencoder-estimated bases); also tau per point (N,)."""
+    k, n = bases.shape[-1], x.shape[1]
+    tau = tangent_fractions(margin_gradients(model, x), bases).cpu().numpy()
+    summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
+    if hasattr(model, "features"):
+        summary["stretch"] = stretch_spectra(feature_jacobians(model, x), bases)
+    return summary, tau
+
+
 def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, resolution: int | None,
-                  device: torch.device):
+                  device: torch.device, x_train_clean: np.ndarray | None = None):
     """All measurements for one model. resolution None = skip the height field.
+    x_train_clean: the training points' exact manifold positions (computed once per run).
 
     Returns (summary dict, HeightField or None).
     """
@@ -63,14 +81,11 @@ def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, re
     count = settings["n_points"]
     x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
     bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
-    k, n = manifold.dim, manifold.ambient_dim
-    tau = tangent_fractions(margin_gradients(model, x), bases).detach().cpu().numpy()
-    summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
-    if hasattr(model, "features"):
-        summary["stretch"] = stretch_spectra(feature_jacobians(model, x).detach(), bases)
+    summary, _ = tangent_and_stretch(model, x, bases)
     field = None
     if resolution is not None:
-        x_train_clean = manifold.immersion(run.data.u_train)
+        if x_train_clean is None:
+            x_train_clean = manifold.immersion(run.data.u_train)
         field = measure_height_field(
             model, manifold, x_train_clean, resolution, settings["height_max_points"], settings["t_max"],
             settings["tolerance"], settings["bracket_steps"], settings["near_data_radius"],
@@ -134,13 +149,15 @@ def measure_snapshots(run: Run, settings: dict, progress: bool = False):
     manifold = run.manifold()
     device = resolve_device(run.scene.train.device)
     with_height = height_snapshot_indices(len(run.snapshots), settings["height_every"])
+    x_train_clean = manifold.immersion(run.data.u_train)
     results, final_field = [], None
-    with _progress(progress, len(run.snapshots)) as advance:
+    with counting_bar(progress, len(run.snapshots), f"measure {run.scene.name}") as advance:
         for record in run.snapshots:
             last = record.index == len(run.snapshots) - 1
             resolution = (settings["final_height_resolution"] if last else settings["height_resolution"]) \
                 if record.index in with_height else None
-            summary, field = measure_model(record.model(), manifold, run, settings, resolution, device)
+            summary, field = measure_model(record.model(), manifold, run, settings, resolution, device,
+                                           x_train_clean)
             summary = {"step": record.step, "test_accuracy": record.test_accuracy, **summary}
             summary["verdict"] = verdict_rows(summary, settings["thresholds"], attacks=None)
             results.append(summary)
@@ -172,24 +189,3 @@ def measure_run(run: Run, progress: bool = True) -> dict:
         plot_height_map(run, run.path / "height_map.png")
     write_json(run.path / "verdict.json", results[-1]["verdict"])
     return geometry
-
-
-class _progress:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.progress = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]measure snapshots"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn())
-        self.progress.__enter__()
-        task = self.progress.add_task("measure", total=self.total)
-        return lambda: self.progress.advance(task)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-        return False

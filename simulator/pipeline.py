@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.data import make_dataset
-from simulator.runs import staged_run_dir, write_run
+from simulator.runs import load_run, staged_run_dir, write_run
 from simulator.scene import Scene
 from simulator.train import train
 
@@ -60,11 +60,11 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
         if scene.render.first_look:
             _first_look(scene, manifold, data, result, folder)
         verdict = measure_seconds = attack_report = None
+        # Later stages read the staged run back, exactly as `sim measure/attack/render` would.
+        staged = load_run(folder)
         if scene.measure.enabled:
             from simulator.measure import measure_run
-            from simulator.runs import load_run
 
-            staged = load_run(folder)  # measure exactly what `sim measure` would read back
             geometry = measure_run(staged, progress=progress)
             measure_seconds = geometry["seconds"]
             if scene.measure.attacks.enabled:
@@ -76,14 +76,12 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
             attack_report = staged.metrics.get("attacks", {}).get("final")
         if scene.render.three_d or scene.render.animation:
             from simulator.render.outputs import render_outputs
-            from simulator.runs import load_run
 
-            render_outputs(load_run(folder), scene.render.three_d, scene.render.animation, progress)
+            render_outputs(staged, scene.render.three_d, scene.render.animation, progress)
         if scene.render.report:
             from simulator.report import write_report
-            from simulator.runs import load_run
 
-            write_report(load_run(folder))
+            write_report(staged)
         files = sorted(p.name for p in folder.iterdir())
     final = result.snapshots[-1]
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),

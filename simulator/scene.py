@@ -45,9 +45,9 @@ class _ManifoldBase(_Strict):
     )
     embedding_seed: int = Field(0, description="Seed of the random isometry.")
 
-    # host dimension h of the family (the manifold is a hypersurface of R^h); set by subclasses
-    def host_dim(self) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def host_dim(self) -> int:
+        """h: every family is a hypersurface of R^(k+1) (the torus and swiss roll: k = 2, h = 3)."""
+        return getattr(self, "dim", 2) + 1
 
     @model_validator(mode="after")
     def _ambient_fits_host(self):
@@ -81,8 +81,6 @@ class FlatSpec(_ManifoldBase):
     dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 line, 2 plane, ...).")
     extent: float = Field(1.0, gt=0, description="Chart box half-width: data lies in [-extent, extent]^k.")
 
-    def host_dim(self) -> int:
-        return self.dim + 1
 
     @property
     def family_noun(self) -> str:
@@ -96,8 +94,6 @@ class SphereSpec(_ManifoldBase):
     dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 circle, 2 sphere, ...).")
     radius: float = Field(1.0, gt=0, description="Radius.")
 
-    def host_dim(self) -> int:
-        return self.dim + 1
 
 
 class TorusSpec(_ManifoldBase):
@@ -107,8 +103,6 @@ class TorusSpec(_ManifoldBase):
     major_radius: float = Field(1.0, gt=0, description="Distance from the axis to the tube centre.")
     minor_radius: float = Field(0.4, gt=0, description="Tube radius; must be below major_radius.")
 
-    def host_dim(self) -> int:
-        return 3
 
     @model_validator(mode="after")
     def _tube_fits(self):
@@ -129,8 +123,6 @@ class SwissRollSpec(_ManifoldBase):
     width: float | None = Field(None, gt=0, description="Extent of the straight direction s; default: the family's own.")
     scale: float | None = Field(None, gt=0, description="Overall scale; default 1/t_max so the roll fits the unit ball.")
 
-    def host_dim(self) -> int:
-        return 3
 
     @model_validator(mode="after")
     def _t_range(self):
@@ -154,8 +146,6 @@ class SineSheetSpec(_ManifoldBase):
     frequency: float = Field(2.0, gt=0, description="Angular frequency of the bumps (radians per chart unit).")
     extent: float = Field(1.0, gt=0, description="Chart box half-width.")
 
-    def host_dim(self) -> int:
-        return self.dim + 1
 
 
 class ConcentricSpheresSpec(_ManifoldBase):
@@ -166,8 +156,6 @@ class ConcentricSpheresSpec(_ManifoldBase):
     inner_radius: float = Field(1.0, gt=0, description="Radius of the inner sphere.")
     outer_radius: float = Field(1.3, gt=0, description="Radius of the outer sphere.")
 
-    def host_dim(self) -> int:
-        return self.dim + 1
 
     @model_validator(mode="after")
     def _radii_ordered(self):
@@ -460,12 +448,28 @@ class RenderSpec(_Strict):
     )
 
 
-class Scene(_Strict):
-    """One experiment. Every section is optional except `manifold` and `labels`."""
+class RunFile(_Strict):
+    """What every experiment file has: a run name, a description, a seed, and its resolved YAML."""
 
     name: str | None = Field(None, description="Run name; default the file name without extension.")
     description: str = Field("", description="One line shown by `sim scenes list`.")
-    seed: int = Field(0, description="Seeds data, initialisation and batch order: same seed, same numbers.")
+    seed: int = Field(0, description="Seeds every random stage: same seed, same numbers.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value):
+        if value is not None and (not value or any(c in value for c in "/\\") or value.startswith(".")):
+            raise ValueError(f"{value!r} is not usable as a folder name; use letters, digits, '_' and '-'")
+        return value
+
+    def to_yaml(self) -> str:
+        """The resolved file (defaults filled in), as written beside every run."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class Scene(RunFile):
+    """One synthetic experiment. Every section is optional except `manifold` and `labels`."""
+
     manifold: ManifoldSpec
     labels: LabelSpec
     data: DataSpec = DataSpec()
@@ -474,13 +478,6 @@ class Scene(_Strict):
     snapshots: SnapshotSpec = SnapshotSpec()
     measure: MeasureSpec = MeasureSpec()
     render: RenderSpec = RenderSpec()
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_folder_name(cls, value):
-        if value is not None and (not value or any(c in value for c in "/\\") or value.startswith(".")):
-            raise ValueError(f"{value!r} is not usable as a folder name; use letters, digits, '_' and '-'")
-        return value
 
     @model_validator(mode="after")
     def _sections_agree(self):
@@ -521,10 +518,6 @@ class Scene(_Strict):
 
     def manifold_dim(self) -> int:
         return getattr(self.manifold, "dim", 2)  # torus and swiss roll are always 2-D
-
-    def to_yaml(self) -> str:
-        """The resolved scene (defaults filled in), as written beside every run."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 # --------------------------------------------------------------------------- loading

@@ -11,7 +11,10 @@ import numpy as np
 import torch
 
 # Stream ids: never renumber these, or old scenes stop reproducing their numbers.
-STREAMS = {"labels": 1, "data": 2, "init": 3, "batches": 4, "measure": 5, "attacks": 6}
+STREAMS = {"labels": 1, "data": 2, "init": 3, "batches": 4, "measure": 5, "attacks": 6,
+           # the real-image module
+           "real_split": 101, "autoencoder_batches": 102, "autoencoder_init": 103,
+           "classifier_init": 104, "classifier_batches": 105}
 
 
 def numpy_rng(seed: int, stream: str) -> np.random.Generator:

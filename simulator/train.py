@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -77,6 +78,15 @@ def snapshot_steps(spec: SnapshotSpec, steps: int) -> list[int]:
     return sorted(chosen)
 
 
+def shuffled_batches(n_items: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless mini-batch index tensors (CPU): a fresh permutation from `generator` each epoch,
+    the incomplete tail of an epoch dropped, so every batch has exactly `batch_size` items."""
+    while True:
+        permutation = torch.randperm(n_items, generator=generator)
+        for start in range(0, n_items - batch_size + 1, batch_size):
+            yield permutation[start:start + batch_size]
+
+
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on the whole set, in evaluation batches."""
     with torch.no_grad():
@@ -124,13 +134,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     started = time.perf_counter()
     with _one_cpu_thread(device), _progress_bar(progress, spec.steps, scene.name) as (bar, task):
         take_snapshot(0)
-        permutation = torch.randperm(len(x_train), generator=batches)
-        cursor = 0
-        for step in range(1, spec.steps + 1):
-            if cursor + batch_size > len(x_train):  # reshuffle each epoch
-                permutation, cursor = torch.randperm(len(x_train), generator=batches), 0
-            index = permutation[cursor:cursor + batch_size].to(device)
-            cursor += batch_size
+        for step, index in zip(range(1, spec.steps + 1), shuffled_batches(len(x_train), batch_size, batches)):
+            index = index.to(device)
             logits = model(x_train[index])
             loss = nn.functional.cross_entropy(logits, y_train[index])
             optimizer.zero_grad(set_to_none=True)

@@ -20,6 +20,8 @@ from torch import nn
 from torch.func import jacfwd, vmap
 
 from simulator.errors import TrainingError
+from simulator.seeding import torch_generator, torch_seed
+from simulator.train import shuffled_batches
 
 ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 
@@ -113,20 +115,16 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
         output = "sigmoid" if float(x_train.min()) >= 0 and float(x_train.max()) <= 1 else "affine"
     shift = x_train.mean(dim=0)
     scale = float((x_train - shift).pow(2).sum(dim=1).mean().sqrt() / np.sqrt(x_train.shape[1])) or 1.0
-    generator = torch.Generator().manual_seed(int(np.random.default_rng([102, seed]).integers(2**62)))
-    torch.manual_seed(int(np.random.default_rng([103, seed]).integers(2**62)))
+    generator = torch_generator(seed, "autoencoder_batches")
+    torch.manual_seed(torch_seed(seed, "autoencoder_init"))
     model = Autoencoder(x_train.shape[1], latent_dim, hidden, activation, output, shift.cpu(), scale).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
     history, started, running = [], time.perf_counter(), 0.0
     log_every = max(1, steps // 100)
-    permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
     model.train()
-    for step in range(1, steps + 1):
-        if cursor + batch_size > len(x_train):
-            permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
-        batch = x_train[permutation[cursor:cursor + batch_size].to(device)]
-        cursor += batch_size
+    for step, index in zip(range(1, steps + 1), shuffled_batches(len(x_train), batch_size, generator)):
+        batch = x_train[index.to(device)]
         loss = (model(batch) - batch).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -25,7 +25,9 @@ import torch
 from simulator.attack_report import attack_model
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.real.config import AutoencoderSpec
-from simulator.real.experiment import attack_settings, attack_view, measure_tangent_geometry
+from simulator.attack_report import attack_settings
+from simulator.measure import data_radius, tangent_and_stretch
+from simulator.real.experiment import attack_view
 from simulator.scene import Scene, load_scene
 
 CALIBRATION_MODES = ["free", "on", "off", "random_on", "random_off"]
@@ -116,15 +118,14 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
 
             model = train(scene, data, progress=False).model
     model = model.to(device).eval()
-    tangent_exact, _ = measure_tangent_geometry(model, x, exact)
-    tangent_estimated, _ = measure_tangent_geometry(model, x, estimated)
+    tangent_exact, _ = tangent_and_stretch(model, x, exact)
+    tangent_estimated, _ = tangent_and_stretch(model, x, estimated)
     result["tangent"] = {"exact": tangent_exact["tangent"], "estimated": tangent_estimated["tangent"]}
     if attacks:
         attack_spec = (attack_spec or scene.measure.attacks).model_copy(
             update={"modes": CALIBRATION_MODES, "check_with_deepfool": False})
         clean = manifold.immersion(data.u_train)
-        data_radius = float(np.max(np.linalg.norm(clean - clean.mean(axis=0), axis=1)))
-        settings = attack_settings(attack_spec, scene.seed, n_points, data_radius)
+        settings = attack_settings(attack_spec, scene.seed, n_points, data_radius(clean))
         reports = {}
         for name, bases in (("exact", exact), ("estimated", estimated)):
             view = attack_view(scene.name, scene.seed, attack_spec, x.cpu().numpy(), bases.cpu().numpy())

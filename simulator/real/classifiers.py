@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from simulator.errors import TrainingError
+from simulator.seeding import torch_generator, torch_seed
+from simulator.train import shuffled_batches
 from simulator.models import ACTIVATIONS, MLP
 
 
@@ -80,20 +82,16 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
     x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
     y_train = torch.as_tensor(np.asarray(y_train), dtype=torch.long, device=device)
     n_classes = n_classes or int(y_train.max()) + 1
-    torch.manual_seed(int(np.random.default_rng([104, seed]).integers(2**62)))
+    torch.manual_seed(torch_seed(seed, "classifier_init"))
     model = build_classifier(architecture, image_shape, n_classes, hidden, channels, activation).to(device)
-    generator = torch.Generator().manual_seed(int(np.random.default_rng([105, seed]).integers(2**62)))
+    generator = torch_generator(seed, "classifier_batches")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
     history, started, running = [], time.perf_counter(), [0.0, 0.0]
     log_every = max(1, steps // 100)
-    permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
     model.train()
-    for step in range(1, steps + 1):
-        if cursor + batch_size > len(x_train):
-            permutation, cursor = torch.randperm(len(x_train), generator=generator), 0
-        index = permutation[cursor:cursor + batch_size].to(device)
-        cursor += batch_size
+    for step, index in zip(range(1, steps + 1), shuffled_batches(len(x_train), batch_size, generator)):
+        index = index.to(device)
         logits = model(x_train[index])
         loss = nn.functional.cross_entropy(logits, y_train[index])
         optimizer.zero_grad(set_to_none=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from simulator.errors import SceneError
-from simulator.scene import AttackSpec, ThresholdSpec, _Strict, _set_dotted, parse_yaml
+from simulator.scene import AttackSpec, RunFile, ThresholdSpec, _Strict, _set_dotted, parse_yaml
 
 DATASET_SOURCES = ("digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder")
 
@@ -93,30 +93,16 @@ class RealMeasureSpec(_Strict):
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
-class RealExperiment(_Strict):
+class RealExperiment(RunFile):
     """One real-image experiment: data, autoencoder manifold, classifier, measurements."""
 
     kind: Literal["real"] = Field("real", description="Marks the file as a real-image experiment (not a scene).")
-    name: str | None = Field(None, description="Run name; default the file name without extension.")
-    description: str = Field("", description="One line shown in listings.")
-    seed: int = Field(0, description="Seeds the data split, both networks and the attacks.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
     dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
     dataset: DatasetSpec = DatasetSpec()
     autoencoder: AutoencoderSpec = AutoencoderSpec()
     classifier: ClassifierSpec = ClassifierSpec()
     measure: RealMeasureSpec = RealMeasureSpec()
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_folder_name(cls, value):
-        if value is not None and (not value or any(c in value for c in "/\\") or value.startswith(".")):
-            raise ValueError(f"{value!r} is not usable as a folder name; use letters, digits, '_' and '-'")
-        return value
-
-    def to_yaml(self) -> str:
-        """The resolved experiment (defaults filled in), as written beside every run."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def real_experiment_from_dict(raw: Any, source: str = "<experiment>", default_name: str = "real",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.errors import SimulatorError
+from simulator.seeding import numpy_rng
 
 FASHION_MNIST_SYSTEM_PATH = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -313,7 +314,7 @@ def load_dataset(source: str = "digits", path: str | Path | None = None, n_train
                  n_test: int | None = None, seed: int = 0, test_fraction: float = 0.25,
                  image_size: tuple[int, int] | None = None, grayscale: bool = False) -> ImageDataset:
     """Load a data set by name (see the module docstring), optionally a seeded random subset."""
-    rng = np.random.default_rng([101, seed])
+    rng = numpy_rng(seed, "real_split")
     if source == "digits":
         data = load_digits_dataset(test_fraction, int(rng.integers(2**31)))
     elif source == "fashion_mnist":

@@ -27,14 +27,13 @@ import numpy as np
 import torch
 
 from simulator.attack_report import attack_markdown, attack_model
-from simulator.geometry.stretch import feature_jacobians, stretch_spectra
-from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.real.classifiers import train_classifier
 from simulator.real.config import RealExperiment
 from simulator.real.datasets import ImageDataset, load_dataset
+from simulator.attack_report import attack_settings
+from simulator.measure import data_radius, tangent_and_stretch
 from simulator.runs import RUN_FORMAT_VERSION, atomic_path, staged_run_dir, write_json, write_text
-from simulator.seeding import torch_seed
 from simulator.train import resolve_device
 from simulator.verdict import verdict_rows
 
@@ -47,15 +46,6 @@ def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases: np.ndar
     return SimpleNamespace(scene=scene, data=SimpleNamespace(x_test=x, tangent_test=bases))
 
 
-def attack_settings(attack_spec, seed: int, n_points: int, data_radius: float) -> dict:
-    """The resolved attack settings, exactly as `resolve_attack_settings` builds them for scenes."""
-    return {"n_points": n_points, "step_size": attack_spec.step_size or 0.01 * data_radius,
-            "seed": torch_seed(seed, "attacks") % 2**31, "max_steps": attack_spec.max_steps,
-            "refine_steps": attack_spec.refine_steps, "normal_rounds": attack_spec.normal_rounds,
-            "loss": attack_spec.loss, "modes": list(attack_spec.modes), "bootstrap": attack_spec.bootstrap,
-            "confidence": attack_spec.confidence}
-
-
 def select_points(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, count: int,
                   correctly_classified_only: bool = True) -> np.ndarray:
     """Indices of the first `count` test points (only those classified correctly, if asked)."""
@@ -65,14 +55,6 @@ def select_points(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, coun
     return eligible[:count].cpu().numpy()
 
 
-def measure_tangent_geometry(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor) -> tuple[dict, np.ndarray]:
-    """The synthetic snapshot's "tangent" (and "stretch") summaries at x with the given bases; also tau (N,)."""
-    k, n = bases.shape[-1], x.shape[1]
-    tau = tangent_fractions(margin_gradients(model, x), bases).detach().cpu().numpy()
-    summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
-    if hasattr(model, "features"):
-        summary["stretch"] = stretch_spectra(feature_jacobians(model, x).detach(), bases)
-    return summary, tau
 
 
 def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "renders",
@@ -128,12 +110,12 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
     log(f"decoder Jacobians at {len(x)} test images: {jacobian_seconds:.2f} s (forward mode)")
 
     measure_started = time.perf_counter()
-    geometry, tau = measure_tangent_geometry(classifier, x, bases)
+    geometry, tau = tangent_and_stretch(classifier, x, bases)
     geometry = {"step": cl.steps, "test_accuracy": cl_info["test_accuracy"], **geometry}
     geometry_seconds = time.perf_counter() - measure_started
 
-    data_radius = float(np.max(np.linalg.norm(x_train - x_train.mean(axis=0), axis=1)))
-    settings = attack_settings(measure.attacks, seed, len(chosen), data_radius)
+    radius = data_radius(x_train)
+    settings = attack_settings(measure.attacks, seed, len(chosen), radius)
     x_np, bases_np = x.cpu().numpy(), bases.cpu().numpy()
     view = attack_view(experiment.name, seed, measure.attacks, x_np, bases_np, experiment.dpi)
     attack_started = time.perf_counter()
@@ -155,7 +137,7 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
         "training": {"seconds": cl_info["seconds"], "steps": cl.steps, "final": training_final,
                      "history": cl_info["history"], "architecture": cl.architecture},
         "snapshots": [training_final],
-        "geometry": {"settings": {"n_points": len(chosen), "data_radius": data_radius,
+        "geometry": {"settings": {"n_points": len(chosen), "data_radius": radius,
                                   "thresholds": measure.thresholds.model_dump(),
                                   "correctly_classified_only": measure.correctly_classified_only},
                      "seconds": geometry_seconds, "device": str(device), "snapshots": [geometry]},

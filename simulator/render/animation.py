@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.progress import counting_bar
 from simulator.render.frame import render_frame
 from simulator.render.scene3d import BoundaryScene, boundary_for, run_device
 from simulator.runs import atomic_path
@@ -45,7 +46,7 @@ def render_frames(run, progress: bool = True, device=None, on_frame=None) -> lis
     count = len(run.snapshots)
     images = []
     with ThreadPoolExecutor(max_workers=1) as worker, BoundaryScene(run, frame) as scene, \
-            _progress_bar(progress, count, run.scene.name) as advance:
+            counting_bar(progress, count, f"animate {run.scene.name}") as advance:
         pending = worker.submit(boundary_for, run, 0, frame, device)
         for index in range(count):
             mesh = pending.result()
@@ -143,28 +144,4 @@ class Mp4Writer:
             self.writer.close()  # waits for ffmpeg to finish the file
         elif kind is None:
             raise ValueError("no frames were written to the MP4")
-        return False
-
-
-class _progress_bar:
-    """A rich progress bar over the frames (a no-op callable when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, name: str | None):
-        self.enabled, self.total, self.name = enabled, total, name or "run"
-        self.progress = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=False)
-        self.progress.__enter__()
-        task = self.progress.add_task(f"animate {self.name}", total=self.total)
-        return lambda: self.progress.update(task, advance=1)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
         return False
