@@ -74,6 +74,15 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
                 measure_seconds += attacks["seconds"]
             verdict = staged.metrics["geometry"]["snapshots"][-1]["verdict"]
             attack_report = staged.metrics.get("attacks", {}).get("final")
+        # The classic experiments (each off unless the scene turns it on).
+        if scene.experiments.relabel.enabled:
+            from simulator.experiments.relabel import relabel_run
+
+            relabel_run(staged, progress=progress)
+        if scene.experiments.seed_agreement.enabled:
+            from simulator.experiments.seed_agreement import seed_agreement_run
+
+            seed_agreement_run(staged, progress=progress)
         if scene.render.three_d or scene.render.animation:
             from simulator.render.outputs import render_outputs
 

@@ -237,8 +237,38 @@ class ComponentLabels(_LabelBase):
     rule: Literal["component"]
 
 
+class ShapeAndFurLabels(_LabelBase):
+    """Two features that both predict the class: a stretchy-features scene.
+
+    "Shape" is large-scale: the side of the chart box along `shape_axis` (classes on opposite
+    halves), agreeing with the class with probability `shape_reliability`. "Fur" is tiny: every
+    point of class c is displaced by s_c * fur_size (s = -1, +1) along one direction, either a
+    chart axis (`fur_location: on`, the fur lies along the manifold; all points then sit at
+    chart coordinate +-fur_size on that axis) or the manifold's unit normal (`off`: the data
+    floats +-fur_size above and below the manifold). A network that fits every training point
+    must read the fur, because the shape is wrong for a share 1 - shape_reliability of points.
+    """
+
+    rule: Literal["shape_and_fur"]
+    n_classes: Literal[2] = Field(2, description="Always 2: shape and fur each split the data in two.")
+    shape_axis: int = Field(0, ge=0, description="Chart axis whose side (large-scale) is the shape feature.")
+    shape_reliability: float = Field(
+        0.9, ge=0.5, le=1, description="Probability that a point's shape side agrees with its class "
+        "(0.5: shape carries no information).")
+    fur_size: float = Field(
+        0.03, gt=0, description="Fur displacement: class c sits at s_c * fur_size along the fur direction "
+        "(chart units for `on`, which are input units on a flat manifold; input units for `off`).")
+    fur_location: Literal["on", "off"] = Field(
+        "on", description="on: the fur direction is chart axis `fur_axis` (tangent to the manifold); "
+        "off: it is the manifold's unit normal (orthogonal to it).")
+    fur_axis: int = Field(1, ge=0, description="Chart axis of the fur for fur_location: on (not the shape axis).")
+    fur_reliability: float = Field(
+        1.0, ge=0.5, le=1, description="Probability that a point's fur agrees with its class.")
+
+
 LabelSpec = Annotated[
-    Union[ClustersLabels, HalfSpaceLabels, StripesLabels, CheckerboardLabels, RandomLabels, ComponentLabels],
+    Union[ClustersLabels, HalfSpaceLabels, StripesLabels, CheckerboardLabels, RandomLabels, ComponentLabels,
+          ShapeAndFurLabels],
     Field(discriminator="rule"),
 ]
 
@@ -273,6 +303,21 @@ class ModelSpec(_Strict):
     )
 
 
+class AdversarialTrainingSpec(_Strict):
+    """Adversarial training (Madry et al. 2018): part of every batch is replaced by its worst case
+    within an L2 ball, found by projected PGD confined to the mode's subspace."""
+
+    enabled: bool = Field(False, description="Train on adversarial examples (off: plain training).")
+    mode: Literal["free", "on", "off"] = Field(
+        "free", description="Subspace of the perturbations: free (R^n), on (the tangent space: on-manifold "
+        "adversarial training) or off (the normal space).")
+    epsilon: float | None = Field(
+        None, gt=0, description="L2 radius of the perturbations (input units); default 0.1 x the data radius.")
+    steps: int = Field(10, ge=1, description="PGD steps per batch.")
+    step_size: float | None = Field(None, gt=0, description="PGD step length; default 2.5 x epsilon / steps.")
+    fraction: float = Field(0.5, gt=0, le=1, description="Share of each batch replaced by adversarial examples.")
+
+
 class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser.")
     lr: float = Field(3e-3, gt=0, description="Learning rate.")
@@ -281,6 +326,7 @@ class TrainSpec(_Strict):
     batch_size: int = Field(128, ge=1, description="Mini-batch size (capped at n_train).")
     steps: int = Field(2000, ge=1, description="Optimiser steps.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
+    adversarial: AdversarialTrainingSpec = AdversarialTrainingSpec()
 
 
 class SnapshotSpec(_Strict):
@@ -355,6 +401,10 @@ class AttackSpec(_Strict):
     check_with_deepfool: bool = Field(
         True, description="Recompute the free distances with DeepFool (a second method) and report the agreement."
     )
+    robust_epsilons: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="L2 radii (input units) at which robust accuracy is reported (share of attacked "
+        "points classified correctly and with free distance above the radius); default 0.025, 0.05, 0.1 "
+        "and 0.2 x the data radius, plus train.adversarial.epsilon when adversarial training is on.")
 
 
 class MeasureSpec(_Strict):
@@ -448,6 +498,42 @@ class RenderSpec(_Strict):
     )
 
 
+class RelabelSpec(_Strict):
+    """Features-not-bugs relabelling (Ilyas et al. 2019, arXiv 1905.02175): every training point
+    becomes a targeted adversarial example labelled with its *target* class, a fresh model is
+    trained on that set alone and tested on the clean test set. Above chance = the perturbations
+    carry features that generalise; chance = they are bugs of the one model."""
+
+    enabled: bool = Field(False, description="Run the relabelling experiment at the end of `sim run`.")
+    target: Literal["random", "next"] = Field(
+        "random", description="Target class: uniformly random (Ilyas's D_rand; the original features carry "
+        "no information about it) or (y + 1) mod C (D_det; they point the other way).")
+    epsilon: float | None = Field(
+        None, gt=0, description="L2 budget of the targeted attack (input units); default 0.1 x the data radius.")
+    steps: int = Field(100, ge=1, description="Targeted PGD steps.")
+    step_size: float | None = Field(None, gt=0, description="PGD step length; default 2.5 x epsilon / steps.")
+
+
+class SeedAgreementSpec(_Strict):
+    """Train several seeds of the scene on the same data and compare their boundaries (DESIGN.md
+    section 4, item 6)."""
+
+    enabled: bool = Field(False, description="Run the seed-agreement experiment at the end of `sim run`.")
+    count: int = Field(4, ge=2, le=64, description="Number of models (seeds scene.seed, scene.seed + 1, ...).")
+    seeds: list[int] | None = Field(
+        None, min_length=2, description="Explicit training seeds (initialisation and batch order); overrides count. "
+        "The data always come from the scene's seed.")
+    n_points: int = Field(20000, ge=100, description="Random points on the manifold and in the render frame "
+                          "at which disagreement is measured.")
+
+
+class ExperimentsSpec(_Strict):
+    """The classic experiments beyond one training run (each off by default)."""
+
+    relabel: RelabelSpec = RelabelSpec()
+    seed_agreement: SeedAgreementSpec = SeedAgreementSpec()
+
+
 class RunFile(_Strict):
     """What every experiment file has: a run name, a description, a seed, and its resolved YAML."""
 
@@ -478,6 +564,7 @@ class Scene(RunFile):
     snapshots: SnapshotSpec = SnapshotSpec()
     measure: MeasureSpec = MeasureSpec()
     render: RenderSpec = RenderSpec()
+    experiments: ExperimentsSpec = ExperimentsSpec()
 
     @model_validator(mode="after")
     def _sections_agree(self):
@@ -496,6 +583,14 @@ class Scene(RunFile):
             )
         if isinstance(labels, StripesLabels) and labels.axis >= k:
             raise ValueError(f"labels.axis: {labels.axis} is out of range for a k={k} manifold (0..{k - 1})")
+        if isinstance(labels, ShapeAndFurLabels):
+            for name in ("shape_axis", "fur_axis"):
+                if getattr(labels, name) >= k:
+                    raise ValueError(f"labels.{name}: {getattr(labels, name)} is out of range for a k={k} "
+                                     f"manifold (0..{k - 1})")
+            if labels.fur_location == "on" and labels.fur_axis == labels.shape_axis:
+                raise ValueError(f"labels.fur_axis: {labels.fur_axis} is also the shape axis; on-manifold fur "
+                                 f"needs its own chart axis (a k >= 2 manifold)")
         if isinstance(labels, CheckerboardLabels) and labels.n_axes is not None and labels.n_axes > k:
             raise ValueError(f"labels.n_axes: {labels.n_axes} exceeds the manifold's k={k}")
         if isinstance(labels, ClustersLabels) and labels.layout == "grid":
@@ -620,7 +715,7 @@ def _set_dotted(mapping: dict, dotted: str, value: Any) -> None:
 # Discriminated unions put the tag (e.g. 'flat') into the error location; users never write it.
 _TAG_CHOICES = {
     "family": {"flat", "sphere", "torus", "swiss_roll", "sine_sheet", "concentric_spheres"},
-    "rule": {"clusters", "half_space", "stripes", "checkerboard", "random", "component"},
+    "rule": {"clusters", "half_space", "stripes", "checkerboard", "random", "component", "shape_and_fur"},
 }
 _UNION_TAGS = _TAG_CHOICES["family"] | _TAG_CHOICES["rule"]
 _TAGGED_SECTIONS = {"manifold", "labels"}
@@ -642,7 +737,7 @@ def _describe_validation_error(error: ValidationError, source: str, overridden: 
             if loc == ["manifold"]:
                 message += "; add a 'manifold:' section with a 'family:' (flat, sphere, torus, swiss_roll, sine_sheet, concentric_spheres)"
             elif loc == ["labels"]:
-                message += "; add a 'labels:' section with a 'rule:' (clusters, half_space, stripes, checkerboard, random, component)"
+                message += "; add a 'labels:' section with a 'rule:' (clusters, half_space, stripes, checkerboard, random, component, shape_and_fur)"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             key = "family" if loc[:1] == ["manifold"] else "rule"
             choices = ", ".join(sorted(_TAG_CHOICES[key]))
