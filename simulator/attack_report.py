@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from simulator.attacks import DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks import BoundedProjectedPGD, DeepFoolL2, GreedyProjectedPGD
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar
 from simulator.runs import Run, atomic_path, write_json
@@ -75,8 +75,32 @@ def random_alignment_baseline(ambient_dim: int) -> float:
 
 def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
     d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
+    # A zero median (points on the boundary itself, e.g. a collapsed model) leaves MS undefined too.
+    if not all(np.isfinite(value) and value > 0 for value in d.values()):
+        return None
+    return _finite_or_none((d["on"] / d["off"]) / (d["random_on"] / d["random_off"]))
+
+
+def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | None:
+    """A one-sided bound on MS when only the on- or only the off-manifold median is "not found".
+
+    The walk gives up after a path of length `reach` (max_steps x step_size), so a median that
+    is "not found" is taken as at least `reach`: "on" missing gives MS >= bound (the manifold
+    directions never crossed the boundary within reach: as robust as this attack can tell),
+    "off" missing gives MS <= bound. Like every attack distance, it is what the attack found,
+    not a certificate.
+    """
+    d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
+    missing = [mode for mode, value in d.items() if not np.isfinite(value)]
+    if missing not in (["on"], ["off"]):
+        return None
+    (mode,) = missing
+    if min(value for key, value in d.items() if key != mode) <= 0:
+        return None
+    d[mode] = reach
     value = (d["on"] / d["off"]) / (d["random_on"] / d["random_off"])
-    return _finite_or_none(value) if all(np.isfinite(list(d.values()))) else None
+    return {"kind": "lower" if mode == "on" else "upper", "value": float(value), "missing_mode": mode,
+            "reach": float(reach), "share_not_found": float(np.mean(np.isnan(distances[mode])))}
 
 
 def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confidence: float,
@@ -96,13 +120,32 @@ def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confide
 
 
 def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device) -> dict:
-    """Run every mode on one model; return the report dict (per-point distances included)."""
-    spec = run.scene.measure.attacks
+    """Run every mode on one model of a synthetic run; return the report dict (per-point
+    distances included)."""
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
     count = settings["n_points"]
     x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
     bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
+    labels = getattr(run.data, "y_test", None)
+    labels = None if labels is None else torch.as_tensor(labels[:count], device=device)
+    directions = {}
+    if hasattr(run, "manifold") and hasattr(run.data, "u_test"):
+        from simulator.labels import make_label_rule
+
+        manifold = run.manifold()
+        rule = make_label_rule(run.scene.labels, manifold, numpy_rng(run.scene.seed, "labels"))
+        directions = rule.feature_directions(run.data.u_test[:count])
+    return attack_points(model, x, bases, run.scene.measure.attacks, settings, run.scene.seed,
+                         labels=labels, feature_directions=directions)
+
+
+def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor, spec, settings: dict, seed: int,
+                  labels: torch.Tensor | None = None, feature_directions: dict | None = None) -> dict:
+    """Every mode of `spec` (a measure.attacks section) at points x (N, n) with tangent bases
+    (N, n, k), for any kind of run. With the points' true `labels`, robust accuracy at
+    settings["robust_epsilons"]; with named `feature_directions` ({name: (N, n)}), how much of
+    each free perturbation goes along each feature."""
     k, n = bases.shape[-1], x.shape[1]
     report: dict = {"modes": {}, "distances": {}}
     free_delta = None
@@ -124,16 +167,62 @@ def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch
     distances = report["distances"]
     if all(mode in distances for mode in ("on", "off", "random_on", "random_off")):
         report["manifold_specificity"] = manifold_specificity(distances)
-        interval = bootstrap_interval(distances, spec.bootstrap, spec.confidence,
-                                      numpy_rng(run.scene.seed, "attacks"))
+        interval = bootstrap_interval(distances, spec.bootstrap, spec.confidence, numpy_rng(seed, "attacks"))
         report["manifold_specificity_interval"] = interval
         report["manifold_specificity_confidence"] = spec.confidence
+        if report["manifold_specificity"] is None:
+            report["manifold_specificity_bound"] = specificity_bound(distances, spec.max_steps * settings["step_size"])
     if free_delta is not None:
         if spec.check_with_deepfool:
             report["deepfool_check"] = _deepfool_check(model, x, distances["free"])
         if hasattr(model, "features"):
             report["stretch_alignment"] = _stretch_alignment(model, x, free_delta, distances["free"], n)
+        if feature_directions:
+            report["feature_alignment"] = feature_alignment(free_delta, distances["free"], feature_directions)
+        if labels is not None and settings.get("robust_epsilons"):
+            report["robust_accuracy"] = robust_accuracy(model, x, labels, distances["free"],
+                                                        settings["robust_epsilons"])
     return report
+
+
+def feature_alignment(delta: torch.Tensor, distance: np.ndarray, directions: dict[str, np.ndarray]) -> dict:
+    """Mean |cos| between each found free perturbation and each named feature direction, with
+    the value for a random direction beside it (features are unit vectors (N, n))."""
+    found = np.isfinite(distance)
+    n = delta.shape[1]
+    result = {"random_baseline": random_alignment_baseline(n), "features": {}}
+    if not found.any():
+        return result
+    unit = delta.double().cpu().numpy()[found]
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    for name, direction in directions.items():
+        cosine = np.abs(np.einsum("ij,ij->i", unit, np.asarray(direction, dtype=float)[found]))
+        result["features"][name] = {"mean_alignment": float(cosine.mean()),
+                                    "median_alignment": float(np.median(cosine))}
+    return result
+
+
+def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, free_distance: np.ndarray,
+                    epsilons, pgd_steps: int = 20) -> dict:
+    """Accuracy under L2 attacks of each radius, by two methods.
+
+    minimal_distance: correct and the free minimal adversarial distance is above epsilon (a
+    "not found" distance counts as above); pgd: correct after a fixed-budget PGD with
+    `pgd_steps` steps inside the epsilon ball (an independent attack). Both are upper bounds on
+    the true robust accuracy; the smaller one is the better attack.
+    """
+    labels = labels.to(x.device).long()
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == labels).cpu().numpy()
+    farther = ~(free_distance <= np.asarray(epsilons)[:, None])  # NaN compares False: "not found" is farther
+    rows = []
+    for epsilon, beyond in zip(epsilons, farther):
+        delta = BoundedProjectedPGD(model, epsilon, steps=pgd_steps)(x, label=labels)
+        with torch.no_grad():
+            survives = (model(x + delta).argmax(1) == labels).cpu().numpy()
+        rows.append({"epsilon": float(epsilon), "minimal_distance": float(np.mean(correct & beyond)),
+                     "pgd": float(np.mean(survives))})
+    return {"clean": float(correct.mean()), "n_points": int(len(correct)), "pgd_steps": pgd_steps, "epsilons": rows}
 
 
 def _add_ratios(report: dict, dim: int, ambient_dim: int) -> None:
@@ -185,12 +274,23 @@ def attack_settings(spec, seed: int, n_points: int, data_radius: float) -> dict:
         "modes": list(spec.modes),
         "bootstrap": spec.bootstrap,
         "confidence": spec.confidence,
+        "robust_epsilons": sorted(spec.robust_epsilons or [share * data_radius for share in ROBUST_EPSILON_SHARES]),
     }
+
+
+ROBUST_EPSILON_SHARES = (0.025, 0.05, 0.1, 0.2)  # default robust-accuracy radii, x the data radius
 
 
 def resolve_attack_settings(run: Run, data_radius: float) -> dict:
     spec = run.scene.measure.attacks
-    return attack_settings(spec, run.scene.seed, spec.n_points or run.scene.measure.n_points, data_radius)
+    settings = attack_settings(spec, run.scene.seed, spec.n_points or run.scene.measure.n_points, data_radius)
+    # Always report the radius the model was trained for, and a given train.adversarial.epsilon
+    # even when adversarial training is off (so a plain baseline is measured at the same radius).
+    trained = (run.metrics.get("training", {}).get("adversarial") or {}).get("epsilon")
+    for epsilon in (trained, run.scene.train.adversarial.epsilon):
+        if epsilon is not None and spec.robust_epsilons is None:
+            settings["robust_epsilons"] = sorted(set(settings["robust_epsilons"]) | {epsilon})
+    return settings
 
 
 def attack_run(run: Run, progress: bool = True) -> dict:
@@ -273,6 +373,9 @@ def specificity_text(report: dict) -> str:
     if "manifold_specificity" not in report:
         return "not measured (needs modes on, off, random_on, random_off)"
     if value is None:
+        bound = report.get("manifold_specificity_bound")
+        if bound is not None:
+            return specificity_bound_text(bound)
         return "undefined (a median distance was 'not found'; raise measure.attacks.max_steps)"
     interval = report.get("manifold_specificity_interval")
     if interval is None:
@@ -280,6 +383,13 @@ def specificity_text(report: dict) -> str:
     low, high = interval
     level = report.get("manifold_specificity_confidence", 0.95)
     return f"{value:.3g} [{_fmt(low)}, {_fmt(high)}] ({level:.0%} bootstrap interval over points)"
+
+
+def specificity_bound_text(bound: dict) -> str:
+    sign = ">=" if bound["kind"] == "lower" else "<="
+    where = "on-manifold" if bound["missing_mode"] == "on" else "off-manifold"
+    return (f"{sign} {bound['value']:.3g} (the {where} attack found no label change for "
+            f"{bound['share_not_found']:.0%} of points within a walk of length {bound['reach']:.3g})")
 
 
 def _fmt(value) -> str:

@@ -92,6 +92,36 @@ def coordinate_subset_bases(n_points: int, ambient_dim: int, dim: int, seed: int
     return out
 
 
+def mode_bases(mode: str, x: torch.Tensor, tangent_bases=None, dim: int | None = None,
+               seed: int = 0) -> torch.Tensor | None:
+    """The basis (N, n, k) whose span (`*_on`, `on`) or complement (`*_off`, `off`) a mode uses;
+    None for `free`. `tangent_bases` (N, n, k) or (n, k) for on/off; `dim` (or the tangent bases'
+    k) and `seed` for the random and coordinate modes."""
+    n_points, ambient_dim = x.shape
+    if mode == "free":
+        return None
+    if tangent_bases is not None:
+        tangent_bases = torch.as_tensor(tangent_bases, dtype=x.dtype, device=x.device)
+        if tangent_bases.dim() == 2:
+            tangent_bases = tangent_bases.expand(n_points, *tangent_bases.shape)
+        if tangent_bases.dim() != 3 or tangent_bases.shape[:2] != (n_points, ambient_dim):
+            raise ValueError(f"tangent_bases: expected ({n_points}, {ambient_dim}, k) or ({ambient_dim}, k), "
+                             f"got {tuple(tangent_bases.shape)}")
+    if mode in ("on", "off"):
+        if tangent_bases is None:
+            raise ValueError(f"mode {mode!r} needs tangent_bases (N, n, k)")
+        return tangent_bases
+    dim = dim if dim is not None else (None if tangent_bases is None else tangent_bases.shape[-1])
+    if dim is None:
+        raise ValueError(f"mode {mode!r} needs a subspace dimension: pass dim= or tangent_bases")
+    make = random_subspace_bases if mode.startswith("random") else coordinate_subset_bases
+    return make(n_points, ambient_dim, dim, seed, device=x.device, dtype=x.dtype)
+
+
+PROJECTIONS = {"free": None, "on": project_onto, "random_on": project_onto, "coordinate_on": project_onto,
+               "off": project_off, "random_off": project_off, "coordinate_off": project_off}
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -270,25 +300,7 @@ class GreedyProjectedPGD:
 
     def subspace_bases(self, x: torch.Tensor, tangent_bases=None) -> torch.Tensor | None:
         """The basis (N, n, k) whose span (`*_on`) or complement (`*_off`, `off`) the mode uses."""
-        n_points, ambient_dim = x.shape
-        if self.mode == "free":
-            return None
-        if tangent_bases is not None:
-            tangent_bases = torch.as_tensor(tangent_bases, dtype=x.dtype, device=x.device)
-            if tangent_bases.dim() == 2:
-                tangent_bases = tangent_bases.expand(n_points, *tangent_bases.shape)
-            if tangent_bases.dim() != 3 or tangent_bases.shape[:2] != (n_points, ambient_dim):
-                raise ValueError(f"tangent_bases: expected ({n_points}, {ambient_dim}, k) or ({ambient_dim}, k), "
-                                 f"got {tuple(tangent_bases.shape)}")
-        if self.mode in ("on", "off"):
-            if tangent_bases is None:
-                raise ValueError(f"mode {self.mode!r} needs tangent_bases (N, n, k)")
-            return tangent_bases
-        dim = self.dim if self.dim is not None else (None if tangent_bases is None else tangent_bases.shape[-1])
-        if dim is None:
-            raise ValueError(f"mode {self.mode!r} needs a subspace dimension: pass dim= or tangent_bases")
-        make = random_subspace_bases if self.mode.startswith("random") else coordinate_subset_bases
-        return make(n_points, ambient_dim, dim, self.seed, device=x.device, dtype=x.dtype)
+        return mode_bases(self.mode, x, tangent_bases, self.dim, self.seed)
 
     def _objective(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Per-sample quantity to *decrease* (N,)."""
@@ -351,8 +363,7 @@ class GreedyProjectedPGD:
         start = time.perf_counter()
         x = _as_batch(self.model, x)
         basis = self.subspace_bases(x, tangent_bases)
-        project = {"free": None, "on": project_onto, "random_on": project_onto, "coordinate_on": project_onto,
-                   "off": project_off, "random_off": project_off, "coordinate_off": project_off}[self.mode]
+        project = PROJECTIONS[self.mode]
         n_points = len(x)
         with torch.no_grad():
             label = self.model(x).argmax(-1)
@@ -397,6 +408,65 @@ class GreedyProjectedPGD:
             forward_evaluations += forwards
         return AttackResult(delta, distance, success, steps, label, adversarial_label, gradient_evaluations,
                             forward_evaluations, time.perf_counter() - start, self.mode, basis)
+
+
+# --------------------------------------------------------------------------- bounded attack
+
+
+class BoundedProjectedPGD:
+    r"""L2 PGD inside a ball of radius `epsilon`, confined to a mode's subspace.
+
+    The fixed-budget attack of Madry et al. (arXiv 1706.06083), used for adversarial training
+    and for the features-not-bugs relabelling (Ilyas et al., arXiv 1905.02175). Untargeted, it
+    ascends the cross-entropy of `label`; targeted, it descends the cross-entropy of `target`.
+    Each step moves `step_size` along the normalised projected gradient, then scales the
+    perturbation back into the ball. It never stops early: unlike `GreedyProjectedPGD`, which
+    looks for the *nearest* label change, the aim here is the worst (or most target-like)
+    point within the budget. No random start, so results are deterministic.
+
+    The model's parameter gradients are left untouched (only input gradients are taken), so
+    the attack can run inside a training step.
+    """
+
+    def __init__(self, model: nn.Module, epsilon: float, steps: int = 10, step_size: float | None = None,
+                 mode: str = "free", dim: int | None = None, seed: int = 0):
+        if mode not in MODES:
+            raise ValueError(f"mode: must be one of {MODES}, got {mode!r}")
+        if not epsilon > 0 or int(steps) < 1:
+            raise ValueError(f"epsilon must be positive and steps >= 1; got {epsilon}, {steps}")
+        self.model, self.mode, self.dim, self.seed = model, mode, dim, int(seed)
+        self.epsilon, self.steps = float(epsilon), int(steps)
+        # Madry et al.'s rule of thumb: 2.5 eps / steps lets the walk reach the sphere and move along it.
+        self.step_size = float(step_size) if step_size is not None else 2.5 * self.epsilon / self.steps
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(mode={self.mode!r}, epsilon={self.epsilon:g}, steps={self.steps}, "
+                f"step_size={self.step_size:g})")
+
+    def __call__(self, x, label=None, target=None, tangent_bases=None) -> torch.Tensor:
+        """The perturbation delta (N, n), ||delta|| <= epsilon, in the mode's subspace.
+
+        Give `label` (untargeted: push away from it) or `target` (targeted: pull towards it).
+        """
+        if (label is None) == (target is None):
+            raise ValueError("give exactly one of label= (untargeted) or target= (targeted)")
+        x = _as_batch(self.model, x)
+        basis = mode_bases(self.mode, x, tangent_bases, self.dim, self.seed)
+        project = PROJECTIONS[self.mode]
+        classes = torch.as_tensor(label if target is None else target, device=x.device).long()
+        direction = 1.0 if target is None else -1.0  # ascend CE of the label / descend CE of the target
+        delta = torch.zeros_like(x)
+        for _ in range(self.steps):
+            point = (x + delta).requires_grad_(True)
+            with torch.enable_grad():
+                loss = nn.functional.cross_entropy(self.model(point), classes, reduction="sum")
+                (gradient,) = torch.autograd.grad(loss, point)
+            if project is not None:
+                gradient = project(gradient, basis)
+            norm = gradient.norm(dim=1, keepdim=True)
+            delta = delta + direction * self.step_size * gradient / norm.clamp_min(1e-30)
+            delta = delta * (self.epsilon / delta.norm(dim=1, keepdim=True).clamp_min(self.epsilon))
+        return delta.detach()
 
 
 # --------------------------------------------------------------------------- second method

@@ -40,7 +40,8 @@ def run_summary(path: str | Path) -> dict:
     scene = parse_yaml((path / "scene.yaml").read_text()) if (path / "scene.yaml").is_file() else {}
     real = metrics.get("kind") == "real"
     if real:
-        k, n = metrics["real"]["latent_dim"], metrics["real"]["ambient_dim"]
+        # k: the autoencoder's latent dimension, or the random subspaces' without a manifold estimate
+        k, n = metrics["real"]["latent_dim"] or metrics["real"].get("subspace_dim"), metrics["real"]["ambient_dim"]
         data = (scene.get("dataset") or {}).get("source", "images")
     else:
         manifold = scene.get("manifold", {})
@@ -59,12 +60,16 @@ def run_summary(path: str | Path) -> dict:
     row["random_on_dimension_only"] = modes.get("random_on", {}).get("dimension_only_ratio")
     row["ms"] = attacks.get("manifold_specificity")
     row["ms_interval"] = attacks.get("manifold_specificity_interval")
+    row["ms_bound"] = attacks.get("manifold_specificity_bound")
     return row
 
 
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
+        bound = row.get("ms_bound")
+        if value is None and bound:  # one median not found: a one-sided bound (attack_report.specificity_bound)
+            return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
         if value is None:
             return "n/a"
         interval = row.get("ms_interval")

@@ -62,6 +62,9 @@ def make_dataset(scene: Scene, manifold: Manifold | None = None) -> Dataset:
     n_total = scene.data.n_train + scene.data.n_test
     u, y = rule.sample(n_total, rng)
     x = manifold.immersion(u)
+    offset = rule.input_offset(u, y, rng)
+    if offset is not None:  # classes that differ off the manifold (off-manifold fur)
+        x = x + offset
     tangent = manifold.tangent_basis(u)
     if scene.data.noise_std > 0:
         noise = rng.standard_normal(x.shape) * scene.data.noise_std

@@ -20,6 +20,7 @@ from simulator.scene import (
     HalfSpaceLabels,
     LabelSpec,
     RandomLabels,
+    ShapeAndFurLabels,
     StripesLabels,
 )
 
@@ -44,6 +45,17 @@ class LabelRule(ABC):
     @abstractmethod
     def label_of(self, u: np.ndarray) -> np.ndarray:
         """Class of each chart point u (..., k) -> (...,)."""
+
+    def input_offset(self, u: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """A class-dependent displacement (N, n) of the input points off the manifold, or None.
+        Only rules whose classes differ off the manifold (off-manifold fur) have one."""
+        return None
+
+    def feature_directions(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Unit input-space directions (N, n) of the features that carry the class, by name,
+        for rules built from named features (empty otherwise). Attacks report how much of each
+        adversarial perturbation goes along each of them."""
+        return {}
 
     def _cell(self, u: np.ndarray, cells: int) -> np.ndarray:
         """Index of the cell of u along each axis when the box is cut into `cells` slabs."""
@@ -145,6 +157,65 @@ class RandomPerPoint(LabelRule):
         raise ValueError("random labels are drawn per point; there is no label map to evaluate")
 
 
+class ShapeAndFur(LabelRule):
+    """A large "shape" feature and a tiny "fur" feature that both predict the class
+    (see `simulator.scene.ShapeAndFurLabels`).
+
+    Sampling: the class y is a fair coin; the chart point is uniform by volume, then its side of
+    the box along the shape axis is set to agree with y with probability shape_reliability, and
+    its fur sign s (+1 for class 1) with probability fur_reliability. On-manifold fur puts the
+    point at chart coordinate centre + s * fur_size on the fur axis; off-manifold fur is
+    `input_offset`, s * fur_size times the unit normal.
+    """
+
+    has_label_map = False  # the fur sign is not a function of the chart point for fur off
+
+    def sample(self, n_samples, rng):
+        spec = self.spec
+        u = self.manifold.sample_chart(n_samples, rng)
+        y = rng.integers(0, 2, n_samples)
+        centre = self.low + self.width / 2
+        axis = spec.shape_axis
+        shape_sign = self._agreeing_sign(y, spec.shape_reliability, rng)
+        u[:, axis] = centre[axis] + shape_sign * np.abs(u[:, axis] - centre[axis])
+        if spec.fur_location == "on":
+            fur_sign = self._agreeing_sign(y, spec.fur_reliability, rng)
+            u[:, spec.fur_axis] = centre[spec.fur_axis] + fur_sign * spec.fur_size
+        return u, y
+
+    def input_offset(self, u, y, rng):
+        if self.spec.fur_location == "on":
+            return None
+        fur_sign = self._agreeing_sign(y, self.spec.fur_reliability, rng)
+        return fur_sign[:, None] * self.spec.fur_size * self.manifold.unit_normal(u)
+
+    @staticmethod
+    def _agreeing_sign(y, reliability, rng):
+        """+1 for class 1, -1 for class 0, flipped with probability 1 - reliability."""
+        sign = 2 * np.asarray(y) - 1
+        return np.where(rng.random(len(sign)) < reliability, sign, -sign)
+
+    def label_of(self, u):
+        # The shape side, the only feature a chart point determines; the class itself is not a
+        # function of position (has_label_map is False).
+        centre = (self.low + self.width / 2)[self.spec.shape_axis]
+        return (np.asarray(u)[..., self.spec.shape_axis] > centre).astype(int)
+
+    def feature_directions(self, u):
+        spec = self.spec
+        jacobian = self.manifold.jacobian(u)  # (N, n, k): columns are the chart directions
+        shape = jacobian[..., spec.shape_axis]
+        if spec.fur_location == "on":
+            fur = jacobian[..., spec.fur_axis]
+        else:
+            fur = self.manifold.unit_normal(u)
+        return {"shape": _unit(shape), "fur": _unit(fur)}
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
 class ByComponent(LabelRule):
     def label_of(self, u):
         return np.asarray(self.manifold.component(u), dtype=int)
@@ -164,4 +235,6 @@ def make_label_rule(spec: LabelSpec, manifold: Manifold, rng: np.random.Generato
         return RandomPerPoint(spec, manifold)
     if isinstance(spec, ComponentLabels):
         return ByComponent(spec, manifold)
+    if isinstance(spec, ShapeAndFurLabels):
+        return ShapeAndFur(spec, manifold)
     raise TypeError(f"unknown label spec {type(spec).__name__}")

@@ -118,6 +118,7 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
             "steps": scene.train.steps,
             "final": final.scalars(),
             "history": result.history,
+            "adversarial": result.adversarial,  # null for plain training
         },
         "snapshots": [s.scalars() for s in result.snapshots],
     }
@@ -173,9 +174,9 @@ def load_run(path: str | Path) -> Run:
         raise RunError(f"{path}: no such run directory. Create one with `sim run SCENE.yaml` (default renders/<scene-name>/).")
     if (path / "metrics.json").is_file() and '"kind": "real"' in (path / "metrics.json").read_text()[:2000]:
         raise RunError(
-            f"{path}: this is a real-image run (kind: real); load_run, sim measure, attack, render and "
-            f"animate work on synthetic runs. Rerun `sim run` on its experiment file to change it, or "
-            f"compare it with other runs by `sim compare`; its numbers are in metrics.json."
+            f"{path}: this is a real-image run (kind: real); load_run reads synthetic runs. Load it with "
+            f"simulator.real.rerun.load_real_run; `sim measure`, `sim attack`, `sim render`, `sim report` "
+            f"and `sim compare` handle both kinds."
         )
     missing = [name for name in ("scene.yaml", "data.npz", "snapshots.pt", "metrics.json") if not (path / name).is_file()]
     if missing:

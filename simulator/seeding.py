@@ -13,8 +13,7 @@ import torch
 # Stream ids: never renumber these, or old scenes stop reproducing their numbers.
 STREAMS = {"labels": 1, "data": 2, "init": 3, "batches": 4, "measure": 5, "attacks": 6,
            # the classic experiments (issue 7)
-           "adversarial_training": 7, "relabel": 8, "relabel_init": 9, "relabel_batches": 10,
-           "seed_agreement": 11,
+           "relabel": 8, "relabel_model": 9, "seed_agreement": 11,
            # the real-image module
            "real_split": 101, "autoencoder_batches": 102, "autoencoder_init": 103,
            "classifier_init": 104, "classifier_batches": 105}

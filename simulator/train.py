@@ -45,6 +45,7 @@ class TrainingResult:
     history: list[dict] = field(default_factory=list)  # running batch loss/accuracy
     seconds: float = 0.0
     device: str = "cpu"
+    adversarial: dict | None = None  # the resolved train.adversarial settings, when it was on
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -117,6 +118,13 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     batch_size = min(spec.batch_size, len(x_train))
     batches = torch_generator(scene.seed, "batches")  # on the CPU: same order on every device
     schedule = set(snapshot_steps(scene.snapshots, spec.steps))
+    adversary = adversarial_settings = None
+    if spec.adversarial.enabled:
+        from simulator.adversarial_training import AdversarialBatches, resolved_adversarial_settings
+
+        adversarial_settings = resolved_adversarial_settings(scene, data)
+        tangent = torch.as_tensor(data.tangent_train, dtype=torch.float32, device=device)
+        adversary = AdversarialBatches(adversarial_settings, tangent)
     log_every = max(1, spec.steps // 200)
 
     snapshots: list[Snapshot] = []
@@ -136,7 +144,10 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
         take_snapshot(0)
         for step, index in zip(range(1, spec.steps + 1), shuffled_batches(len(x_train), batch_size, batches)):
             index = index.to(device)
-            logits = model(x_train[index])
+            inputs = x_train[index]
+            if adversary is not None:
+                inputs = adversary(model, inputs, y_train[index], index)
+            logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -156,7 +167,7 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
             if step in schedule:
                 take_snapshot(step)
     seconds = time.perf_counter() - started
-    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device))
+    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings)
 
 
 class _one_cpu_thread:

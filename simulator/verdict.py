@@ -54,23 +54,28 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             "reading": "n/a: no boundary within t_max" if depth is None else
             ("deeper at data (dimples)" if depth > 0 else "not deeper at data (no dimples)"),
         })
-    tangent = summary["tangent"]
-    ratio, line = tangent["ratio_to_baseline"], thresholds["tangent_ratio"]
-    random_share = tangent["baseline_rms_tau"] ** 2  # k/n
-    along_line = random_share + thresholds["tangent_along"] * (1 - random_share)
-    if math.isnan(ratio):
-        reading = "n/a"
-    elif ratio <= line:
-        reading = "perpendicular (dimpled)"
-    elif tangent["rms_tau"] ** 2 >= along_line:
-        reading = "along the manifold"
+    tangent = summary.get("tangent")  # absent when there is no manifold estimate (a real run with manifold: none)
+    line = thresholds["tangent_ratio"]
+    if tangent is None:
+        measured, reading = "no manifold estimate", "n/a"
     else:
-        reading = "like a random direction"
+        ratio = tangent["ratio_to_baseline"]
+        measured = f"{_fmt(ratio)} (tau {_fmt(tangent['rms_tau'])}, random {_fmt(tangent['baseline_rms_tau'])})"
+        random_share = tangent["baseline_rms_tau"] ** 2  # k/n
+        along_line = random_share + thresholds["tangent_along"] * (1 - random_share)
+        if math.isnan(ratio):
+            reading = "n/a"
+        elif ratio <= line:
+            reading = "perpendicular (dimpled)"
+        elif tangent["rms_tau"] ** 2 >= along_line:
+            reading = "along the manifold"
+        else:
+            reading = "like a random direction"
     rows.append({
         "measurement": "RMS tau / sqrt(k/n)",
         "dimpled": f"<= {line:g}",
         "stretchy": "~1",
-        "measured": f"{_fmt(ratio)} (tau {_fmt(tangent['rms_tau'])}, random {_fmt(tangent['baseline_rms_tau'])})",
+        "measured": measured,
         "reading": reading,
     })
     ms_line = thresholds["specificity"]
@@ -78,6 +83,15 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
            "stretchy": f"{1 / ms_line:.3g} to {ms_line:g}"}
     if attacks is None or "manifold_specificity" not in attacks:
         row.update(measured="attacks not run", reading="n/a")
+    elif attacks["manifold_specificity"] is None and attacks.get("manifold_specificity_bound"):
+        bound = attacks["manifold_specificity_bound"]
+        if bound["kind"] == "lower":
+            measured = f">= {_fmt(bound['value'])} (on-manifold: no crossing within reach)"
+            reading = "manifold specially robust (dimpled)" if bound["value"] >= ms_line else "n/a (bound too loose)"
+        else:
+            measured = f"<= {_fmt(bound['value'])} (off-manifold: no crossing within reach)"
+            reading = "manifold directions are the weak ones" if bound["value"] <= 1 / ms_line else "n/a (bound too loose)"
+        row.update(measured=measured, reading=reading)
     elif attacks["manifold_specificity"] is None:
         row.update(measured="undefined (a distance not found)", reading="n/a")
     else:

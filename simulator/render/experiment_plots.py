@@ -1,0 +1,69 @@
+"""Figures of the classic experiments (matplotlib PNGs): relabelling and robust accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simulator.runs import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path, dpi: int) -> Path:
+    with atomic_path(Path(path)) as temporary:
+        figure.savefig(temporary, dpi=dpi, format="png")
+    _pyplot().close(figure)
+    return Path(path)
+
+
+def plot_relabel(run, report: dict, path: Path) -> Path:
+    """Clean test accuracy: the original model, the fresh model trained on relabelled
+    adversarial examples only (with its 95% Wilson interval), and chance."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    accuracy = report["fresh_model_clean_test_accuracy"]
+    low, high = report["clean_test_accuracy_interval"]
+    bars = [("original model", report["original_model_test_accuracy"], None, "tab:gray"),
+            ("fresh model on\nrelabelled adversarial set", accuracy, (accuracy - low, high - accuracy), "tab:blue")]
+    for index, (label, value, error, colour) in enumerate(bars):
+        axis.bar(index, value, color=colour, yerr=None if error is None else [[error[0]], [error[1]]], capsize=6)
+        axis.text(index, value + 0.03, f"{value:.1%}", ha="center", fontsize=9)
+    axis.axhline(report["chance"], color="tab:red", ls="--", lw=1.2, label=f"chance ({report['chance']:.1%})")
+    axis.set_xticks(range(len(bars)), [label for label, *_ in bars], fontsize=8)
+    axis.set_ylim(0, 1.1)
+    axis.set_ylabel("clean test accuracy")
+    settings = report["settings"]
+    axis.set_title(f"{run.scene.name}: features-not-bugs relabelling\n"
+                   f"(targets {settings['target']}, L2 budget {settings['epsilon']:.3g}; "
+                   f"{report['target_reached']:.0%} of targets reached)", fontsize=9)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    return _save(figure, path, run.scene.render.dpi)
+
+
+def plot_robust_accuracy(runs: list[tuple[str, dict]], path: Path, title: str, dpi: int = 120) -> Path:
+    """Robust accuracy against the L2 radius for one or more runs ((label, robust_accuracy
+    report) pairs), by the minimal-distance attack (solid) and fixed-budget PGD (dashed)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 3.8))
+    colours = plt.get_cmap("tab10")
+    for index, (label, report) in enumerate(runs):
+        epsilons = [0.0] + [row["epsilon"] for row in report["epsilons"]]
+        minimal = [report["clean"]] + [row["minimal_distance"] for row in report["epsilons"]]
+        pgd = [report["clean"]] + [row["pgd"] for row in report["epsilons"]]
+        axis.plot(epsilons, minimal, "o-", color=colours(index), label=f"{label} (minimal-distance attack)")
+        axis.plot(epsilons, pgd, "s--", color=colours(index), alpha=0.7, label=f"{label} (PGD-{report['pgd_steps']})")
+    axis.set_xlabel("L2 radius epsilon (input units)")
+    axis.set_ylabel("robust accuracy")
+    axis.set_ylim(-0.03, 1.03)
+    axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path, dpi)
