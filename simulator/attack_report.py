@@ -130,12 +130,10 @@ def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch
     labels = getattr(run.data, "y_test", None)
     labels = None if labels is None else torch.as_tensor(labels[:count], device=device)
     directions = {}
-    if hasattr(run, "manifold") and hasattr(run.data, "u_test"):
-        from simulator.labels import make_label_rule
+    if hasattr(run, "manifold") and hasattr(run.data, "u_test"):  # synthetic runs: named class features
+        from simulator.measure import class_feature_directions
 
-        manifold = run.manifold()
-        rule = make_label_rule(run.scene.labels, manifold, numpy_rng(run.scene.seed, "labels"))
-        directions = rule.feature_directions(run.data.u_test[:count])
+        directions = class_feature_directions(run, count)
     return attack_points(model, x, bases, run.scene.measure.attacks, settings, run.scene.seed,
                          labels=labels, feature_directions=directions)
 

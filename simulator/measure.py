@@ -58,14 +58,16 @@ def resolve_settings(run: Run, manifold) -> dict:
     }
 
 
-def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor) -> tuple[dict, np.ndarray]:
+def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor,
+                        feature_directions: dict | None = None) -> tuple[dict, np.ndarray]:
     """{"tangent": ..., "stretch": ...} summaries at points x (N, n) with tangent bases (N, n, k),
-    for any kind of run (exact or autoencoder-estimated bases); also tau per point (N,)."""
+    for any kind of run (exact or autoencoder-estimated bases); also tau per point (N,).
+    `feature_directions` ({name: (N, n)}): named class features, for the stretch alignment."""
     k, n = bases.shape[-1], x.shape[1]
     tau = tangent_fractions(margin_gradients(model, x), bases).cpu().numpy()
     summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
     if hasattr(model, "features"):
-        summary["stretch"] = stretch_spectra(feature_jacobians(model, x), bases)
+        summary["stretch"] = stretch_spectra(feature_jacobians(model, x), bases, feature_directions)
     return summary, tau
 
 
@@ -81,7 +83,7 @@ def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, re
     count = settings["n_points"]
     x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
     bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
-    summary, _ = tangent_and_stretch(model, x, bases)
+    summary, _ = tangent_and_stretch(model, x, bases, class_feature_directions(run, count))
     field = None
     if resolution is not None:
         if x_train_clean is None:
@@ -99,6 +101,15 @@ def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, re
             settings["bracket_steps"]).cpu().double().numpy()
         summary["height"] = summarize_heights(field, settings["clinging_epsilon"], heights_at_train)
     return summary, field
+
+
+def class_feature_directions(run: Run, count: int) -> dict:
+    """The scene's named class features (e.g. shape and fur) at the first `count` test points,
+    as unit input directions; empty for label rules without named features."""
+    from simulator.labels import make_label_rule
+
+    rule = make_label_rule(run.scene.labels, run.manifold(), numpy_rng(run.scene.seed, "labels"))
+    return rule.feature_directions(run.data.u_test[:count])
 
 
 def height_snapshot_indices(n_snapshots: int, every: int) -> set[int]:

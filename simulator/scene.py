@@ -584,7 +584,7 @@ class Scene(RunFile):
         if isinstance(labels, StripesLabels) and labels.axis >= k:
             raise ValueError(f"labels.axis: {labels.axis} is out of range for a k={k} manifold (0..{k - 1})")
         if isinstance(labels, ShapeAndFurLabels):
-            for name in ("shape_axis", "fur_axis"):
+            for name in ("shape_axis", "fur_axis") if labels.fur_location == "on" else ("shape_axis",):
                 if getattr(labels, name) >= k:
                     raise ValueError(f"labels.{name}: {getattr(labels, name)} is out of range for a k={k} "
                                      f"manifold (0..{k - 1})")

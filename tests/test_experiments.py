@@ -85,6 +85,9 @@ def test_fur_on_the_manifold_gives_ms_below_one_and_free_attacks_follow_the_fur(
     # The fur flips with a perturbation of about its own size (classes sit at +-fur_size).
     fur_size = fur_runs["on"].scene.labels.fur_size
     assert 0.5 * fur_size < attacks["modes"]["free"]["median_distance"] < 2 * fur_size
+    # The stretch measurement says the same: the most stretched input direction v_1 is the fur.
+    stretch = fur_runs["on"].metrics["geometry"]["snapshots"][-1]["stretch"]["top_direction_feature_alignment"]
+    assert stretch["fur"] > 0.9 > 0.1 > stretch["shape"]
 
 
 def test_fur_off_the_manifold_gives_ms_above_one(fur_runs):

@@ -83,8 +83,8 @@ def write_adversarial_comparison(adversarial_dir: Path, baseline_dir: Path, out_
               if _attacks(m).get("robust_accuracy")]
     if curves:
         plot_robust_accuracy(curves, out_dir / "robust_accuracy.png",
-                             f"{adversarial['scene']}: robust accuracy, plain vs adversarial training "
-                             f"({settings['mode']}, eps {epsilon:.3g})")
+                             f"{adversarial['scene']}: robust accuracy\nplain vs adversarial training "
+                             f"({settings['mode']} mode, eps {epsilon:.3g})", marked_epsilon=epsilon)
     lines = [f"# Adversarial training vs plain training: {adversarial['scene']}", "",
              f"Adversarial training: mode {settings['mode']}, epsilon {epsilon:.4g}, {settings['steps']} PGD steps "
              f"of {settings['step_size']:.3g}, {settings['fraction']:.0%} of each batch.", "",

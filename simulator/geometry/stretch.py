@@ -21,13 +21,16 @@ def feature_jacobians(model: torch.nn.Module, points: torch.Tensor) -> torch.Ten
     return vmap(jacrev(features_of_one))(points).detach()
 
 
-def stretch_spectra(jacobians: torch.Tensor, tangent_bases: torch.Tensor) -> dict:
+def stretch_spectra(jacobians: torch.Tensor, tangent_bases: torch.Tensor,
+                    feature_directions: dict | None = None) -> dict:
     """Summaries of the feature Jacobians J (N, m, n) against the tangent bases U (N, n, k).
 
     - singular values (mean over points of the sorted spectrum) and the stretch ratio
       sigma_1 / sigma_min (median over points; inf where J is rank-deficient);
     - normal energy share ||J P_N||_F^2 / ||J||_F^2 against the isotropic baseline (n-k)/n;
-    - tangent fraction ||P_T v_1|| of the most stretched input direction v_1.
+    - tangent fraction ||P_T v_1|| of the most stretched input direction v_1;
+    - with named unit `feature_directions` ({name: (N, n)}, e.g. a stretchy scene's shape and
+      fur), the mean |<v_1, d>| per feature: which feature the network stretches most.
     """
     jacobians = jacobians.double()
     bases = tangent_bases.to(jacobians)
@@ -40,7 +43,12 @@ def stretch_spectra(jacobians: torch.Tensor, tangent_bases: torch.Tensor) -> dic
     top_tangent = torch.einsum("nik,ni->nk", bases, top_direction).norm(dim=1)
     smallest = singular_values[:, -1]
     ratio = torch.where(smallest > 0, singular_values[:, 0] / smallest, torch.inf)
+    alignment = {}
+    for name, direction in (feature_directions or {}).items():
+        direction = torch.as_tensor(np.asarray(direction), dtype=top_direction.dtype, device=top_direction.device)
+        alignment[name] = float((top_direction * direction).sum(dim=1).abs().mean())
     return {
+        **({"top_direction_feature_alignment": alignment} if alignment else {}),
         "n_points": int(jacobians.shape[0]),
         "mean_singular_values": singular_values.mean(dim=0).tolist(),
         "median_stretch_ratio": float(ratio.median()),

@@ -48,9 +48,11 @@ def plot_relabel(run, report: dict, path: Path) -> Path:
     return _save(figure, path, run.scene.render.dpi)
 
 
-def plot_robust_accuracy(runs: list[tuple[str, dict]], path: Path, title: str, dpi: int = 120) -> Path:
+def plot_robust_accuracy(runs: list[tuple[str, dict]], path: Path, title: str, dpi: int = 120,
+                         marked_epsilon: float | None = None) -> Path:
     """Robust accuracy against the L2 radius for one or more runs ((label, robust_accuracy
-    report) pairs), by the minimal-distance attack (solid) and fixed-budget PGD (dashed)."""
+    report) pairs), by the minimal-distance attack (solid) and fixed-budget PGD (dashed);
+    `marked_epsilon` (e.g. the adversarial-training radius) is drawn as a vertical line."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 3.8))
     colours = plt.get_cmap("tab10")
@@ -60,10 +62,12 @@ def plot_robust_accuracy(runs: list[tuple[str, dict]], path: Path, title: str, d
         pgd = [report["clean"]] + [row["pgd"] for row in report["epsilons"]]
         axis.plot(epsilons, minimal, "o-", color=colours(index), label=f"{label} (minimal-distance attack)")
         axis.plot(epsilons, pgd, "s--", color=colours(index), alpha=0.7, label=f"{label} (PGD-{report['pgd_steps']})")
+    if marked_epsilon is not None:
+        axis.axvline(marked_epsilon, color="0.5", ls=":", lw=1, label=f"training radius {marked_epsilon:.3g}")
     axis.set_xlabel("L2 radius epsilon (input units)")
     axis.set_ylabel("robust accuracy")
     axis.set_ylim(-0.03, 1.03)
     axis.legend(fontsize=7)
-    axis.set_title(title, fontsize=10)
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, path, dpi)

@@ -1,0 +1,108 @@
+"""One scene, one field, several values (`sim sweep`): e.g. how the clinging fraction, tau and
+MS move as model.init_scale shrinks. Each value is a full `sim run` (its own run directory);
+the sweep adds a table, a figure and a `sim compare` report over all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from simulator.errors import SceneError
+from simulator.runs import atomic_path, write_text
+from simulator.scene import Scene, scene_from_dict
+
+# (column, how to read it from a run's metrics.json)
+SWEEP_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [
+    ("test accuracy", lambda m: m["training"]["final"]["test_accuracy"]),
+    ("clinging fraction", lambda m: (_final(m).get("height") or {}).get("clinging_fraction")),
+    ("median |h|", lambda m: (_final(m).get("height") or {}).get("median_abs_h")),
+    ("RMS tau / sqrt(k/n)", lambda m: (_final(m).get("tangent") or {}).get("ratio_to_baseline")),
+    ("off-manifold feature energy", lambda m: (_final(m).get("stretch") or {}).get("normal_energy_share")),
+    ("median d_free", lambda m: _modes(m).get("free", {}).get("median_distance_counting_failures")),
+    ("median d_off", lambda m: _modes(m).get("off", {}).get("median_distance_counting_failures")),
+    ("MS", lambda m: ((m.get("attacks") or {}).get("final") or {}).get("manifold_specificity")),
+]
+
+
+def _final(metrics: dict) -> dict:
+    return ((metrics.get("geometry") or {}).get("snapshots") or [{}])[-1]
+
+
+def _modes(metrics: dict) -> dict:
+    return ((metrics.get("attacks") or {}).get("final") or {}).get("modes", {})
+
+
+def sweep_scenes(scene: Scene, field: str, values: list[Any]) -> list[Scene]:
+    """The scene once per value of the dotted `field`, each validated like a --set override and
+    named <scene>__<last field part>_<value>."""
+    if not values:
+        raise SceneError(f"--values: give at least one value for {field}, e.g. --values 1,0.3,0.1")
+    base = scene.model_dump(mode="json")
+    scenes = []
+    for value in values:
+        name = f"{scene.name}__{field.rsplit('.', 1)[-1]}_{value}"
+        scenes.append(scene_from_dict({**base, "name": name}, source=f"{scene.name} (sweep)",
+                                      overrides={field: value}))
+    return scenes
+
+
+def read_row(run_dir: Path) -> dict:
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    row = {}
+    for column, read in SWEEP_COLUMNS:
+        try:
+            row[column] = read(metrics)
+        except (KeyError, TypeError, IndexError):
+            row[column] = None
+    return row
+
+
+def write_sweep_report(field: str, values: list[Any], run_dirs: list[Path], out_dir: Path) -> list[dict]:
+    """sweep.md (table), sweep.png (each measurement against the value) and a comparison report."""
+    from simulator.compare import write_comparison
+
+    rows = [{"value": value, **read_row(path)} for value, path in zip(values, run_dirs)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot_sweep(field, rows, out_dir / "sweep.png")
+    header = ["value"] + [column for column, _ in SWEEP_COLUMNS]
+    lines = [f"# Sweep of {field}", "", "| " + " | ".join([field] + header[1:]) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_text(row[column]) for column in header) + " |")
+    lines += ["", "![sweep](sweep.png)", "", "Runs: " + ", ".join(str(p) for p in run_dirs), ""]
+    write_text(out_dir / "sweep.md", "\n".join(lines))
+    write_comparison(run_dirs, out_dir)
+    return rows
+
+
+def _plot_sweep(field: str, rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ["clinging fraction", "RMS tau / sqrt(k/n)", "median d_off", "MS"]
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3))
+    numeric = all(isinstance(row["value"], (int, float)) for row in rows)
+    x = [row["value"] if numeric else index for index, row in enumerate(rows)]
+    for axis, column in zip(axes, shown):
+        y = [row[column] if row[column] is not None else float("nan") for row in rows]
+        axis.plot(x, y, "o-")
+        axis.set_title(column, fontsize=9)
+        axis.set_xlabel(field, fontsize=8)
+        if numeric and min(x) > 0 and max(x) / min(x) > 10:
+            axis.set_xscale("log")
+        if not numeric:
+            axis.set_xticks(x, [str(row["value"]) for row in rows])
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+    plt.close(figure)
+
+
+def _text(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
