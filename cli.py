@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from simulator.scene import parse_yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simulator.errors import SimulatorError
@@ -32,7 +33,8 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except SimulatorError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            # escape: a message may hold brackets (`pip install -e '.[pretrained]'`), which are not markup
+            errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
     return wrapper
@@ -71,8 +73,11 @@ def main():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a scene field, e.g. --set train.steps=200 --set train.device=cpu. Repeatable.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--compare-baseline", is_flag=True,
+              help="With train.adversarial on: also train the scene normally (OUT/<name>_baseline/) and "
+                   "write a side-by-side report (OUT/<name>_vs_baseline/).")
 @_user_errors
-def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool):
+def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool, compare_baseline: bool):
     """Generate the scene's data, train its MLP while snapshotting the decision boundary, measure
     the geometry of every snapshot, attack the last one, and write the run directory
     OUT/<scene-name>/ (see the README for its files)."""
@@ -83,7 +88,39 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     if getattr(scene, "kind", None) == "real":
         _run_real(scene, out_root, quiet)
         return
+    baseline = None
+    if compare_baseline:
+        from simulator.experiments.adversarial_comparison import baseline_scene
+
+        baseline = baseline_scene(scene)  # checked before any training starts
     summary = run_scene(scene, out_root=out_root, progress=not quiet)
+    _print_run_summary(summary, scene)
+    if baseline is not None:
+        _run_baseline(baseline, summary, out_root, quiet)
+    console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+
+
+def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
+    """`sim run --compare-baseline`: the plain-training twin and the side-by-side report."""
+    from simulator import run_scene
+    from simulator.experiments.adversarial_comparison import write_adversarial_comparison
+
+    console.print(f"training the baseline (plain training): {baseline.name}")
+    plain = run_scene(baseline, out_root=out_root, progress=not quiet)
+    out_dir = Path(out_root) / f"{summary.scene_name}_vs_baseline"
+    comparison = write_adversarial_comparison(summary.path, plain.path, out_dir)
+    table = Table(title=f"adversarial vs plain training ({comparison['settings']['mode']}, "
+                        f"eps {comparison['settings']['epsilon']:.3g})", title_justify="left")
+    for column in ("measurement", "plain", "adversarial"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for row in comparison["rows"]:
+        table.add_row(row["measurement"], *(f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v)
+                                            for v in (row["plain"], row["adversarial"])))
+    console.print(table)
+    console.print(f"comparison: {out_dir / 'adversarial_training.md'}", soft_wrap=True, highlight=False)
+
+
+def _print_run_summary(summary, scene) -> None:
     table = Table(title=f"sim run {scene.name}", show_header=False, title_justify="left")
     table.add_row("device", summary.device)
     table.add_row("steps", f"{summary.steps}  ({summary.seconds:.1f} s)")
@@ -103,7 +140,17 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
-    console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
+    if scene.experiments.seed_agreement.enabled:
+        from simulator.experiments.seed_agreement import agreement_table
+
+        result = json.loads((summary.path / "metrics.json").read_text())["seed_agreement"]
+        console.print(agreement_table(result, "seed agreement"))
+    if scene.experiments.relabel.enabled:
+        relabel = json.loads((summary.path / "metrics.json").read_text())["relabel"]
+        low, high = relabel["clean_test_accuracy_interval"]
+        console.print(f"relabelling ({relabel['settings']['target']} targets, eps {relabel['settings']['epsilon']:.3g}): "
+                      f"fresh model's clean test accuracy {relabel['fresh_model_clean_test_accuracy']:.1%} "
+                      f"[{low:.1%}, {high:.1%}], chance {relabel['chance']:.1%}", highlight=False)
 
 
 def _run_real(experiment, out_root: Path, quiet: bool) -> None:
@@ -116,9 +163,92 @@ def _run_real(experiment, out_root: Path, quiet: bool) -> None:
     metrics = run_real_experiment(experiment, out_root=out_root, log=log)
     final = metrics["attacks"]["final"]
     console.print(attack_table(final, f"{experiment.name}: minimal adversarial distances"))
-    console.print(f"manifold specificity MS = {specificity_text(final)}", highlight=False)
+    console.print(_real_specificity(metrics), highlight=False)
     console.print(verdict_table(metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
     console.print(f"run directory: {metrics['path']}", soft_wrap=True, highlight=False)
+
+
+def _real_specificity(metrics: dict) -> str:
+    from simulator.real.experiment import specificity_line
+
+    return specificity_line(metrics)
+
+
+def _is_real_run(run_dir: Path) -> bool:
+    from simulator.real.rerun import is_real_run
+
+    return is_real_run(run_dir)
+
+
+def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
+    """`sim attack` on a real-image run: the experiment's own attack stage on the saved models and images."""
+    from simulator.attack_report import attack_table, specificity_text
+    from simulator.real.rerun import reattack_real_run
+    from simulator.verdict import verdict_table
+
+    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
+    run, attacks = reattack_real_run(run_dir, overrides, log=log)
+    final = attacks["final"]
+    console.print(attack_table(final, f"{run.experiment.name}: minimal adversarial distances at "
+                                      f"{attacks['settings']['n_points']} images ({attacks['seconds']:.1f} s)"))
+    console.print(_real_specificity(run.metrics), highlight=False)
+    console.print(verdict_table(run.metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
+    console.print(f"updated: {run.path / 'metrics.json'}, attack_distances.npz, attack_norms.png, verdict.json, "
+                  f"report", soft_wrap=True, highlight=False)
+
+
+def _measure_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
+    """`sim measure` on a real-image run: tangent spaces, tau and stretch on the saved models and images."""
+    from simulator.real.rerun import remeasure_real_run
+    from simulator.verdict import verdict_table
+
+    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
+    run, geometry = remeasure_real_run(run_dir, overrides, log=log)
+    if "tangent" not in geometry["snapshots"][-1]:
+        console.print("no manifold estimate (manifold: none): there is no tangent fraction or stretch to measure; "
+                      "the verdict is rebuilt from the stored attacks", soft_wrap=True, highlight=False)
+    console.print(verdict_table(geometry["snapshots"][-1]["verdict"],
+                                f"{run.experiment.name}: verdict ({geometry['settings']['n_points']} images measured "
+                                f"in {geometry['seconds']:.2f} s)"))
+    console.print(f"updated: {run.path / 'metrics.json'}, points.npz, verdict.json, report", soft_wrap=True,
+                  highlight=False)
+
+
+@main.command(short_help="Run a scene once per value of one field and compare the runs.")
+@click.argument("scene_file", type=click.Path(path_type=Path))
+@click.option("--param", "field", required=True, metavar="FIELD",
+              help="Dotted scene field to vary, e.g. model.init_scale, train.weight_decay, model.hidden.")
+@click.option("--values", "values_text", required=True, metavar="V1,V2,...",
+              help="Values, comma-separated YAML (e.g. 1,0.3,0.1); use ';' between list values: '[64];[256]'.")
+@click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("renders"), show_default=True,
+              help="Root folder: runs go to OUT/<scene>__<field>_<value>/, the summary to OUT/<scene>_sweep_<field>/.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override other scene fields (all runs).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_user_errors
+def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overrides: tuple[str, ...], quiet: bool):
+    """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
+    of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
+    from simulator import run_scene
+    from simulator.experiments.sweep import SWEEP_COLUMNS, sweep_scenes, write_sweep_report
+    from simulator.scene import load_scene
+
+    separator = ";" if ";" in values_text else ","
+    values = [parse_yaml(part.strip()) for part in values_text.split(separator) if part.strip()]
+    scene = load_scene(scene_file, overrides=_parse_overrides(overrides))
+    scenes = sweep_scenes(scene, field, values)  # all validated before the first training starts
+    paths = []
+    for variant in scenes:
+        console.print(f"[bold]{variant.name}[/bold]")
+        paths.append(run_scene(variant, out_root=out_root, progress=not quiet).path)
+    out_dir = Path(out_root) / f"{scene.name}_sweep_{field.rsplit('.', 1)[-1]}"
+    rows = write_sweep_report(field, values, paths, out_dir)
+    table = Table(title=f"sweep of {field}", title_justify="left")
+    for column in [field] + [name for name, _ in SWEEP_COLUMNS]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"sweep report: {out_dir / 'sweep.md'}", soft_wrap=True, highlight=False)
 
 
 @main.command(short_help="Rerun the on/off/random-subspace attacks of a run.")
@@ -133,6 +263,9 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     from simulator.measure import reload_with_measure_overrides
     from simulator.verdict import verdict_table
 
+    if _is_real_run(run_dir):
+        _attack_real(run_dir, _parse_overrides(overrides), quiet)
+        return
     run = reload_with_measure_overrides(run_dir, _parse_overrides(overrides))
     report = attack_run(run, progress=not quiet)
     final = report["final"]
@@ -156,6 +289,9 @@ def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     from simulator.measure import remeasure
     from simulator.verdict import verdict_table
 
+    if _is_real_run(run_dir):
+        _measure_real(run_dir, _parse_overrides(overrides), quiet)
+        return
     run, geometry = remeasure(run_dir, _parse_overrides(overrides), progress=not quiet)
     final = geometry["snapshots"][-1]
     console.print(verdict_table(final["verdict"], f"{run.scene.name}: verdict at step {final['step']} "
@@ -164,6 +300,41 @@ def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     _refresh_report(run)
     console.print(f"updated: {run.path / 'metrics.json'}, geometry_curves.png, height_field.npz, verdict.json, "
                   f"report", soft_wrap=True, highlight=False)
+
+
+@main.command(short_help="Train several seeds of a run's scene and compare their boundaries.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--count", type=click.IntRange(min=2), default=None,
+              help="Number of models, seeds scene.seed, scene.seed + 1, ... (default: the scene's "
+                   "experiments.seed_agreement.count, 4).")
+@click.option("--seeds", "seed_list", default=None, metavar="S1,S2,...",
+              help="Explicit training seeds, e.g. --seeds 0,1,2 (repeats allowed: --seeds 0,0 must agree exactly).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def seeds(run_dir: Path, count: int | None, seed_list: str | None, quiet: bool):
+    """Seed agreement on an existing run (its main model is not retrained): train the seeds on the
+    run's data, measure where they disagree (on the manifold, at the test points, in the render
+    frame) and the Chamfer distance between their boundaries, and draw the boundaries together
+    (seed_boundaries.png, seed_boundary_<i>.vtp)."""
+    from simulator.experiments.seed_agreement import agreement_table, seed_agreement_run
+    from simulator.measure import reload_with_measure_overrides
+
+    prefix = "experiments.seed_agreement."
+    overrides = {}
+    if count is not None:
+        overrides.update({prefix + "count": count, prefix + "seeds": None})
+    if seed_list is not None:
+        try:
+            overrides[prefix + "seeds"] = [int(part) for part in seed_list.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{seed_list!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)",
+                                     param_hint="--seeds") from None
+    run = reload_with_measure_overrides(run_dir, overrides, allowed_prefix=prefix)
+    result = seed_agreement_run(run, progress=not quiet)
+    console.print(agreement_table(result, f"{run.scene.name}: seed agreement ({result['seconds']:.1f} s)"))
+    _refresh_report(run)
+    console.print(f"updated: {run.path / 'metrics.json'}, " + ", ".join(result["files"]) + ", report",
+                  soft_wrap=True, highlight=False)
 
 
 @main.group()
@@ -181,6 +352,12 @@ def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
     and manifold meshes as .vtp (ParaView opens them), from the saved snapshots: no retraining."""
     from simulator.render.outputs import render_outputs
 
+    if _is_real_run(run_dir):
+        from simulator.real.rerun import rerender_real_run
+
+        _, written = rerender_real_run(run_dir, _parse_overrides(overrides))
+        console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
+        return
     run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
     written = render_outputs(run, three_d=True, animation=animation)
     _refresh_report(run)
@@ -197,6 +374,9 @@ def animate(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     animation.mp4 into the run directory (no retraining)."""
     from simulator.render.outputs import render_outputs
 
+    if _is_real_run(run_dir):
+        raise SimulatorError(f"{run_dir}: a real-image run has one trained classifier and no training snapshots, so "
+                             f"there is nothing to animate; `sim render {run_dir}` redraws its figures.")
     run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
     written = render_outputs(run, three_d=False, animation=True, progress=not quiet)
     _refresh_report(run)
@@ -233,7 +413,12 @@ def report(run_dir: Path):
     interactive 3-D view of the final boundary) into a run directory."""
     from simulator.report import write_report
 
-    markdown, html = write_report(run_dir)
+    if _is_real_run(run_dir):
+        from simulator.real.rerun import write_real_report
+
+        markdown, html = write_real_report(run_dir)
+    else:
+        markdown, html = write_report(run_dir)
     console.print(f"wrote {markdown} and {html}", soft_wrap=True, highlight=False)
 
 
@@ -284,7 +469,7 @@ def scenes_validate(files: tuple[Path, ...]):
             scene = load_experiment(file)
         except SimulatorError as error:
             failed = True
-            errors.print(f"[bold red]invalid:[/] {error}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]invalid:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         else:
             kind = (f"real images, {scene.dataset.source}" if getattr(scene, "kind", None) == "real"
                     else f"{scene.manifold.family}, {scene.labels.rule} labels")

@@ -61,6 +61,9 @@ FIGURES = {
     "attack_norms.png": "Minimal adversarial L2 distances per attack mode (distribution over attacked points).",
 }
 
+# Figures that an experiment's own section shows (kept out of the general Figures section).
+SECTION_FIGURES = {"seed_boundaries.png", "relabel.png"}  # shown in their own sections
+
 EMBED_LIMIT_BYTES = 40 * 2**20  # larger images/animations are linked instead of embedded
 
 # --------------------------------------------------------------------------- formatting
@@ -293,9 +296,10 @@ def find_artifacts(run_dir: str | Path) -> RunArtifacts:
     found.figures = [run_dir / name for name in FIGURES if (run_dir / name).is_file()]
     found.renders = sorted((p for p in pngs if p.name not in FIGURES and _is_render(p)),
                            key=lambda p: (_step_of(p), p.name))
-    found.other_images = [p for p in pngs if p.name not in FIGURES and p not in found.renders]
+    found.other_images = [p for p in pngs if p.name not in FIGURES and p not in found.renders
+                          and p.name not in SECTION_FIGURES]
     found.meshes = sorted(p for p in run_dir.glob("*.vtp") if not p.name.startswith("."))
-    boundaries = [p for p in found.meshes if "boundary" in p.name.lower()]
+    boundaries = [p for p in found.meshes if "boundary" in p.name.lower() and not p.name.startswith("seed_")]
     if boundaries:
         found.boundary_mesh = max(boundaries, key=lambda p: (_step_of(p), p.name))
         step = _step_of(found.boundary_mesh)
@@ -399,6 +403,17 @@ def _attack_extras(report: dict) -> list[str]:
         lines.append(f"Free attack direction vs the most stretched feature direction v_1: mean |cos| "
                      f"{fmt(alignment.get('mean_alignment'), 3)} (median {fmt(alignment.get('median_alignment'), 3)}, "
                      f"random direction {fmt(alignment.get('random_baseline'), 3)}).")
+    features = (report.get("feature_alignment") or {}).get("features")
+    if features:
+        parts = ", ".join(f"{name} {fmt(value['mean_alignment'], 3)}" for name, value in features.items())
+        lines.append(f"Free attack direction vs the scene's features (mean |cos|): {parts} (random direction "
+                     f"{fmt(report['feature_alignment']['random_baseline'], 3)}).")
+    robust = report.get("robust_accuracy")
+    if robust:
+        parts = ", ".join(f"eps {fmt(row['epsilon'], 3)}: {_percent(row['minimal_distance'])} "
+                          f"(PGD-{robust['pgd_steps']} {_percent(row['pgd'])})" for row in robust["epsilons"])
+        lines.append(f"Robust accuracy at {robust['n_points']} attacked points (clean {_percent(robust['clean'])}; "
+                     f"minimal-distance attack, fixed-budget PGD in brackets): {parts}.")
     return lines
 
 
@@ -467,7 +482,8 @@ def geometry_rows(summary: dict) -> dict[str, list[tuple[str, Any]]]:
             ("isotropic share (n-k)/n", stretch.get("normal_energy_baseline")),
             ("tangent fraction of v_1", stretch.get("top_direction_tangent_fraction")),
             ("random direction sqrt(k/n)", stretch.get("top_direction_tangent_baseline")),
-        ]
+        ] + [(f"|<v_1, {name} direction>|", value)
+             for name, value in (stretch.get("top_direction_feature_alignment") or {}).items()]
     return groups
 
 
@@ -638,6 +654,70 @@ def _section_animation(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]
     return "\n".join(md), Section(title, "\n".join(body), "animation")
 
 
+def _section_seed_agreement(run: Run) -> tuple[str, Section]:
+    """The seed-agreement experiment (metrics["seed_agreement"]): summary, figure, pairwise matrices."""
+    from simulator.experiments.seed_agreement import agreement_rows
+
+    result = run.metrics["seed_agreement"]
+    title = "Seed agreement"
+    rows = agreement_rows(result)
+    labels = [f"model {i} (seed {seed})" for i, seed in enumerate(result["seeds"])]
+    matrices = [(f"pairwise disagreement, {where}", result[key]["pairwise"])
+                for key, where in (("manifold", "manifold"), ("frame", "render frame")) if result.get(key)]
+    if result.get("chamfer"):
+        matrices.append(("pairwise Chamfer distance (input units)", result["chamfer"]["pairwise"]))
+    explanation = ("Each model is the scene's training with the seed replaced (initialisation and batch order), on "
+                   "the same data. Disagreement: share of probe points where two models' predicted classes differ. "
+                   "Chamfer: mean distance from each boundary vertex to the nearest vertex of the other boundary, "
+                   "both ways, averaged; values near the grid spacing are at the resolution limit. If training "
+                   "reached the same boundary from any initialisation, all of these would be near 0.")
+    md = [f"## {title}", "", md_table(rows, ["quantity", "value"]).rstrip(), "", explanation, ""]
+    body = [html_table(rows, ["quantity", "value"]), f'<p class="note">{_escape(explanation)}</p>']
+    figure = run.path / "seed_boundaries.png"
+    if figure.is_file():
+        md += [f"![decision boundaries of every seed]({figure.name})", ""]
+        body.append(figure_html(figure, "Left: the decision boundaries of all seeds in the render frame; right: seen "
+                                         "from above, only their parts near the manifold."))
+    for caption, matrix in matrices:
+        table_rows = [[label, *values] for label, values in zip(labels, matrix)]
+        md += [f"{caption}:", "", md_table(table_rows, ["model", *labels]).rstrip(), ""]
+        body.append(details_html(caption, html_table(table_rows, ["model", *labels], numeric=labels)))
+    return "\n".join(md), Section(title, "\n".join(body), "seed-agreement")
+
+
+def relabel_reading(report: dict) -> str:
+    """What the relabelling result says, from where chance lies relative to the 95% interval."""
+    low, high = report["clean_test_accuracy_interval"]
+    chance = report["chance"]  # the majority class's share: what a constant guess scores
+    if low > chance:
+        return ("Above chance: the perturbations carry features that generalise to the real task (Ilyas et al. "
+                "2019's reading: adversarial examples are features).")
+    if high < report.get("uniform_chance", chance):  # below 1/C too, not only below the majority share
+        return ("Below chance: the features the perturbations left in place still point to the original class "
+                "and outweigh what the perturbations added.")
+    return "At chance: the perturbations carry nothing that generalises (bugs of the one model)."
+
+
+def _section_relabel(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]:
+    report = run.metrics["relabel"]
+    settings = report["settings"]
+    low, high = report["clean_test_accuracy_interval"]
+    text = (f"Every training point was moved by a targeted L2 PGD ({settings['steps']} steps, budget "
+            f"{fmt(settings['epsilon'], 3)}) towards a {settings['target']} target class and relabelled with it "
+            f"({_percent(report['target_reached'])} reached the target; the target equals the true class for "
+            f"{_percent(report['target_equals_true_class'])}). A fresh model trained on that set alone reaches "
+            f"{_percent(report['fresh_model_clean_test_accuracy'])} [{_percent(low)}, {_percent(high)}, 95% Wilson] "
+            f"on the clean test set, against chance {_percent(report['chance'])} and the original model's "
+            f"{_percent(report['original_model_test_accuracy'])}. {relabel_reading(report)}")
+    body = f"<p>{_escape(text)}</p>"
+    md = f"## Features-not-bugs relabelling\n\n{text}\n"
+    figure = run.path / "relabel.png"
+    if figure.is_file():
+        body += figure_html(figure, caption="clean test accuracy of the model trained on relabelled adversarial examples")
+        md += "\n![relabelling](relabel.png)\n"
+    return md, Section("Features-not-bugs relabelling", body, "relabel")
+
+
 def build_report(run: Run, max_faces: int = 40_000) -> tuple[str, str]:
     """(markdown, html) of the report of a loaded run."""
     artifacts = find_artifacts(run.path)
@@ -650,6 +730,10 @@ def build_report(run: Run, max_faces: int = 40_000) -> tuple[str, str]:
     parts = [_section_scene(run), _section_verdict(run), _section_3d(run, artifacts, max_faces),
              _section_attacks(run), _section_geometry(run), _section_figures(run, artifacts),
              _section_animation(run, artifacts)]
+    if "seed_agreement" in run.metrics:
+        parts.append(_section_seed_agreement(run))
+    if "relabel" in run.metrics:
+        parts.append(_section_relabel(run, artifacts))
     markdown = f"# {title}\n\n{subtitle}\n\n" + "\n".join(md for md, _ in parts)
     page = html_page(title, [section for _, section in parts], subtitle)
     return markdown, page

@@ -96,6 +96,7 @@ def relabel_run(run: Run, progress: bool = True) -> dict:
         "fresh_model_clean_test_accuracy": final.test_accuracy,
         "clean_test_accuracy_interval": [float(interval.low), float(interval.high)],
         "chance": chance,
+        "uniform_chance": 1.0 / data.n_classes,
         "original_model_test_accuracy": run.snapshots[-1].test_accuracy,
         "seconds": time.perf_counter() - started,
     }
