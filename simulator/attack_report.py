@@ -122,20 +122,24 @@ def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confide
 def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device) -> dict:
     """Run every mode on one model of a synthetic run; return the report dict (per-point
     distances included)."""
+    from simulator.measure import class_feature_directions
+
+    count = settings["n_points"]
+    return attack_arrays(model, run.data.x_test[:count], run.data.tangent_test[:count], run.scene.measure.attacks,
+                         settings, run.scene.seed, device, labels=run.data.y_test[:count],
+                         feature_directions=class_feature_directions(run, count))
+
+
+def attack_arrays(model: torch.nn.Module, x, bases, spec, settings: dict, seed: int, device: torch.device,
+                  labels=None, feature_directions: dict | None = None) -> dict:
+    """`attack_points` for arrays or tensors (any kind of run): moves the model to `device` in
+    evaluation mode and the points (N, n), bases (N, n, k) and labels (N,) beside it."""
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
-    count = settings["n_points"]
-    x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
-    bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
-    labels = getattr(run.data, "y_test", None)
-    labels = None if labels is None else torch.as_tensor(labels[:count], device=device)
-    directions = {}
-    if hasattr(run, "manifold") and hasattr(run.data, "u_test"):  # synthetic runs: named class features
-        from simulator.measure import class_feature_directions
-
-        directions = class_feature_directions(run, count)
-    return attack_points(model, x, bases, run.scene.measure.attacks, settings, run.scene.seed,
-                         labels=labels, feature_directions=directions)
+    x = torch.as_tensor(x, dtype=dtype, device=device)
+    bases = torch.as_tensor(bases, dtype=dtype, device=device)  # an expanded stand-in stays unmaterialised
+    labels = None if labels is None else torch.as_tensor(labels, device=device)
+    return attack_points(model, x, bases, spec, settings, seed, labels=labels, feature_directions=feature_directions)
 
 
 def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor, spec, settings: dict, seed: int,

@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simulator.attack_report import attack_model
+from simulator.attack_report import attack_arrays, attack_settings
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.real.config import AutoencoderSpec
-from simulator.attack_report import attack_settings
 from simulator.measure import data_radius, tangent_and_stretch
-from simulator.real.experiment import attack_view
 from simulator.scene import Scene, load_scene
 
 CALIBRATION_MODES = ["free", "on", "off", "random_on", "random_off"]
@@ -128,8 +126,7 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
         settings = attack_settings(attack_spec, scene.seed, n_points, data_radius(clean))
         reports = {}
         for name, bases in (("exact", exact), ("estimated", estimated)):
-            view = attack_view(scene.name, scene.seed, attack_spec, x.cpu().numpy(), bases.cpu().numpy())
-            reports[name] = attack_model(model, view, settings, device)
+            reports[name] = attack_arrays(model, x, bases, attack_spec, settings, scene.seed, device)
         per_point = {mode: reports["estimated"]["distances"][mode] / reports["exact"]["distances"][mode]
                      for mode in ("on", "off")}
         result["attacks"] = {

@@ -8,7 +8,7 @@ training images (or load a pretrained classifier); take the first `measure.n_poi
 images the classifier gets right; at each, the decoder-Jacobian tangent space (batched forward
 mode, `autoencoder.py`); the tangent fraction tau of the margin gradient against sqrt(k/n); the
 greedy projected PGD in every mode with MS and its bootstrap interval
-(`simulator.attack_report.attack_model`, the same code and settings as synthetic runs); the
+(`simulator.attack_report.attack_arrays`, the same code and settings as synthetic runs); the
 verdict rows. With `manifold: none` (the pretrained classifier on a few photos) there is no
 tangent space: only the free, random-subspace and coordinate-subset attacks run, and tau, the
 on/off rows and MS are absent rather than invented.
@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.attack_report import attack_markdown, attack_model, attack_settings
+from simulator.attack_report import attack_arrays, attack_markdown, attack_settings
 from simulator.attacks import GreedyProjectedPGD
 from simulator.errors import SceneError, TrainingError
 from simulator.measure import data_radius, tangent_and_stretch
@@ -47,8 +47,8 @@ from simulator.verdict import verdict_rows
 
 
 def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases, dpi: int = 120):
-    """The few fields of a `Run` that `attack_model` and `plot_attack_norms` read, for points and
-    tangent bases that do not come from a synthetic run directory."""
+    """The few fields of a `Run` that `plot_attack_norms` and the real-run figures read, for
+    points and tangent bases that do not come from a synthetic run directory."""
     scene = SimpleNamespace(name=name, seed=seed, measure=SimpleNamespace(attacks=attack_spec),
                             render=SimpleNamespace(dpi=dpi))
     return SimpleNamespace(scene=scene, data=SimpleNamespace(x_test=x, tangent_test=bases))
@@ -156,7 +156,7 @@ def measure_points(classifier, x: np.ndarray, bases: np.ndarray | None, device: 
 
 def attack_points(experiment: RealExperiment, classifier, x: np.ndarray, bases: np.ndarray | None, radius: float,
                   device: torch.device) -> tuple[dict, dict, float, SimpleNamespace]:
-    """Every mode of measure.attacks on the points (`attack_model`, shared with synthetic runs).
+    """Every mode of measure.attacks on the points (`attack_arrays`, shared with synthetic runs).
 
     Returns (report with per-point "distances", resolved settings, seconds, the run view for plots)."""
     spec = experiment.measure.attacks
@@ -164,7 +164,7 @@ def attack_points(experiment: RealExperiment, classifier, x: np.ndarray, bases: 
     attack_bases = bases if bases is not None else dimension_only_bases(len(x), x.shape[1], subspace_dim(experiment))
     view = attack_view(experiment.name, experiment.seed, spec, x, attack_bases, experiment.dpi)
     started = time.perf_counter()
-    report = attack_model(classifier, view, settings, device)
+    report = attack_arrays(classifier, x, attack_bases, spec, settings, experiment.seed, device)
     return report, settings, time.perf_counter() - started, view
 
 

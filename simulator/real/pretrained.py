@@ -74,16 +74,16 @@ def shipped_photos(size: int = 224) -> tuple[np.ndarray, list[str]]:
 def random_subspace_control(model: nn.Module, images: np.ndarray, dim: int = 500, step_size: float = 0.02,
                             max_steps: int = 500, seed: int = 0, modes=CONTROL_MODES) -> dict:
     """Minimal L2 distances (input units, [0, 1] pixels) free and inside random subspaces, with ratios:
-    `attack_model` (the attack table of every run) with no manifold estimate."""
-    from simulator.attack_report import attack_model, attack_settings
-    from simulator.real.experiment import attack_view, dimension_only_bases
+    `attack_arrays` (the attack table of every run) with no manifold estimate."""
+    from simulator.attack_report import attack_arrays, attack_settings
+    from simulator.real.experiment import dimension_only_bases
     from simulator.scene import AttackSpec
 
     x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
     n = x.shape[1]
     spec = AttackSpec(modes=list(modes), step_size=float(step_size), max_steps=int(max_steps), bootstrap=0,
                       check_with_deepfool=False)
-    view = attack_view("control", seed, spec, x, dimension_only_bases(len(x), n, dim))
-    report = attack_model(model, view, attack_settings(spec, seed, len(x), 1.0), torch.device("cpu"))
+    report = attack_arrays(model, x, dimension_only_bases(len(x), n, dim), spec,
+                           attack_settings(spec, seed, len(x), 1.0), seed, torch.device("cpu"))
     report["distances"] = {mode: distance.tolist() for mode, distance in report["distances"].items()}
     return {"dim": dim, "ambient_dim": n, "n_points": len(x), **report}
