@@ -20,10 +20,27 @@ SWEEP_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [
     ("median |h|", lambda m: (_final(m).get("height") or {}).get("median_abs_h")),
     ("RMS tau / sqrt(k/n)", lambda m: (_final(m).get("tangent") or {}).get("ratio_to_baseline")),
     ("off-manifold feature energy", lambda m: (_final(m).get("stretch") or {}).get("normal_energy_share")),
-    ("median d_free", lambda m: _modes(m).get("free", {}).get("median_distance_counting_failures")),
-    ("median d_off", lambda m: _modes(m).get("off", {}).get("median_distance_counting_failures")),
-    ("MS", lambda m: ((m.get("attacks") or {}).get("final") or {}).get("manifold_specificity")),
+    ("median d_free", lambda m: _median_distance(m, "free")),
+    ("median d_off", lambda m: _median_distance(m, "off")),
+    ("MS", lambda m: _specificity(m)),
 ]
+
+
+def _median_distance(metrics: dict, mode: str):
+    summary = _modes(metrics).get(mode)
+    if summary is None:
+        return None
+    value = summary.get("median_distance_counting_failures")
+    return value if value is not None else f"not found ({1 - summary['success_rate']:.0%})"
+
+
+def _specificity(metrics: dict):
+    """MS, or its one-sided bound when one median was not found (e.g. '<= 0.0062')."""
+    attacks = (metrics.get("attacks") or {}).get("final") or {}
+    bound = attacks.get("manifold_specificity_bound")
+    if attacks.get("manifold_specificity") is None and bound:
+        return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
+    return attacks.get("manifold_specificity")
 
 
 def _final(metrics: dict) -> dict:
@@ -85,17 +102,19 @@ def _plot_sweep(field: str, rows: list[dict], path: Path) -> None:
 
     shown = ["clinging fraction", "RMS tau / sqrt(k/n)", "median d_off", "MS"]
     figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3))
-    numeric = all(isinstance(row["value"], (int, float)) for row in rows)
-    x = [row["value"] if numeric else index for index, row in enumerate(rows)]
+    x = list(range(len(rows)))  # evenly spaced, labelled with the values (they are often log-spaced)
     for axis, column in zip(axes, shown):
-        y = [row[column] if row[column] is not None else float("nan") for row in rows]
+        # Text cells ("not found", one-sided MS bounds) are written in place of a point.
+        y = [row[column] if isinstance(row[column], (int, float)) else float("nan") for row in rows]
         axis.plot(x, y, "o-")
+        for position, row in zip(x, rows):
+            if isinstance(row[column], str):
+                axis.annotate(row[column], (position, 0.5), xycoords=("data", "axes fraction"), fontsize=7,
+                              ha="center", rotation=90, color="tab:red")
+        axis.set_xlim(-0.5, len(rows) - 0.5)
+        axis.set_xticks(x, [str(row["value"]) for row in rows])
         axis.set_title(column, fontsize=9)
         axis.set_xlabel(field, fontsize=8)
-        if numeric and min(x) > 0 and max(x) / min(x) > 10:
-            axis.set_xscale("log")
-        if not numeric:
-            axis.set_xticks(x, [str(row["value"]) for row in rows])
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
