@@ -28,5 +28,6 @@ def test_scene_runs_and_measures(scene_file, tmp_path, tiny_overrides):
     with np.load(summary.path / "height_field.npz") as field:
         assert field["weight"].sum() == pytest.approx(1.0)
         finite = np.isfinite(field["h"])
-        assert np.all(np.abs(field["h"][finite]) <= field["t_max"] + 1e-9)
+        # Heights are bisected in float32: allow its rounding (~1e-7 relative) at the search limit.
+        assert np.all(np.abs(field["h"][finite]) <= field["t_max"] * (1 + 1e-6))
     assert final["verdict"][0]["measurement"] == "clinging fraction"
