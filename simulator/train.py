@@ -135,12 +135,12 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     def take_snapshot(step: int) -> None:
         loss, train_accuracy = _evaluate(model, x_train, y_train)
         _, test_accuracy = _evaluate(model, x_test, y_test)
-        _check_finite(loss, step, spec.lr)
+        check_finite(loss, step, spec.lr)
         state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
         snapshots.append(Snapshot(step, loss, train_accuracy, test_accuracy, state))
 
     started = time.perf_counter()
-    with _one_cpu_thread(device), _progress_bar(progress, spec.steps, scene.name) as (bar, task):
+    with one_cpu_thread(device), _progress_bar(progress, spec.steps, scene.name) as (bar, task):
         take_snapshot(0)
         for step, index in zip(range(1, spec.steps + 1), shuffled_batches(len(x_train), batch_size, batches)):
             index = index.to(device)
@@ -158,7 +158,7 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
                 # One host sync per log interval, not per step (matters on a GPU).
                 count = log_every if step % log_every == 0 else step % log_every
                 mean_loss = running_loss.item() / count
-                _check_finite(mean_loss, step, spec.lr)
+                check_finite(mean_loss, step, spec.lr)
                 history.append({"step": step, "loss": mean_loss, "accuracy": running_correct.item() / count})
                 running_loss.zero_()
                 running_correct.zero_()
@@ -170,7 +170,7 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings)
 
 
-class _one_cpu_thread:
+class one_cpu_thread:
     """Train small MLPs on one CPU thread: their batches gain nothing from intra-op threads, and
     on a busy 2-core machine two spinning OpenMP threads made training ~100x slower (measured)."""
 
@@ -187,7 +187,7 @@ class _one_cpu_thread:
         return False
 
 
-def _check_finite(loss: float, step: int, lr: float) -> None:
+def check_finite(loss: float, step: int, lr: float) -> None:
     if not np.isfinite(loss):
         raise TrainingError(
             f"Training diverged at step {step}: the loss became {loss} with train.lr = {lr:g}. "

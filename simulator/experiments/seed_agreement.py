@@ -41,7 +41,7 @@ from simulator.models import ACTIVATIONS, MLP, build_model
 from simulator.progress import counting_bar
 from simulator.scene import Scene
 from simulator.seeding import numpy_rng, torch_generator, torch_seed
-from simulator.train import _check_finite, _one_cpu_thread, resolve_device, shuffled_batches, train
+from simulator.train import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
 
 # Boundary colours, one per model: tab10 without its first two (the class colours of two-class
 # scenes), then evenly spaced viridis colours when there are more models than these.
@@ -149,7 +149,7 @@ def _train_batched(scene: Scene, data: Dataset, seeds: list[int], device: torch.
     log_every = max(1, spec.steps // 200)
     running = torch.zeros(len(seeds), device=device)
 
-    with _one_cpu_thread(device), counting_bar(progress, spec.steps,
+    with one_cpu_thread(device), counting_bar(progress, spec.steps,
                                                f"train {len(seeds)} seeds of {scene.name}") as advance:
         for step in range(1, spec.steps + 1):
             index = torch.stack([next(stream) for stream in streams]).to(device)  # (S, B)
@@ -205,7 +205,7 @@ def stacked_forward(template: nn.Module, method: str = "auto"):
 def _check_all_finite(losses: np.ndarray, seeds: list[int], step: int, lr: float) -> None:
     for seed, loss in zip(seeds, losses):
         try:
-            _check_finite(float(loss), step, lr)
+            check_finite(float(loss), step, lr)
         except TrainingError as error:
             raise TrainingError(f"seed agreement, seed {seed}: {error}") from None
 
