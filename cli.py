@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import click
-from simulator.scene import parse_yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.errors import SimulatorError
+from simulator.errors import SceneError, SimulatorError
+from simulator.scene import parse_yaml
 
 console = Console()
 errors = Console(stderr=True)
@@ -86,6 +86,9 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 
     scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
     if getattr(scene, "kind", None) == "real":
+        if compare_baseline:
+            raise SceneError(f"{scene_file}: --compare-baseline compares adversarial with plain training of a "
+                             f"synthetic scene; real-image experiments have no adversarial training. Drop the flag.")
         _run_real(scene, out_root, quiet)
         return
     baseline = None
