@@ -288,3 +288,56 @@ def test_ensure_offscreen_here():
 
     headless.ensure_offscreen()
     assert pyvista.OFF_SCREEN is True
+
+
+# --------------------------------------------------------------------------- cheap frames, same pictures
+
+
+def _offscreen_plotter(size=(320, 240)):
+    import pyvista
+
+    headless.ensure_offscreen()
+    theme = pyvista.themes.DocumentTheme()
+    theme.anti_aliasing, theme.multi_samples = None, 1
+    return pyvista.Plotter(off_screen=True, window_size=list(size), theme=theme)
+
+
+@pytest.mark.parametrize("corner", ["upper_left", "lower_right"])
+def test_corner_text_draws_what_pyvista_add_text_draws(corner):
+    from simulator.render.scene3d import CornerText
+
+    texts = ["sheet_two_class: decision boundary at step 2000", "step 7\ntest accuracy 97.4%"]
+    images = []
+    for ours in (False, True):
+        plotter = _offscreen_plotter()
+        if ours:
+            label = CornerText(plotter, corner, 11, "label")
+        for text in texts:
+            if ours:
+                label.set(text)
+            else:
+                plotter.add_text(text, position=corner, font_size=11, color="black", name="label")
+            plotter.render()
+            images.append(plotter.screenshot(return_img=True).astype(int))
+        plotter.close()
+    for theirs, ours in zip(images[:2], images[2:]):
+        assert theirs.std() > 1  # some text was drawn
+        assert np.abs(theirs - ours).max() <= 1
+
+
+def test_per_vertex_lighting_looks_like_vtk_per_pixel_lighting():
+    import pyvista
+
+    from simulator.render.scene3d import light_per_vertex
+
+    surface = pyvista.Sphere(radius=0.5, theta_resolution=120, phi_resolution=120)
+    images = []
+    for per_vertex in (False, True):
+        plotter = _offscreen_plotter()
+        actor = plotter.add_mesh(surface, color="#f2c14e", opacity=0.55, specular=0.3)
+        actor.prop.interpolation = "gouraud"
+        assert not per_vertex or light_per_vertex(actor, plotter.renderer)
+        images.append(plotter.screenshot(return_img=True).astype(float))
+        plotter.close()
+    assert images[0].std() > 10
+    assert np.abs(images[0] - images[1]).mean() < 0.5

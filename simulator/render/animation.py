@@ -34,9 +34,10 @@ def render_frames(run, progress: bool = True, device=None, on_frame=None) -> lis
     """One image (height, width, 3) uint8 per snapshot, in snapshot order.
 
     The boundary of the next snapshot is computed in a worker thread while the current one is
-    drawn (torch and VTK release the GIL while they compute; the grid uses one thread, the
-    renderer another), so the two costs overlap instead of adding up. on_frame(image) is
-    called with each image as soon as it is drawn (animate_run streams them to ffmpeg).
+    drawn (torch, numpy and VTK release the GIL while they compute; the grid uses one thread,
+    the renderer the rest), so the two costs overlap instead of adding up; the first boundary
+    is computed while the scene is built. on_frame(image) is called with each image as soon
+    as it is drawn (animate_run streams them to ffmpeg).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -45,21 +46,22 @@ def render_frames(run, progress: bool = True, device=None, on_frame=None) -> lis
     device = device or run_device(run)
     count = len(run.snapshots)
     images = []
-    with ThreadPoolExecutor(max_workers=1) as worker, BoundaryScene(run, frame) as scene, \
-            counting_bar(progress, count, f"animate {run.scene.name}") as advance:
+    with ThreadPoolExecutor(max_workers=1) as worker:
         pending = worker.submit(boundary_for, run, 0, frame, device)
-        for index in range(count):
-            mesh = pending.result()
-            if index + 1 < count:
-                pending = worker.submit(boundary_for, run, index + 1, frame, device)
-            scene.show_snapshot(index, mesh)
-            if spec.orbit:
-                scene.set_camera(spec.camera.azimuth + 360.0 * index / count, spec.camera.elevation,
-                                 spec.camera.zoom)
-            images.append(scene.screenshot())
-            if on_frame is not None:
-                on_frame(images[-1])
-            advance()
+        with BoundaryScene(run, frame) as scene, \
+                counting_bar(progress, count, f"animate {run.scene.name}") as advance:
+            for index in range(count):
+                mesh = pending.result()
+                if index + 1 < count:
+                    pending = worker.submit(boundary_for, run, index + 1, frame, device)
+                scene.show_snapshot(index, mesh)
+                if spec.orbit:
+                    scene.set_camera(spec.camera.azimuth + 360.0 * index / count, spec.camera.elevation,
+                                     spec.camera.zoom)
+                images.append(scene.screenshot())
+                if on_frame is not None:
+                    on_frame(images[-1])
+                advance()
     return images
 
 
@@ -73,10 +75,13 @@ def animate_run(run, progress: bool = True, gif_path: str | Path | None = None,
     gif_path = Path(gif_path) if gif_path is not None else folder / GIF_NAME
     mp4_path = Path(mp4_path) if mp4_path is not None else folder / MP4_NAME
     fps = run.scene.render.fps
-    # ffmpeg encodes in its own process while the frames are drawn; the GIF needs all frames.
-    with atomic_path(mp4_path) as temporary, Mp4Writer(temporary, fps) as video:
+    width, height = run.scene.render.window_size
+    # ffmpeg starts at once and encodes in its own process while the frames are drawn (a thread
+    # feeds it); the GIF needs all frames and is written while ffmpeg finishes.
+    with atomic_path(mp4_path) as temporary, Mp4Writer(temporary, fps, size=(height, width)) as video:
         images = render_frames(run, progress, on_frame=video.send)
-    return write_gif(images, gif_path, fps), mp4_path
+        gif_path = write_gif(images, gif_path, fps)
+    return gif_path, mp4_path
 
 
 def write_gif(images: list[np.ndarray], path: str | Path, fps: float) -> Path:
@@ -111,37 +116,70 @@ class Mp4Writer:
 
     yuv420p (what browsers play) needs even sides: odd ones are padded by one edge pixel.
     The container format is given explicitly, so the file name may end in anything (.tmp).
+    size (height, width): start ffmpeg now rather than at the first frame. Frames are handed to
+    ffmpeg by a thread, so `send` returns without waiting for ffmpeg to read them.
     """
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int] | None = None):
         self.path, self.fps = Path(path), fps
         self.writer, self.size, self.count = None, None, 0
+        self._queue, self._feeder, self._error = None, None, None
+        if size is not None:
+            self._start((size[0] + size[0] % 2, size[1] + size[1] % 2))
 
-    def send(self, image: np.ndarray) -> None:
+    def _start(self, even: tuple[int, int]) -> None:
+        import queue
+        import threading
+
         import imageio_ffmpeg
 
+        self.size = even
+        self.writer = imageio_ffmpeg.write_frames(
+            str(self.path), (even[1], even[0]), fps=self.fps, codec="libx264", macro_block_size=1,
+            quality=7, output_params=["-f", "mp4", "-preset", "veryfast", "-movflags", "+faststart"],
+            ffmpeg_log_level="error")
+        self.writer.send(None)  # start ffmpeg
+        self._queue = queue.Queue()
+        self._feeder = threading.Thread(target=self._feed, name="mp4-feeder", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        while True:
+            image = self._queue.get()
+            if image is None:
+                return
+            if self._error is None:
+                try:
+                    self.writer.send(image)
+                except BaseException as error:  # reported by the next send or by close
+                    self._error = error
+
+    def send(self, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         even = (height + height % 2, width + width % 2)
         if self.writer is None:
-            self.size = even
-            self.writer = imageio_ffmpeg.write_frames(
-                str(self.path), (even[1], even[0]), fps=self.fps, codec="libx264", macro_block_size=1,
-                quality=7, output_params=["-f", "mp4", "-preset", "veryfast", "-movflags", "+faststart"],
-                ffmpeg_log_level="error")
-            self.writer.send(None)  # start ffmpeg
+            self._start(even)
+        if self._error is not None:
+            raise self._error
         if even != self.size:
             raise ValueError(f"frame size {image.shape[:2]} differs from the first frame's {self.size}")
         if image.shape[:2] != even:
             image = np.pad(image, ((0, even[0] - height), (0, even[1] - width), (0, 0)), mode="edge")
-        self.writer.send(np.ascontiguousarray(image, dtype=np.uint8))
+        self._queue.put(np.ascontiguousarray(image, dtype=np.uint8))
         self.count += 1
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, *exc):
+        if self._feeder is not None:
+            self._queue.put(None)
+            self._feeder.join()
         if self.writer is not None:
             self.writer.close()  # waits for ffmpeg to finish the file
-        elif kind is None:
-            raise ValueError("no frames were written to the MP4")
+        if kind is None:
+            if self._error is not None:
+                raise self._error
+            if self.count == 0:
+                raise ValueError("no frames were written to the MP4")
         return False

@@ -18,6 +18,20 @@ elevation looks along the sheet and shows the dents), then fits the box and appl
 `BoundaryScene` keeps one plotter and swaps the boundary mesh in place, so an animation
 renders every snapshot with the same camera and without rebuilding anything else.
 
+Two things keep a frame cheap in software OpenGL (Mesa's llvmpipe) without changing it:
+
+* The title and the corner text are laid out as pyvista's `add_text(position=<corner>)` lays
+  them out (vtkCornerAnnotation: the largest font that fits the window, then
+  5 * size^0.35), but searched from a one-measurement estimate instead of VTK's step-by-step
+  search from the previous size, which re-rasterised the font at some 60 sizes (14 ms) at
+  every text change. Same font sizes, same positions (`CornerText`).
+* The surfaces with normals (boundary, manifold) are lit per vertex, with VTK's own lighting
+  formula and lights (ambient + diffuse + Phong specular for each light of the light kit,
+  two-sided: the back side of a triangle gets the colour of the flipped normal), and the
+  colour is interpolated across each triangle (`light_per_vertex`). VTK lights every pixel
+  of every translucent layer instead; with boundary triangles of a few pixels the images
+  differ by at most a few levels on a few pixels (docs/render_benchmark.md).
+
 pyvista is imported inside functions: the core library never needs it.
 """
 
@@ -41,6 +55,10 @@ MANIFOLD_COLOUR = "#8fa9c4"
 MANIFOLD_OPACITY = 0.45
 ARROW_COLOUR = "#c0142c"
 LEGEND_SHADES = {BOUNDARY_COLOUR: "#b8860b", MANIFOLD_COLOUR: "#4f6f8f"}
+# Point sizes of the title (upper left) and the step/accuracy text (lower right), as given to
+# pyvista's add_text: the corner layout scales them (see CornerText).
+TITLE_FONT_SIZE = 11
+CORNER_FONT_SIZE = 10
 
 
 def class_colour(c: int) -> str:
@@ -103,11 +121,17 @@ class BoundaryScene:
         actor = self.plotter.add_mesh(self.boundary, color=BOUNDARY_COLOUR, opacity=BOUNDARY_OPACITY,
                                       specular=0.3, reset_camera=False, name="boundary")
         actor.prop.interpolation = "gouraud"  # with the Normals from the margin gradient: smooth
+        light_per_vertex(actor, self.plotter.renderer)  # boundary meshes always carry Normals
         self.legend.insert(0, ("decision boundary", BOUNDARY_COLOUR))
         self._add_legend()
+        self.title = CornerText(self.plotter, "upper_left", TITLE_FONT_SIZE, "title")
+        self.corner = CornerText(self.plotter, "lower_right", CORNER_FONT_SIZE, "corner")
         self.set_camera(spec.camera.azimuth, spec.camera.elevation, spec.camera.zoom)
         # No depth peeling: with Mesa's llvmpipe (EGL and OSMesa) it drops translucent
-        # surfaces altogether. Two translucent layers blend in drawing order instead.
+        # surfaces altogether. The translucent layers (manifold, boundary) go through VTK's
+        # order-independent translucency (weighted blending; on by default). Blending in
+        # drawing order instead would save ~7 ms a frame, but then the boundary always covers
+        # the sheet, also where the sheet is in front (docs/render_benchmark.md).
 
     # ------------------------------------------------------------------ static parts
 
@@ -127,6 +151,8 @@ class BoundaryScene:
                 actor = plotter.add_mesh(self.manifold, color=MANIFOLD_COLOUR, opacity=MANIFOLD_OPACITY,
                                          reset_camera=False)
                 actor.prop.interpolation = "gouraud"
+                if "Normals" in self.manifold.point_data:
+                    light_per_vertex(actor, plotter.renderer)
             self.legend.append((label, MANIFOLD_COLOUR))
         coords, index, slab = frame.select(run.data.x_train)
         labels = run.data.y_train[index]
@@ -206,11 +232,13 @@ class BoundaryScene:
 
     def show_boundary(self, mesh, title: str, corner: str) -> None:
         """Swap in a boundary mesh (frame coordinates) and set the title and corner text."""
+        if mesh.n_points and "Normals" not in mesh.point_data:
+            # The boundary is lit per vertex from its normals (contour_boundary always makes them).
+            mesh = mesh.compute_normals(split_vertices=False, auto_orient_normals=False)
         self.boundary.copy_from(mesh, deep=False)
         self.boundary.Modified()
-        add_text = self.plotter.add_text
-        add_text(title, position="upper_left", font_size=11, color="black", name="title", render=False)
-        add_text(corner, position="lower_right", font_size=10, color="black", name="corner", render=False)
+        self.title.set(title)
+        self.corner.set(corner)
 
     def show_snapshot(self, index: int, mesh=None, device=None):
         """Show snapshot `index` (its boundary computed unless given); returns the boundary mesh."""
@@ -241,6 +269,168 @@ class BoundaryScene:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class CornerText:
+    """A text in a corner of the plotter, laid out as `plotter.add_text(text, position=corner,
+    font_size=font_size)` lays it out, but cheap to change.
+
+    pyvista's corner text is a vtkCornerAnnotation: at every change VTK searches, one point at a
+    time from the previous size, the largest font size (< 100) at which the text stays under
+    90% of the window's width and height and under one window height per line, then draws it at
+    int(size^0.35 * (font_size // 2)) points, 5 pixels from the corner. Each size tried
+    rasterises the font anew (14 ms per change at 800x600). Here the search starts from the
+    size that one measurement predicts and walks to the same answer (widths grow with the size),
+    each distinct text is laid out once, and the text is drawn by the same VTK classes
+    (vtkTextMapper, vtkActor2D) with the same properties.
+    """
+
+    _ANCHORS = {"upper_left": ("left", "top"), "lower_right": ("right", "bottom"),
+                "upper_right": ("right", "top"), "lower_left": ("left", "bottom")}
+    NONLINEAR_SCALE = 0.35  # vtkCornerAnnotation's defaults
+    MAXIMUM_FONT_SIZE = 200
+    MINIMUM_FONT_SIZE = 6
+    SEARCH_LIMIT = 100
+
+    def __init__(self, plotter, corner: str, font_size: int, name: str, color: str = "black"):
+        import pyvista as pv
+        from vtkmodules.vtkRenderingCore import vtkActor2D, vtkTextMapper
+
+        if corner not in self._ANCHORS:
+            raise ValueError(f"corner: one of {sorted(self._ANCHORS)}, got {corner!r}")
+        self.plotter, self.corner = plotter, corner
+        self.linear_scale = font_size // 2
+        self.mapper = vtkTextMapper()
+        prop = self.mapper.GetTextProperty()
+        prop.ShallowCopy(pv.TextProperty(color=color, orientation=0.0, shadow=False))
+        horizontal, vertical = self._ANCHORS[corner]
+        prop.SetJustification({"left": 0, "right": 2}[horizontal])
+        prop.SetVerticalJustification({"bottom": 0, "top": 2}[vertical])
+        self.actor = vtkActor2D()
+        self.actor.SetMapper(self.mapper)
+        self.actor.SetVisibility(False)
+        self._sizes: dict[str, int] = {}
+        self._window: tuple[int, int] | None = None
+        plotter.add_actor(self.actor, reset_camera=False, name=name, pickable=False, render=False)
+
+    def set(self, text: str) -> None:
+        """Show `text` (an empty string hides it)."""
+        renderer = self.plotter.renderer
+        width, height = (int(v) for v in renderer.GetSize())
+        if (width, height) != self._window:
+            self._sizes.clear()
+            self._window = (width, height)
+        if text not in self._sizes:
+            self._sizes[text] = self._layout(text, renderer, width, height)
+        size = self._sizes[text]
+        self.mapper.SetInput(text)
+        self.mapper.GetTextProperty().SetFontSize(max(size, 1))
+        right, top = self._ANCHORS[self.corner][0] == "right", self._ANCHORS[self.corner][1] == "top"
+        self.actor.SetPosition(width - 5 if right else 5, height - 5 if top else 5)
+        self.actor.SetVisibility(bool(text) and size >= self.MINIMUM_FONT_SIZE)
+
+    def _layout(self, text: str, renderer, width: int, height: int) -> int:
+        """vtkCornerAnnotation's font size for `text` in a (width, height) viewport (see the class)."""
+        import math
+
+        if not text:
+            return 0
+        prop = self.mapper.GetTextProperty()
+        self.mapper.SetInput(text)
+        extent = [0, 0]
+
+        def measure(points: int) -> tuple[int, int]:
+            prop.SetFontSize(points)
+            self.mapper.GetSize(renderer, extent)
+            return extent[0], extent[1]
+
+        target_w, target_h = int(0.9 * width), int(0.9 * height)
+        line_limit = height * (text.count("\n") + 1)  # MaximumLineHeight 1: one window height per line
+
+        def fits(points: int) -> bool:  # VTK grows the size while this holds (strict)
+            w, h = measure(points)
+            return w < target_w and h < target_h and h < line_limit and points < self.SEARCH_LIMIT
+
+        def too_large(points: int) -> bool:  # and shrinks it while this holds
+            w, h = measure(points)
+            return w > target_w or h > target_h or h > line_limit
+
+        w, h = measure(12)
+        if w == 0 and h == 0:
+            return 0
+        guess = 12 * min(target_w / max(w, 1), target_h / max(h, 1), line_limit / max(h, 1))
+        points = int(min(max(guess, 1), self.SEARCH_LIMIT))
+        # The first size that no longer fits strictly, then down while it is too large.
+        while points > 1 and not fits(points - 1):
+            points -= 1
+        while fits(points):
+            points += 1
+        while points > 0 and too_large(points):
+            points -= 1
+        scaled = int(math.pow(points, self.NONLINEAR_SCALE) * self.linear_scale)
+        return min(scaled, self.MAXIMUM_FONT_SIZE)
+
+
+def light_per_vertex(actor, renderer) -> bool:
+    """Light `actor` at its vertices instead of at every pixel; returns whether it was set up.
+
+    The vertex shader evaluates VTK's own lighting of the fragment shader (ambient, then per
+    light diffuse max(0, n.l) and specular sign(df) max(1e-5, r.v)^power, for every light of
+    the renderer; all directional, as in pyvista's light kit) for the normal and for its
+    opposite, and the fragment shader picks one by the side it sees (two-sided lighting, as
+    VTK does) and keeps VTK's opacity and translucency handling. For a mesh whose triangles
+    span a few pixels this is the same picture at a fraction of the per-pixel cost, which
+    dominates in software OpenGL with several translucent layers. The actor's mesh must carry
+    point normals. The renderer's lights are read now: change them afterwards and the shading
+    is wrong. Nothing is changed (False) when a light is positional or switched off, or for a
+    lone headlight (VTK's simpler shader for it has other uniforms).
+    """
+    lights = [light for light in renderer.GetLights()]
+    if not lights or any(light.GetPositional() or not light.GetSwitch() for light in lights):
+        return False
+    if len(lights) == 1 and lights[0].LightTypeIsHeadlight():
+        return False  # VTK's shader for a lone headlight has no light direction uniform
+    count = len(lights)
+    declarations = "".join(f"uniform vec3 lightColor{i};\nuniform vec3 lightDirectionVC{i};\n" for i in range(count))
+    vertex_dec = (
+        "//VTK::Light::Dec\n"
+        "uniform float ambientIntensity;\nuniform float diffuseIntensity;\nuniform float specularIntensity;\n"
+        "uniform vec3 ambientColorUniform;\nuniform vec3 diffuseColorUniform;\nuniform vec3 specularColorUniform;\n"
+        "uniform float specularPowerUniform;\n" + declarations +
+        "out vec3 frontColorVSOutput;\nout vec3 backColorVSOutput;\n"
+    )
+    terms = "".join(
+        f"  df = max(0.0, dot(n, -lightDirectionVC{i})); dF += df * lightColor{i};\n"
+        f"  sf = sign(df) * pow(max(1e-5, dot(reflect(lightDirectionVC{i}, n), view)), specularPowerUniform);"
+        f" sF += sf * lightColor{i};\n"
+        f"  df = max(0.0, dot(-n, -lightDirectionVC{i})); dB += df * lightColor{i};\n"
+        f"  sf = sign(df) * pow(max(1e-5, dot(reflect(lightDirectionVC{i}, -n), view)), specularPowerUniform);"
+        f" sB += sf * lightColor{i};\n"
+        for i in range(count)
+    )
+    vertex_impl = (
+        "//VTK::Light::Impl\n  {\n"
+        "  vec3 n = normalize(normalVCVSOutput);\n"
+        "  vec3 view = normalize(-vertexVCVSOutput.xyz);\n"
+        "  vec3 dF = vec3(0.0); vec3 sF = vec3(0.0); vec3 dB = vec3(0.0); vec3 sB = vec3(0.0);\n"
+        "  float df; float sf;\n" + terms +
+        "  vec3 ambient = ambientIntensity * ambientColorUniform;\n"
+        "  vec3 diffuseColor = diffuseIntensity * diffuseColorUniform;\n"
+        "  vec3 specularColor = specularIntensity * specularColorUniform;\n"
+        "  frontColorVSOutput = ambient + dF * diffuseColor + sF * specularColor;\n"
+        "  backColorVSOutput = ambient + dB * diffuseColor + sB * specularColor;\n"
+        "  }\n"
+    )
+    shaders = actor.GetShaderProperty()
+    shaders.ClearAllShaderReplacements()
+    shaders.AddVertexShaderReplacement("//VTK::Light::Dec", True, vertex_dec, False)
+    shaders.AddVertexShaderReplacement("//VTK::Light::Impl", True, vertex_impl, False)
+    shaders.AddFragmentShaderReplacement("//VTK::Light::Dec", True,
+                                         "in vec3 frontColorVSOutput;\nin vec3 backColorVSOutput;\n", False)
+    shaders.AddFragmentShaderReplacement(
+        "//VTK::Light::Impl", True,
+        "  fragOutput0 = vec4(gl_FrontFacing ? frontColorVSOutput : backColorVSOutput, opacity);\n", False)
+    return True
 
 
 def _hint() -> str:
