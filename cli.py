@@ -46,8 +46,20 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. --set train.steps=200)", param_hint="--set")
-        overrides[key.strip()] = parse_yaml(value)
+        overrides[key.strip()] = _yaml_value(value, "--set", f"e.g. --set {key.strip()}=[64,64]")
     return overrides
+
+
+def _yaml_value(text: str, option: str, example: str):
+    """A command-line value read as YAML (numbers, lists, booleans); bad YAML is a usage error."""
+    import yaml
+
+    try:
+        return parse_yaml(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise click.BadParameter(f"{text!r} is not a valid YAML value ({problem}); {example}",
+                                 param_hint=option) from None
 
 
 def _set_option(prefix: str, example: str):
@@ -106,6 +118,7 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     """`sim run --compare-baseline`: the plain-training twin and the side-by-side report."""
     from simulator import run_scene
+    from simulator.compare import cell_text
     from simulator.experiments.adversarial_comparison import write_adversarial_comparison
 
     console.print(f"training the baseline (plain training): {baseline.name}")
@@ -117,8 +130,7 @@ def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     for column in ("measurement", "plain", "adversarial"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for row in comparison["rows"]:
-        table.add_row(row["measurement"], *(f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v)
-                                            for v in (row["plain"], row["adversarial"])))
+        table.add_row(row["measurement"], cell_text(row["plain"]), cell_text(row["adversarial"]))
     console.print(table)
     console.print(f"comparison: {out_dir / 'adversarial_training.md'}", soft_wrap=True, highlight=False)
 
@@ -232,12 +244,17 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
     """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
     of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
     from simulator import run_scene
+    from simulator.compare import cell_text
     from simulator.experiments.sweep import SWEEP_COLUMNS, sweep_scenes, write_sweep_report
-    from simulator.scene import load_scene
+    from simulator.pipeline import load_experiment
 
     separator = ";" if ";" in values_text else ","
-    values = [parse_yaml(part.strip()) for part in values_text.split(separator) if part.strip()]
-    scene = load_scene(scene_file, overrides=_parse_overrides(overrides))
+    values = [_yaml_value(part.strip(), "--values", "list values are separated by ';', e.g. --values '[64];[64,64]'")
+              for part in values_text.split(separator) if part.strip()]
+    scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
+    if getattr(scene, "kind", None) == "real":
+        raise SceneError(f"{scene_file}: sim sweep varies a field of a synthetic scene; this is a real-image "
+                         f"experiment (kind: real). Run it with different values by hand (sim run --set ...).")
     scenes = sweep_scenes(scene, field, values)  # all validated before the first training starts
     paths = []
     for variant in scenes:
@@ -249,7 +266,7 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
     for column in [field] + [name for name, _ in SWEEP_COLUMNS]:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v) for v in row.values()))
+        table.add_row(*(cell_text(value) for value in row.values()))
     console.print(table)
     console.print(f"sweep report: {out_dir / 'sweep.md'}", soft_wrap=True, highlight=False)
 

@@ -84,11 +84,11 @@ def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
 def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | None:
     """A one-sided bound on MS when only the on- or only the off-manifold median is "not found".
 
-    The walk gives up after a path of length `reach` (max_steps x step_size), so a median that
-    is "not found" is taken as at least `reach`: "on" missing gives MS >= bound (the manifold
-    directions never crossed the boundary within reach: as robust as this attack can tell),
-    "off" missing gives MS <= bound. Like every attack distance, it is what the attack found,
-    not a certificate.
+    The walk gives up after a path of length `reach` (max_steps x step_size); counting each
+    "not found" distance of the missing mode as `reach` (its median then is the bound's input)
+    gives: "on" missing -> MS >= bound (the manifold directions never crossed the boundary
+    within the attack's reach: as robust as this attack can tell), "off" missing -> MS <= bound.
+    Like every attack distance, it is what the attack found, not a certificate.
     """
     d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
     missing = [mode for mode, value in d.items() if not np.isfinite(value)]
@@ -97,10 +97,19 @@ def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | 
     (mode,) = missing
     if min(value for key, value in d.items() if key != mode) <= 0:
         return None
-    d[mode] = reach
+    d[mode] = float(np.median(np.where(np.isnan(distances[mode]), reach, distances[mode])))
     value = (d["on"] / d["off"]) / (d["random_on"] / d["random_off"])
     return {"kind": "lower" if mode == "on" else "upper", "value": float(value), "missing_mode": mode,
             "reach": float(reach), "share_not_found": float(np.mean(np.isnan(distances[mode])))}
+
+
+def specificity_summary(report: dict):
+    """MS as a number, its one-sided bound as text (e.g. '<= 0.0166'), or None: the short form
+    tables use (sim compare, sweeps, the adversarial-training comparison)."""
+    bound = report.get("manifold_specificity_bound")
+    if report.get("manifold_specificity") is None and bound:
+        return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
+    return report.get("manifold_specificity")
 
 
 def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confidence: float,
@@ -137,7 +146,12 @@ def attack_arrays(model: torch.nn.Module, x, bases, spec, settings: dict, seed: 
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
     x = torch.as_tensor(x, dtype=dtype, device=device)
-    bases = torch.as_tensor(bases, dtype=dtype, device=device)  # an expanded stand-in stays unmaterialised
+    if isinstance(bases, torch.Tensor) and bases.numel() and not any(bases.stride()):
+        # A zero stand-in expanded from one number (no manifold estimate): rebuild it on the
+        # device instead of copying, which would materialise N x n x k zeros there.
+        bases = torch.zeros((), dtype=dtype, device=device).expand(bases.shape)
+    else:
+        bases = torch.as_tensor(bases, dtype=dtype, device=device)
     labels = None if labels is None else torch.as_tensor(labels, device=device)
     return attack_points(model, x, bases, spec, settings, seed, labels=labels, feature_directions=feature_directions)
 
@@ -223,7 +237,7 @@ def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tenso
         with torch.no_grad():
             survives = (model(x + delta).argmax(1) == labels).cpu().numpy()
         rows.append({"epsilon": float(epsilon), "minimal_distance": float(np.mean(correct & beyond)),
-                     "pgd": float(np.mean(survives))})
+                     "pgd": float(np.mean(correct & survives))})
     return {"clean": float(correct.mean()), "n_points": int(len(correct)), "pgd_steps": pgd_steps, "epsilons": rows}
 
 
@@ -391,7 +405,7 @@ def specificity_bound_text(bound: dict) -> str:
     sign = ">=" if bound["kind"] == "lower" else "<="
     where = "on-manifold" if bound["missing_mode"] == "on" else "off-manifold"
     return (f"{sign} {bound['value']:.3g} (the {where} attack found no label change for "
-            f"{bound['share_not_found']:.0%} of points within a walk of length {bound['reach']:.3g})")
+            f"{bound['share_not_found']:.0%} of points; those count as its reach {bound['reach']:.3g})")
 
 
 def _fmt(value) -> str:

@@ -26,6 +26,32 @@ HEADERS = ["run", "kind", "data", "k", "n", "test acc", "RMS tau / sqrt(k/n)", "
            "d_rand_on/d_free", "dimension-only", "d_rand_off/d_free", "MS [interval]", "clinging fraction"]
 
 
+def final_geometry(metrics: dict) -> dict:
+    """The last snapshot's geometry summary of a run's metrics ({} when not measured)."""
+    return ((metrics.get("geometry") or {}).get("snapshots") or [{}])[-1]
+
+
+def final_attacks(metrics: dict) -> dict:
+    """The last snapshot's attack report of a run's metrics ({"modes": {}} when not attacked)."""
+    return (metrics.get("attacks") or {}).get("final") or {"modes": {}}
+
+
+def median_distance_cell(metrics: dict, mode: str):
+    """The median minimal distance of `mode`, "not found (share)" when most points had none, or None."""
+    summary = final_attacks(metrics)["modes"].get(mode)
+    if summary is None:
+        return None
+    value = summary.get("median_distance_counting_failures")
+    return value if value is not None else f"not found ({1 - summary['success_rate']:.0%})"
+
+
+def cell_text(value) -> str:
+    """A table cell: floats to 4 significant digits, text as is, None as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def run_summary(path: str | Path) -> dict:
     """The comparison row of one run directory (numbers as floats or None; `ms_interval` apart)."""
     path = Path(path)
@@ -49,12 +75,12 @@ def run_summary(path: str | Path) -> dict:
         data = manifold.get("family", "?")
     row = {"run": metrics.get("scene") or path.name, "kind": "real" if real else "synthetic", "data": data,
            "k": k, "n": n, "test_accuracy": metrics.get("training", {}).get("final", {}).get("test_accuracy")}
-    final_geometry = (metrics.get("geometry") or {}).get("snapshots", [{}])[-1]
-    row["tau_ratio"] = (final_geometry.get("tangent") or {}).get("ratio_to_baseline")
-    height = final_geometry.get("height")
+    geometry = final_geometry(metrics)
+    row["tau_ratio"] = (geometry.get("tangent") or {}).get("ratio_to_baseline")
+    height = geometry.get("height")
     row["clinging"] = height.get("clinging_fraction") if height else None
-    attacks = (metrics.get("attacks") or {}).get("final") or {}
-    modes = attacks.get("modes", {})
+    attacks = final_attacks(metrics)
+    modes = attacks["modes"]
     for mode in ("on", "off", "random_on", "random_off"):
         row[mode] = modes.get(mode, {}).get("ratio_to_free")
     row["random_on_dimension_only"] = modes.get("random_on", {}).get("dimension_only_ratio")
@@ -67,9 +93,11 @@ def run_summary(path: str | Path) -> dict:
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
-        bound = row.get("ms_bound")
-        if value is None and bound:  # one median not found: a one-sided bound (attack_report.specificity_bound)
-            return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
+        from simulator.attack_report import specificity_summary
+
+        summary = specificity_summary({"manifold_specificity": value, "manifold_specificity_bound": row.get("ms_bound")})
+        if isinstance(summary, str):  # one median not found: a one-sided bound
+            return summary
         if value is None:
             return "n/a"
         interval = row.get("ms_interval")

@@ -13,30 +13,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from simulator.attack_report import specificity_summary
+from simulator.compare import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
 from simulator.runs import write_text
 from simulator.scene import Scene
 
 ROWS = [  # (label, how to read it from metrics.json)
     ("clean test accuracy", lambda m: m["training"]["final"]["test_accuracy"]),
-    ("RMS tau / sqrt(k/n)", lambda m: _final_geometry(m)["tangent"]["ratio_to_baseline"]),
-    ("clinging fraction", lambda m: (_final_geometry(m).get("height") or {}).get("clinging_fraction")),
-    ("median |h| at training points", lambda m: (_final_geometry(m).get("height") or {}).get("median_abs_h_at_train_points")),
-    ("median |h| over the manifold", lambda m: (_final_geometry(m).get("height") or {}).get("median_abs_h")),
-    ("median free distance", lambda m: _attacks(m)["modes"].get("free", {}).get("median_distance_counting_failures")),
-    ("median on-manifold distance", lambda m: _attacks(m)["modes"].get("on", {}).get("median_distance_counting_failures")),
-    ("median off-manifold distance", lambda m: _attacks(m)["modes"].get("off", {}).get("median_distance_counting_failures")),
-    ("manifold specificity MS", lambda m: _attacks(m).get("manifold_specificity")),
-    ("free attack along v_1", lambda m: (_attacks(m).get("stretch_alignment") or {}).get("mean_alignment")),
+    ("RMS tau / sqrt(k/n)", lambda m: final_geometry(m)["tangent"]["ratio_to_baseline"]),
+    ("clinging fraction", lambda m: (final_geometry(m).get("height") or {}).get("clinging_fraction")),
+    ("median |h| at training points", lambda m: (final_geometry(m).get("height") or {}).get("median_abs_h_at_train_points")),
+    ("median |h| over the manifold", lambda m: (final_geometry(m).get("height") or {}).get("median_abs_h")),
+    ("median free distance", lambda m: median_distance_cell(m, "free")),
+    ("median on-manifold distance", lambda m: median_distance_cell(m, "on")),
+    ("median off-manifold distance", lambda m: median_distance_cell(m, "off")),
+    ("manifold specificity MS", lambda m: specificity_summary(final_attacks(m))),
+    ("free attack along v_1", lambda m: (final_attacks(m).get("stretch_alignment") or {}).get("mean_alignment")),
 ]
-
-
-def _final_geometry(metrics: dict) -> dict:
-    return ((metrics.get("geometry") or {}).get("snapshots") or [{}])[-1]
-
-
-def _attacks(metrics: dict) -> dict:
-    return (metrics.get("attacks") or {}).get("final") or {"modes": {}}
 
 
 def baseline_scene(scene: Scene) -> Scene:
@@ -53,7 +47,7 @@ def baseline_scene(scene: Scene) -> Scene:
 
 def robust_row(metrics: dict, epsilon: float) -> tuple[float | None, float | None]:
     """(minimal-distance, PGD) robust accuracy at `epsilon` (None when not measured there)."""
-    report = _attacks(metrics).get("robust_accuracy") or {"epsilons": []}
+    report = final_attacks(metrics).get("robust_accuracy") or {"epsilons": []}
     for row in report["epsilons"]:
         if abs(row["epsilon"] - epsilon) <= 1e-9 * max(1.0, epsilon):
             return row["minimal_distance"], row["pgd"]
@@ -79,8 +73,8 @@ def write_adversarial_comparison(adversarial_dir: Path, baseline_dir: Path, out_
                     "plain": robust[0][1], "adversarial": robust[1][1]})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    curves = [(label, _attacks(m)["robust_accuracy"]) for label, m in (("plain", baseline), ("adversarial", adversarial))
-              if _attacks(m).get("robust_accuracy")]
+    curves = [(label, final_attacks(m)["robust_accuracy"]) for label, m in (("plain", baseline), ("adversarial", adversarial))
+              if final_attacks(m).get("robust_accuracy")]
     if curves:
         plot_robust_accuracy(curves, out_dir / "robust_accuracy.png",
                              f"{adversarial['scene']}: robust accuracy\nplain vs adversarial training "
@@ -89,7 +83,7 @@ def write_adversarial_comparison(adversarial_dir: Path, baseline_dir: Path, out_
              f"Adversarial training: mode {settings['mode']}, epsilon {epsilon:.4g}, {settings['steps']} PGD steps "
              f"of {settings['step_size']:.3g}, {settings['fraction']:.0%} of each batch.", "",
              "| measurement | plain | adversarial |", "|---|---|---|"]
-    lines += [f"| {row['measurement']} | {_text(row['plain'])} | {_text(row['adversarial'])} |" for row in rows]
+    lines += [f"| {row['measurement']} | {cell_text(row['plain'])} | {cell_text(row['adversarial'])} |" for row in rows]
     lines += ["", "![robust accuracy](robust_accuracy.png)", "", "Full side-by-side table: comparison.md", ""]
     write_text(out_dir / "adversarial_training.md", "\n".join(lines))
     write_comparison([baseline_dir, adversarial_dir], out_dir)
@@ -101,9 +95,3 @@ def _safe(read, metrics):
         return read(metrics)
     except (KeyError, TypeError, IndexError):
         return None
-
-
-def _text(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -6,9 +6,12 @@ the sweep adds a table, a figure and a `sim compare` report over all of them.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
+from simulator.attack_report import specificity_summary
+from simulator.compare import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
 from simulator.runs import atomic_path, write_text
 from simulator.scene import Scene, scene_from_dict
@@ -16,39 +19,19 @@ from simulator.scene import Scene, scene_from_dict
 # (column, how to read it from a run's metrics.json)
 SWEEP_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [
     ("test accuracy", lambda m: m["training"]["final"]["test_accuracy"]),
-    ("clinging fraction", lambda m: (_final(m).get("height") or {}).get("clinging_fraction")),
-    ("median |h|", lambda m: (_final(m).get("height") or {}).get("median_abs_h")),
-    ("RMS tau / sqrt(k/n)", lambda m: (_final(m).get("tangent") or {}).get("ratio_to_baseline")),
-    ("off-manifold feature energy", lambda m: (_final(m).get("stretch") or {}).get("normal_energy_share")),
-    ("median d_free", lambda m: _median_distance(m, "free")),
-    ("median d_off", lambda m: _median_distance(m, "off")),
+    ("clinging fraction", lambda m: (final_geometry(m).get("height") or {}).get("clinging_fraction")),
+    ("median |h|", lambda m: (final_geometry(m).get("height") or {}).get("median_abs_h")),
+    ("RMS tau / sqrt(k/n)", lambda m: (final_geometry(m).get("tangent") or {}).get("ratio_to_baseline")),
+    ("off-manifold feature energy", lambda m: (final_geometry(m).get("stretch") or {}).get("normal_energy_share")),
+    ("median d_free", lambda m: median_distance_cell(m, "free")),
+    ("median d_off", lambda m: median_distance_cell(m, "off")),
     ("MS", lambda m: _specificity(m)),
 ]
 
 
-def _median_distance(metrics: dict, mode: str):
-    summary = _modes(metrics).get(mode)
-    if summary is None:
-        return None
-    value = summary.get("median_distance_counting_failures")
-    return value if value is not None else f"not found ({1 - summary['success_rate']:.0%})"
-
-
 def _specificity(metrics: dict):
     """MS, or its one-sided bound when one median was not found (e.g. '<= 0.0062')."""
-    attacks = (metrics.get("attacks") or {}).get("final") or {}
-    bound = attacks.get("manifold_specificity_bound")
-    if attacks.get("manifold_specificity") is None and bound:
-        return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
-    return attacks.get("manifold_specificity")
-
-
-def _final(metrics: dict) -> dict:
-    return ((metrics.get("geometry") or {}).get("snapshots") or [{}])[-1]
-
-
-def _modes(metrics: dict) -> dict:
-    return ((metrics.get("attacks") or {}).get("final") or {}).get("modes", {})
+    return specificity_summary(final_attacks(metrics))
 
 
 def sweep_scenes(scene: Scene, field: str, values: list[Any]) -> list[Scene]:
@@ -57,9 +40,15 @@ def sweep_scenes(scene: Scene, field: str, values: list[Any]) -> list[Scene]:
     if not values:
         raise SceneError(f"--values: give at least one value for {field}, e.g. --values 1,0.3,0.1")
     base = scene.model_dump(mode="json")
-    scenes = []
+    scenes, names = [], set()
     for value in values:
-        name = f"{scene.name}__{field.rsplit('.', 1)[-1]}_{value}"
+        # A folder-friendly name: list values like [64, 64] become 64-64.
+        label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-") or "value"
+        name = f"{scene.name}__{field.rsplit('.', 1)[-1]}_{label}"
+        if name in names:
+            raise SceneError(f"--values: {value!r} repeats an earlier value (both would write {name}); "
+                             f"give each value once")
+        names.add(name)
         scenes.append(scene_from_dict({**base, "name": name}, source=f"{scene.name} (sweep)",
                                       overrides={field: value}))
     return scenes
@@ -87,7 +76,7 @@ def write_sweep_report(field: str, values: list[Any], run_dirs: list[Path], out_
     header = ["value"] + [column for column, _ in SWEEP_COLUMNS]
     lines = [f"# Sweep of {field}", "", "| " + " | ".join([field] + header[1:]) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(_text(row[column]) for column in header) + " |")
+        lines.append("| " + " | ".join(cell_text(row[column]) for column in header) + " |")
     lines += ["", "![sweep](sweep.png)", "", "Runs: " + ", ".join(str(p) for p in run_dirs), ""]
     write_text(out_dir / "sweep.md", "\n".join(lines))
     write_comparison(run_dirs, out_dir)
@@ -119,9 +108,3 @@ def _plot_sweep(field: str, rows: list[dict], path: Path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-
-
-def _text(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
