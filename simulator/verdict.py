@@ -69,6 +69,10 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             reading = "perpendicular (dimpled)"
         elif tangent["rms_tau"] ** 2 >= along_line:
             reading = "along the manifold"
+        elif line < 1 and ratio >= 1 / line:
+            # Symmetric to "perpendicular" (e.g. Fashion-MNIST's 2.6): well above a random
+            # direction, yet short of the "along the manifold" line.
+            reading = "towards the manifold (more than random)"
         else:
             reading = "like a random direction"
     rows.append({

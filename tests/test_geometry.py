@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,16 @@ def test_stretch_spectrum_of_a_linear_feature_map():
     assert spectra["normal_energy_share"] == pytest.approx(expected_share, rel=1e-10)
     top = np.linalg.svd(matrix.numpy())[2][0]
     assert spectra["top_direction_tangent_fraction"] == pytest.approx(np.linalg.norm(basis.T @ top), rel=1e-8)
+
+
+@pytest.mark.parametrize("ratio, expected", [(0.3, "perpendicular (dimpled)"), (1.0, "like a random direction"),
+                                             (2.6, "towards the manifold (more than random)"),
+                                             (9.5, "along the manifold")])
+def test_verdict_reads_the_tangent_ratio_in_four_bands(ratio, expected):
+    from simulator.scene import ThresholdSpec
+    from simulator.verdict import verdict_rows
+
+    baseline = math.sqrt(20 / 784)  # Fashion-MNIST's k = 20 in n = 784
+    summary = {"tangent": {"ratio_to_baseline": ratio, "rms_tau": ratio * baseline, "baseline_rms_tau": baseline}}
+    row = next(r for r in verdict_rows(summary, ThresholdSpec().model_dump()) if r["measurement"].startswith("RMS tau"))
+    assert row["reading"] == expected

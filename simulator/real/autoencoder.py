@@ -120,7 +120,8 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
     model = Autoencoder(x_train.shape[1], latent_dim, hidden, activation, output, shift.cpu(), scale).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
-    history, started, running = [], time.perf_counter(), 0.0
+    history, started = [], time.perf_counter()
+    running = torch.zeros((), device=device)  # on the device: one host sync per log interval
     log_every = max(1, steps // 100)
     model.train()
     for step, index in zip(range(1, steps + 1), shuffled_batches(len(x_train), batch_size, generator)):
@@ -129,14 +130,14 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        running += loss.item()
+        running += loss.detach()
         if step % log_every == 0 or step == steps:
-            mean = running / (log_every if step % log_every == 0 else step % log_every)
+            mean = running.item() / (log_every if step % log_every == 0 else step % log_every)
             if not np.isfinite(mean):
                 raise TrainingError(f"Autoencoder training diverged at step {step} (loss {mean}); lower autoencoder.lr "
                                     f"(now {lr:g}).")
             history.append({"step": step, "loss": mean})
-            running = 0.0
+            running.zero_()
     model.eval()
     info = {"steps": steps, "seconds": time.perf_counter() - started, "history": history, "output": output,
             "reconstruction": {"train": reconstruction_error(model, x_train)}}

@@ -87,7 +87,10 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
     generator = torch_generator(seed, "classifier_batches")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
-    history, started, running = [], time.perf_counter(), [0.0, 0.0]
+    # Running sums stay on the device and reach the host once per log interval (a GPU keeps going).
+    history, started = [], time.perf_counter()
+    running_loss = torch.zeros((), device=device)
+    running_correct = torch.zeros((), device=device)
     log_every = max(1, steps // 100)
     model.train()
     for step, index in zip(range(1, steps + 1), shuffled_batches(len(x_train), batch_size, generator)):
@@ -97,14 +100,16 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        running[0] += loss.item()
-        running[1] += (logits.argmax(1) == y_train[index]).float().mean().item()
+        running_loss += loss.detach()
+        running_correct += (logits.argmax(1) == y_train[index]).float().mean().detach()
         if step % log_every == 0 or step == steps:
             count = log_every if step % log_every == 0 else step % log_every
-            if not np.isfinite(running[0]):
+            mean_loss = running_loss.item() / count
+            if not np.isfinite(mean_loss):
                 raise TrainingError(f"Classifier training diverged at step {step}; lower classifier.lr (now {lr:g}).")
-            history.append({"step": step, "loss": running[0] / count, "accuracy": running[1] / count})
-            running = [0.0, 0.0]
+            history.append({"step": step, "loss": mean_loss, "accuracy": running_correct.item() / count})
+            running_loss.zero_()
+            running_correct.zero_()
     model.eval()
     loss, train_accuracy = accuracy(model, x_train, y_train)
     info = {"steps": steps, "seconds": time.perf_counter() - started, "loss": loss, "train_accuracy": train_accuracy,
