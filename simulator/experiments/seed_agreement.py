@@ -43,14 +43,9 @@ from simulator.scene import Scene
 from simulator.seeding import numpy_rng, torch_generator, torch_seed
 from simulator.train import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
 
-# Boundary colours, one per model: tab10 without its first two (the class colours of two-class
-# scenes), then evenly spaced viridis colours when there are more models than these.
-SEED_COLOURS = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-# The second view of seed_boundaries.png: the boundaries within BAND_SPACINGS grid spacings of
-# the manifold, seen from TOP_ELEVATION degrees (90 would make the camera's up vector parallel to
-# the view direction).
+# The second view of seed_boundaries.png shows the boundaries within BAND_SPACINGS grid
+# spacings of the manifold.
 BAND_SPACINGS = 2.0
-TOP_ELEVATION = 80.0
 # Equal-count distance bins of the disagreement profiles (distance to the nearest training point
 # on the manifold, distance to the manifold in the frame).
 DISTANCE_BINS = 4
@@ -376,73 +371,12 @@ def _in_render_frame(run, models, seeds, rng, n_points, progress) -> dict:
                "frame_diagonal": frame.size, "vertices": [int(mesh.n_points) for mesh in meshes],
                "max_query_vertices": MAX_CHAMFER_QUERIES}
     if run.scene.render.three_d:
+        from simulator.render.seed_boundaries import render_seed_boundaries
+
         image = render_seed_boundaries(run, frame, meshes, seeds, BAND_SPACINGS * chamfer["grid_spacing"],
                                        frame_result["mean_pairwise"], chamfer["mean"])
         files.insert(0, image.name)
     return {"frame": frame_result, "chamfer": chamfer, "files": files}
-
-
-def seed_colour(index: int, count: int) -> str:
-    if count <= len(SEED_COLOURS):
-        return SEED_COLOURS[index]
-    import matplotlib
-
-    return matplotlib.colors.to_hex(matplotlib.colormaps["viridis"](index / (count - 1)))
-
-
-def render_seed_boundaries(run, frame, meshes, seeds, band: float, frame_disagreement: float,
-                           mean_chamfer: float) -> Path:
-    """All S boundaries in one off-screen picture (manifold and data as in the 3-D render), beside
-    a view from above of only their parts within `band` of the manifold: translucent walls pile
-    up in the first view, while the second shows where each seed's boundary crosses the data."""
-    import pyvista as pv
-
-    from simulator.render.scene3d import BoundaryScene, write_png
-
-    manifold = run.manifold()
-    with BoundaryScene(run, frame) as picture:
-        # The scene's own single-boundary entry makes way for one entry per model.
-        picture.legend = [entry for entry in picture.legend if entry[0] != "decision boundary"]
-        opacity = 0.5 if len(meshes) <= 3 else 0.35
-        walls, crossings = [], []
-        for i, (seed, mesh) in enumerate(zip(seeds, meshes)):
-            colour = seed_colour(i, len(meshes))
-            if mesh.n_points:
-                walls.append(picture.plotter.add_mesh(mesh, color=colour, opacity=opacity, specular=0.3,
-                                                      reset_camera=False))
-                walls[-1].prop.interpolation = "gouraud"
-                near = _near_manifold(mesh, frame, manifold, band)
-                if near.n_points:
-                    crossings.append(picture.plotter.add_mesh(near, color=colour, reset_camera=False))
-                    crossings[-1].visibility = False
-            if len(meshes) <= len(SEED_COLOURS):
-                picture.legend.insert(i, (f"model {i} (seed {seed})", colour))
-        if len(meshes) > len(SEED_COLOURS):
-            picture.legend.insert(0, (f"{len(meshes)} boundaries (viridis by model)", seed_colour(0, len(meshes))))
-        picture._add_legend()
-        title = f"{run.scene.name}: {len(meshes)} seeds"
-        if frame.ambient_dim > 3:
-            title += f"\n{frame.description}"
-        picture.show_boundary(pv.PolyData(), title,
-                              f"disagreement in the frame {frame_disagreement:.1%}\nmean Chamfer {mean_chamfer:.3g}")
-        views = [picture.screenshot()]
-        for actor in walls:
-            actor.visibility = False
-        for actor in crossings:
-            actor.visibility = True
-        camera = run.scene.render.camera
-        picture.set_camera(camera.azimuth, TOP_ELEVATION, camera.zoom)
-        picture.show_boundary(pv.PolyData(), f"from above: within {band:.2g}\nof the manifold", "")
-        views.append(picture.screenshot())
-    return write_png(np.concatenate(views, axis=1), Path(run.path) / "seed_boundaries.png")
-
-
-def _near_manifold(mesh, frame, manifold, band: float):
-    """The part of a boundary mesh (frame coordinates) within `band` of the manifold (in R^n)."""
-    points = frame.to_ambient(np.asarray(mesh.points, dtype=float))
-    mesh = mesh.copy(deep=False)
-    mesh.point_data["distance"] = np.linalg.norm(points - manifold.projection(points), axis=-1)
-    return mesh.clip_scalar(scalars="distance", value=band, invert=True).extract_surface(algorithm="dataset_surface")
 
 
 def agreement_rows(result: dict) -> list[tuple[str, str]]:
