@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from simulator.attacks import BoundedProjectedPGD
+from simulator.attacks import BoundedProjectedPGD, bounded_budget
 from simulator.data import Dataset
 from simulator.scene import Scene
 
@@ -25,10 +25,9 @@ def resolved_adversarial_settings(scene: Scene, data: Dataset) -> dict:
     from simulator.measure import data_radius
 
     spec = scene.train.adversarial
-    manifold = scene.manifold.build()
-    epsilon = spec.epsilon or 0.1 * data_radius(manifold.immersion(data.u_train))
-    return {"mode": spec.mode, "epsilon": epsilon, "steps": spec.steps,
-            "step_size": spec.step_size or 2.5 * epsilon / spec.steps, "fraction": spec.fraction}
+    radius = data_radius(scene.manifold.build().immersion(data.u_train))
+    budget = bounded_budget(spec.epsilon, spec.steps, spec.step_size, radius)
+    return {"mode": spec.mode, **budget, "fraction": spec.fraction}
 
 
 class AdversarialBatches:

@@ -128,15 +128,19 @@ def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confide
     return (_finite_or_none(low), _finite_or_none(high))
 
 
-def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device) -> dict:
+def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device,
+                 feature_directions: dict | None = None) -> dict:
     """Run every mode on one model of a synthetic run; return the report dict (per-point
-    distances included)."""
+    distances included). `feature_directions`: the scene's named class features at the attacked
+    points, if already computed (they are the same for every snapshot)."""
     from simulator.measure import class_feature_directions
 
     count = settings["n_points"]
+    if feature_directions is None:
+        feature_directions = class_feature_directions(run, count)
     return attack_arrays(model, run.data.x_test[:count], run.data.tangent_test[:count], run.scene.measure.attacks,
                          settings, run.scene.seed, device, labels=run.data.y_test[:count],
-                         feature_directions=class_feature_directions(run, count))
+                         feature_directions=feature_directions)
 
 
 def attack_arrays(model: torch.nn.Module, x, bases, spec, settings: dict, seed: int, device: torch.device,
@@ -319,9 +323,12 @@ def attack_run(run: Run, progress: bool = True) -> dict:
     records = run.snapshots if run.scene.measure.attacks.every_snapshot else run.snapshots[-1:]
     started = time.perf_counter()
     per_snapshot = []
+    from simulator.measure import class_feature_directions
+
+    directions = class_feature_directions(run, settings["n_points"])
     with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
         for record in records:
-            report = attack_model(record.model(), run, settings, device)
+            report = attack_model(record.model(), run, settings, device, directions)
             report["step"] = record.step
             per_snapshot.append(report)
             advance()

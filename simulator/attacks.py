@@ -413,6 +413,14 @@ class GreedyProjectedPGD:
 # --------------------------------------------------------------------------- bounded attack
 
 
+def bounded_budget(epsilon: float | None, steps: int, step_size: float | None, data_radius: float) -> dict:
+    """The budget of a `BoundedProjectedPGD` with the scene defaults filled in (input units):
+    epsilon defaults to 0.1 x the data radius, the step to 2.5 x epsilon / steps (Madry et al.'s
+    rule of thumb: the walk can reach the sphere and still move along it)."""
+    epsilon = epsilon or 0.1 * data_radius
+    return {"epsilon": epsilon, "steps": steps, "step_size": step_size or 2.5 * epsilon / steps}
+
+
 class BoundedProjectedPGD:
     r"""L2 PGD inside a ball of radius `epsilon`, confined to a mode's subspace.
 
@@ -436,8 +444,7 @@ class BoundedProjectedPGD:
             raise ValueError(f"epsilon must be positive and steps >= 1; got {epsilon}, {steps}")
         self.model, self.mode, self.dim, self.seed = model, mode, dim, int(seed)
         self.epsilon, self.steps = float(epsilon), int(steps)
-        # Madry et al.'s rule of thumb: 2.5 eps / steps lets the walk reach the sphere and move along it.
-        self.step_size = float(step_size) if step_size is not None else 2.5 * self.epsilon / self.steps
+        self.step_size = float(bounded_budget(epsilon, steps, step_size, 0.0)["step_size"])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(mode={self.mode!r}, epsilon={self.epsilon:g}, steps={self.steps}, "

@@ -72,9 +72,11 @@ def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases: torch.Te
 
 
 def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, resolution: int | None,
-                  device: torch.device, x_train_clean: np.ndarray | None = None):
+                  device: torch.device, x_train_clean: np.ndarray | None = None,
+                  feature_directions: dict | None = None):
     """All measurements for one model. resolution None = skip the height field.
-    x_train_clean: the training points' exact manifold positions (computed once per run).
+    x_train_clean: the training points' exact manifold positions; feature_directions: the
+    scene's named class features at the measured points (both computed once per run if given).
 
     Returns (summary dict, HeightField or None).
     """
@@ -83,7 +85,9 @@ def measure_model(model: torch.nn.Module, manifold, run: Run, settings: dict, re
     count = settings["n_points"]
     x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
     bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
-    summary, _ = tangent_and_stretch(model, x, bases, class_feature_directions(run, count))
+    if feature_directions is None:
+        feature_directions = class_feature_directions(run, count)
+    summary, _ = tangent_and_stretch(model, x, bases, feature_directions)
     field = None
     if resolution is not None:
         if x_train_clean is None:
@@ -161,6 +165,7 @@ def measure_snapshots(run: Run, settings: dict, progress: bool = False):
     device = resolve_device(run.scene.train.device)
     with_height = height_snapshot_indices(len(run.snapshots), settings["height_every"])
     x_train_clean = manifold.immersion(run.data.u_train)
+    directions = class_feature_directions(run, settings["n_points"])
     results, final_field = [], None
     with counting_bar(progress, len(run.snapshots), f"measure {run.scene.name}") as advance:
         for record in run.snapshots:
@@ -168,7 +173,7 @@ def measure_snapshots(run: Run, settings: dict, progress: bool = False):
             resolution = (settings["final_height_resolution"] if last else settings["height_resolution"]) \
                 if record.index in with_height else None
             summary, field = measure_model(record.model(), manifold, run, settings, resolution, device,
-                                           x_train_clean)
+                                           x_train_clean, directions)
             summary = {"step": record.step, "test_accuracy": record.test_accuracy, **summary}
             summary["verdict"] = verdict_rows(summary, settings["thresholds"], attacks=None)
             results.append(summary)

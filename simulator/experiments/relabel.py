@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from simulator.attacks import BoundedProjectedPGD
+from simulator.attacks import BoundedProjectedPGD, bounded_budget
 from simulator.data import Dataset
 from simulator.runs import Run
 from simulator.seeding import numpy_rng, torch_seed
@@ -33,9 +33,8 @@ def relabel_settings(run: Run) -> dict:
     from simulator.measure import data_radius
 
     spec = run.scene.experiments.relabel
-    epsilon = spec.epsilon or 0.1 * data_radius(run.manifold().immersion(run.data.u_train))
-    return {"target": spec.target, "epsilon": epsilon, "steps": spec.steps,
-            "step_size": spec.step_size or 2.5 * epsilon / spec.steps}
+    radius = data_radius(run.manifold().immersion(run.data.u_train))
+    return {"target": spec.target, **bounded_budget(spec.epsilon, spec.steps, spec.step_size, radius)}
 
 
 def relabelled_training_set(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,

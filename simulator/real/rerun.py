@@ -196,14 +196,20 @@ def _write_scene(run: RealRun, experiment: RealExperiment) -> None:
         write_text(run.path / "scene.yaml", experiment.to_yaml())
 
 
+def _reload_for_rerun(path, overrides: dict | None, command: str):
+    """What `sim attack` and `sim measure` on a real run start from: the run, its experiment with
+    measure.* overrides, the device, the classifier and the measured points."""
+    run = load_real_run(path)
+    experiment = _with_overrides(run, overrides, ("measure",), command)
+    device = resolve_device(experiment.device)
+    classifier = run.classifier(experiment, device)
+    return run, experiment, device, classifier, _points_for(run, experiment, classifier, device)
+
+
 def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None) -> tuple[RealRun, dict]:
     """`sim attack` on a real run: the attacks (and example figure) again, with measure.* overrides."""
     log = log or (lambda message: None)
-    run = load_real_run(path)
-    experiment = _with_overrides(run, overrides, ("measure",), "sim attack")
-    device = resolve_device(experiment.device)
-    classifier = run.classifier(experiment, device)
-    points = _points_for(run, experiment, classifier, device)
+    run, experiment, device, classifier, points = _reload_for_rerun(path, overrides, "sim attack")
     report, settings, seconds, view = attack_points(experiment, classifier, points["x"], points.get("tangent_bases"),
                                                     float(points["data_radius"]), device)
     report["step"] = _step(run)
@@ -229,11 +235,7 @@ def remeasure_real_run(path: str | Path, overrides: dict | None = None, log=None
     """`sim measure` on a real run: decoder-Jacobian tangent spaces, tau and stretch again (the verdict
     keeps the stored attack report; `sim attack` reruns the attacks)."""
     log = log or (lambda message: None)
-    run = load_real_run(path)
-    experiment = _with_overrides(run, overrides, ("measure",), "sim measure")
-    device = resolve_device(experiment.device)
-    classifier = run.classifier(experiment, device)
-    points = _points_for(run, experiment, classifier, device)
+    run, experiment, device, classifier, points = _reload_for_rerun(path, overrides, "sim measure")
     autoencoder = run.autoencoder(device)
     started = time.perf_counter()
     if autoencoder is not None:
