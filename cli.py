@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simulator.errors import SceneError, SimulatorError
-from simulator.scene import parse_yaml
+from simulator.config.scene import parse_yaml
 
 console = Console()
 errors = Console(stderr=True)
@@ -118,7 +118,7 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     """`sim run --compare-baseline`: the plain-training twin and the side-by-side report."""
     from simulator import run_scene
-    from simulator.compare import cell_text
+    from simulator.report.comparison import cell_text
     from simulator.experiments.adversarial_comparison import write_adversarial_comparison
 
     console.print(f"training the baseline (plain training): {baseline.name}")
@@ -145,13 +145,13 @@ def _print_run_summary(summary, scene) -> None:
     table.add_row("files", ", ".join(summary.files))
     console.print(table)
     if summary.attacks is not None:
-        from simulator.attack_report import attack_table, specificity_text
+        from simulator.stages.attack import attack_table, specificity_text
 
         n_points = next(iter(summary.attacks["modes"].values()))["n_points"]
         console.print(attack_table(summary.attacks, f"minimal adversarial distances at {n_points} test points"))
         console.print(f"manifold specificity MS = {specificity_text(summary.attacks)}", highlight=False)
     if summary.verdict is not None:
-        from simulator.verdict import verdict_table
+        from simulator.stages.verdict import verdict_table
 
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
@@ -170,9 +170,9 @@ def _print_run_summary(summary, scene) -> None:
 
 def _run_real(experiment, out_root: Path, quiet: bool) -> None:
     """`sim run` on a real-image experiment file (`kind: real`)."""
-    from simulator.attack_report import attack_table, specificity_text
+    from simulator.stages.attack import attack_table, specificity_text
     from simulator.real import run_real_experiment
-    from simulator.verdict import verdict_table
+    from simulator.stages.verdict import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     metrics = run_real_experiment(experiment, out_root=out_root, log=log)
@@ -197,9 +197,9 @@ def _is_real_run(run_dir: Path) -> bool:
 
 def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
     """`sim attack` on a real-image run: the experiment's own attack stage on the saved models and images."""
-    from simulator.attack_report import attack_table, specificity_text
+    from simulator.stages.attack import attack_table, specificity_text
     from simulator.real.rerun import reattack_real_run
-    from simulator.verdict import verdict_table
+    from simulator.stages.verdict import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     run, attacks = reattack_real_run(run_dir, overrides, log=log)
@@ -215,7 +215,7 @@ def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
 def _measure_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
     """`sim measure` on a real-image run: tangent spaces, tau and stretch on the saved models and images."""
     from simulator.real.rerun import remeasure_real_run
-    from simulator.verdict import verdict_table
+    from simulator.stages.verdict import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     run, geometry = remeasure_real_run(run_dir, overrides, log=log)
@@ -244,7 +244,7 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
     """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
     of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
     from simulator import run_scene
-    from simulator.compare import cell_text
+    from simulator.report.comparison import cell_text
     from simulator.experiments.sweep import SWEEP_COLUMNS, sweep_scenes, write_sweep_report
     from simulator.pipeline import load_experiment
 
@@ -279,9 +279,9 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
 def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)
     and update its metrics, figures and verdict."""
-    from simulator.attack_report import attack_run, attack_table, specificity_text
-    from simulator.measure import reload_with_measure_overrides
-    from simulator.verdict import verdict_table
+    from simulator.stages.attack import attack_run, attack_table, specificity_text
+    from simulator.stages.measure import reload_with_measure_overrides
+    from simulator.stages.verdict import verdict_table
 
     if _is_real_run(run_dir):
         _attack_real(run_dir, _parse_overrides(overrides), quiet)
@@ -306,8 +306,8 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
 @_user_errors
 def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Recompute the geometry measurements of an existing run (no retraining)."""
-    from simulator.measure import remeasure
-    from simulator.verdict import verdict_table
+    from simulator.stages.measure import remeasure
+    from simulator.stages.verdict import verdict_table
 
     if _is_real_run(run_dir):
         _measure_real(run_dir, _parse_overrides(overrides), quiet)
@@ -337,7 +337,7 @@ def seeds(run_dir: Path, count: int | None, seed_list: str | None, quiet: bool):
     frame) and the Chamfer distance between their boundaries, and draw the boundaries together
     (seed_boundaries.png, seed_boundary_<i>.vtp)."""
     from simulator.experiments.seed_agreement import agreement_table, seed_agreement_run
-    from simulator.measure import reload_with_measure_overrides
+    from simulator.stages.measure import reload_with_measure_overrides
 
     prefix = "experiments.seed_agreement."
     overrides = {}
@@ -404,7 +404,7 @@ def animate(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
 
 
 def _reload_with_render_overrides(run_dir: Path, overrides: dict):
-    from simulator.measure import reload_with_measure_overrides
+    from simulator.stages.measure import reload_with_measure_overrides
 
     return reload_with_measure_overrides(run_dir, overrides, allowed_prefix="render.")
 
@@ -418,7 +418,7 @@ def compare(run_dirs: tuple[Path, ...], out_dir: Path):
     """Compare runs (synthetic scenes and real-image experiments): tangent fraction against the
     random baseline, on/off/random attack ratios, manifold specificity MS with its interval,
     clinging fraction where defined. Writes a markdown and a self-contained HTML page."""
-    from simulator.compare import comparison_markdown, run_summary, write_comparison
+    from simulator.report.comparison import comparison_markdown, run_summary, write_comparison
 
     markdown, html = write_comparison(list(run_dirs), out_dir)
     console.print(comparison_markdown([run_summary(path) for path in run_dirs]), highlight=False, soft_wrap=True)
@@ -431,7 +431,7 @@ def compare(run_dirs: tuple[Path, ...], out_dir: Path):
 def report(run_dir: Path):
     """Write report.md and report.html (one self-contained file that works offline, with an
     interactive 3-D view of the final boundary) into a run directory."""
-    from simulator.report import write_report
+    from simulator.report.run_report import write_report
 
     if _is_real_run(run_dir):
         from simulator.real.rerun import write_real_report
@@ -445,7 +445,7 @@ def report(run_dir: Path):
 def _refresh_report(run) -> None:
     """Keep report.html in step with files a command just rewrote."""
     if run.scene.render.report:
-        from simulator.report import write_report
+        from simulator.report.run_report import write_report
 
         write_report(run)
 
@@ -501,7 +501,7 @@ def scenes_validate(files: tuple[Path, ...]):
 @scenes.command("schema")
 def scenes_schema():
     """Print the JSON Schema of scene files (for editor autocompletion)."""
-    from simulator.scene import scene_json_schema
+    from simulator.config.scene import scene_json_schema
 
     click.echo(json.dumps(scene_json_schema(), indent=2))
 

@@ -35,11 +35,11 @@ import time
 import torch
 from torch import nn
 
-from simulator.attacks import DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks.pgd import DeepFoolL2, GreedyProjectedPGD
 from simulator.data import make_dataset
 from simulator.geometry.margins import predicted_margin
-from simulator.scene import load_scene
-from simulator.train import train
+from simulator.config.scene import load_scene
+from simulator.training.loop import train
 
 SCENES = ["scenes/subspace_highdim.yaml", "scenes/sheet_two_class.yaml"]
 

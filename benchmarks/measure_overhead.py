@@ -20,7 +20,7 @@ import time
 import torch
 
 from simulator import load_run, load_scene, run_scene
-from simulator.measure import measure_run, measure_snapshots, resolve_settings
+from simulator.stages.measure import measure_run, measure_snapshots, resolve_settings
 
 
 def main() -> None:

@@ -105,9 +105,9 @@ def main() -> None:
     from simulator.render.frame import render_frame
     from simulator.render.headless import ensure_offscreen
     from simulator.render.scene3d import BoundaryScene, run_device
-    from simulator.runs import load_run, write_run
-    from simulator.scene import load_scene, parse_yaml
-    from simulator.train import train
+    from simulator.runs.loading import load_run, write_run
+    from simulator.config.scene import load_scene, parse_yaml
+    from simulator.training.loop import train
 
     window = ensure_offscreen()
     overrides = {"train.device": "cpu", "measure.enabled": False, "render.first_look": False}

@@ -3,7 +3,7 @@
 Trains the same S seeds of a scene three ways, interleaved so that a busy machine slows all of
 them alike, and reports the median of each:
 
-* sequential: S calls of `simulator.train.train` (what the experiment falls back to);
+* sequential: S calls of `simulator.training.loop.train` (what the experiment falls back to);
 * batched: `simulator.experiments.seed_agreement.train_seeds` as the simulator runs it (each
   layer one batched matrix product over the stacked parameters);
 * batched, vmap: the same with the forward pass as torch.func.vmap of functional_call.
@@ -25,8 +25,8 @@ import torch
 
 from simulator.data import make_dataset
 from simulator.experiments import seed_agreement
-from simulator.scene import load_scene
-from simulator.train import train
+from simulator.config.scene import load_scene
+from simulator.training.loop import train
 
 
 def batched(scene, data, seeds, method: str) -> None:

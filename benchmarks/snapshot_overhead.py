@@ -15,8 +15,8 @@ import statistics
 import torch
 
 from simulator.data import make_dataset
-from simulator.scene import load_scene
-from simulator.train import train
+from simulator.config.scene import load_scene
+from simulator.training.loop import train
 
 
 def main() -> None:

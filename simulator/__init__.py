@@ -9,8 +9,8 @@ Library entry points (the `sim` command is a thin wrapper around these):
 
 from simulator.errors import RunError, SceneError, SimulatorError, TrainingError
 from simulator.pipeline import RunSummary, run_scene
-from simulator.runs import RUN_FORMAT_VERSION, Run, load_run
-from simulator.scene import Scene, load_scene
+from simulator.runs.loading import RUN_FORMAT_VERSION, Run, load_run
+from simulator.config.scene import Scene, load_scene
 
 __all__ = [
     "RUN_FORMAT_VERSION", "Run", "RunError", "RunSummary", "Scene", "SceneError", "SimulatorError",

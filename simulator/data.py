@@ -15,7 +15,7 @@ import numpy as np
 from simulator.errors import RunError
 from simulator.labels import make_label_rule
 from simulator.manifolds.base import Manifold
-from simulator.scene import Scene
+from simulator.config.scene import Scene
 from simulator.seeding import numpy_rng
 
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from simulator.manifolds.base import Manifold
-from simulator.scene import (
+from simulator.config.scene import (
     CheckerboardLabels,
     ClustersLabels,
     ComponentLabels,
@@ -159,7 +159,7 @@ class RandomPerPoint(LabelRule):
 
 class ShapeAndFur(LabelRule):
     """A large "shape" feature and a tiny "fur" feature that both predict the class
-    (see `simulator.scene.ShapeAndFurLabels`).
+    (see `simulator.config.scene.ShapeAndFurLabels`).
 
     Sampling: the class y is a fair coin; the chart point is uniform by volume, then its side of
     the box along the shape axis is set to agree with y with probability shape_reliability, and

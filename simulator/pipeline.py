@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.data import make_dataset
-from simulator.runs import load_run, staged_run_dir, write_run
-from simulator.scene import Scene
-from simulator.train import train
+from simulator.runs.loading import load_run, write_run
+from simulator.runs.io import staged_run_dir
+from simulator.config.scene import Scene
+from simulator.training.loop import train
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RunSummary:
 
 def load_experiment(path: str | Path, overrides: dict | None = None):
     """A synthetic `Scene`, or a real-image `RealExperiment` when the file says `kind: real`."""
-    from simulator.scene import parse_yaml
+    from simulator.config.scene import parse_yaml
 
     path = Path(path)
     try:
@@ -44,7 +45,7 @@ def load_experiment(path: str | Path, overrides: dict | None = None):
         from simulator.real import load_real_experiment
 
         return load_real_experiment(path, overrides=overrides)
-    from simulator.scene import load_scene
+    from simulator.config.scene import load_scene
 
     return load_scene(path, overrides=overrides)
 
@@ -63,12 +64,12 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
         # Later stages read the staged run back, exactly as `sim measure/attack/render` would.
         staged = load_run(folder)
         if scene.measure.enabled:
-            from simulator.measure import measure_run
+            from simulator.stages.measure import measure_run
 
             geometry = measure_run(staged, progress=progress)
             measure_seconds = geometry["seconds"]
             if scene.measure.attacks.enabled:
-                from simulator.attack_report import attack_run
+                from simulator.stages.attack import attack_run
 
                 attacks = attack_run(staged, progress=progress)
                 measure_seconds += attacks["seconds"]
@@ -88,7 +89,7 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
 
             render_outputs(staged, scene.render.three_d, scene.render.animation, progress)
         if scene.render.report:
-            from simulator.report import write_report
+            from simulator.report.run_report import write_report
 
             write_report(staged)
         files = sorted(p.name for p in folder.iterdir())
@@ -100,7 +101,7 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
 
 def _first_look(scene, manifold, data, result, folder: Path) -> None:
     from simulator.render.cross_section import default_frame, plot_cross_sections
-    from simulator.train import load_snapshot_model
+    from simulator.training.loop import load_snapshot_model
 
     snapshots = result.snapshots
     indices = scene.render.cross_section_snapshots or [0, len(snapshots) // 2, -1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulator import load_run, load_scene, run_scene
-from simulator.attack_report import (
+from simulator.stages.attack import (
     bootstrap_interval,
     dimension_only_ratio,
     manifold_specificity,

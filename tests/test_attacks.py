@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from simulator.attacks import (
+from simulator.attacks.pgd import (
     DeepFoolL2,
     GreedyProjectedPGD,
     coordinate_subset_bases,

@@ -11,15 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from simulator.attack_report import robust_accuracy, specificity_bound
-from simulator.attacks import BoundedProjectedPGD, DeepFoolL2
+from simulator.stages.attack import robust_accuracy, specificity_bound
+from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2
 from simulator.data import make_dataset
 from simulator.labels import make_label_rule
 from simulator.pipeline import run_scene
-from simulator.runs import load_run
-from simulator.scene import load_scene
+from simulator.runs.loading import load_run
+from simulator.config.scene import load_scene
 from simulator.seeding import numpy_rng
-from simulator.train import train
+from simulator.training.loop import train
 
 from conftest import SCENES
 
@@ -235,7 +235,7 @@ def test_deterministic_targets_separate_tiny_features_from_robust_ones(tmp_path)
                                                 "labels.fur_reliability": 0.5, "labels.shape_reliability": 1.0})
     assert with_fur["clean_test_accuracy_interval"][0] > with_fur["chance"] + 0.3
     assert shape_only["clean_test_accuracy_interval"][1] < 0.5 - 0.2
-    from simulator.report import relabel_reading
+    from simulator.report.run_report import relabel_reading
 
     assert relabel_reading(with_fur).startswith("Above") and relabel_reading(shape_only).startswith("Below")
 

@@ -168,8 +168,8 @@ def test_stretch_spectrum_of_a_linear_feature_map():
                                              (2.6, "towards the manifold (more than random)"),
                                              (9.5, "along the manifold")])
 def test_verdict_reads_the_tangent_ratio_in_four_bands(ratio, expected):
-    from simulator.scene import ThresholdSpec
-    from simulator.verdict import verdict_rows
+    from simulator.config.scene import ThresholdSpec
+    from simulator.stages.verdict import verdict_rows
 
     baseline = math.sqrt(20 / 784)  # Fashion-MNIST's k = 20 in n = 784
     summary = {"tangent": {"ratio_to_baseline": ratio, "rms_tau": ratio * baseline, "baseline_rms_tau": baseline}}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulator.labels import make_label_rule
-from simulator.scene import scene_from_dict
+from simulator.config.scene import scene_from_dict
 
 RNG = np.random.default_rng(0)
 

@@ -23,7 +23,7 @@ from simulator.real.autoencoder import (
     train_autoencoder,
 )
 from simulator.real.calibration import calibrate_autoencoder, principal_angles
-from simulator.real.config import AutoencoderSpec, load_real_experiment, real_experiment_from_dict
+from simulator.config.real import AutoencoderSpec, load_real_experiment, real_experiment_from_dict
 from simulator.real.datasets import (
     DatasetError,
     load_cifar10,
@@ -210,7 +210,7 @@ def test_autoencoder_training_is_seeded_and_reduces_error():
 
 
 def test_calibration_on_a_flat_plane_gives_small_angles():
-    from simulator.scene import scene_from_dict
+    from simulator.config.scene import scene_from_dict
 
     scene = scene_from_dict({
         "name": "plane10", "seed": 0,
@@ -408,7 +408,7 @@ def test_pretrained_photos_experiment_end_to_end(tmp_path):
 
     import cli
     from conftest import SCENES
-    from simulator.compare import run_summary
+    from simulator.report.comparison import run_summary
 
     runner = CliRunner()
     result = runner.invoke(cli.main, [

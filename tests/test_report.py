@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from simulator import load_scene, run_scene
-from simulator.attack_report import specificity_text
+from simulator.stages.attack import specificity_text
 from simulator.render.interactive import (
     BOUNDARY_COLOR,
     PLOTLY_MARKER,
@@ -27,7 +27,7 @@ from simulator.render.interactive import (
     mesh_arrays,
     points_in_frame,
 )
-from simulator.report import (
+from simulator.report.run_report import (
     Section,
     figure_html,
     find_artifacts,

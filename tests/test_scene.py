@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from simulator.errors import SceneError
-from simulator.scene import Scene, load_scene, scene_from_dict, scene_json_schema
+from simulator.config.scene import Scene, load_scene, scene_from_dict, scene_json_schema
 
 SHIPPED = Path(__file__).resolve().parents[1] / "scenes" / "sheet_two_class.yaml"
 

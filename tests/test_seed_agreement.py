@@ -20,7 +20,7 @@ from simulator.experiments import seed_agreement as sa
 from simulator.manifolds.sphere import Sphere
 from simulator.render.frame import RenderFrame
 from simulator.seeding import numpy_rng
-from simulator.train import train
+from simulator.training.loop import train
 
 from conftest import SCENES
 

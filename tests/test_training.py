@@ -8,8 +8,8 @@ import torch
 
 from simulator import TrainingError, load_run, load_scene, run_scene
 from simulator.data import make_dataset
-from simulator.scene import SnapshotSpec
-from simulator.train import snapshot_steps, train
+from simulator.config.scene import SnapshotSpec
+from simulator.training.loop import snapshot_steps, train
 
 from conftest import SCENES, SYNTHETIC_SCENES
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simulator.attack_report import specificity_summary
-from simulator.compare import cell_text, final_attacks, final_geometry, median_distance_cell
+from simulator.stages.attack import specificity_summary
+from simulator.report.comparison import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
-from simulator.runs import write_text
-from simulator.scene import Scene
+from simulator.runs.io import write_text
+from simulator.config.scene import Scene
 
 ROWS = [  # (label, how to read it from metrics.json)
     ("clean test accuracy", lambda m: m["training"]["final"]["test_accuracy"]),
@@ -56,7 +56,7 @@ def robust_row(metrics: dict, epsilon: float) -> tuple[float | None, float | Non
 
 def write_adversarial_comparison(adversarial_dir: Path, baseline_dir: Path, out_dir: Path) -> dict:
     """Side-by-side table, robust-accuracy curves and the generic comparison; returns the rows."""
-    from simulator.compare import write_comparison
+    from simulator.report.comparison import write_comparison
     from simulator.render.experiment_plots import plot_robust_accuracy
 
     adversarial = json.loads((Path(adversarial_dir) / "metrics.json").read_text())

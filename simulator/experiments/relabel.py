@@ -21,16 +21,16 @@ import time
 import numpy as np
 import torch
 
-from simulator.attacks import BoundedProjectedPGD, bounded_budget
+from simulator.attacks.pgd import BoundedProjectedPGD, bounded_budget
 from simulator.data import Dataset
-from simulator.runs import Run
+from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng, torch_seed
-from simulator.train import resolve_device, train
+from simulator.training.loop import resolve_device, train
 
 
 def relabel_settings(run: Run) -> dict:
     """experiments.relabel with its data-dependent defaults filled in (input units)."""
-    from simulator.measure import data_radius
+    from simulator.stages.measure import data_radius
 
     spec = run.scene.experiments.relabel
     radius = data_radius(run.manifold().immersion(run.data.u_train))

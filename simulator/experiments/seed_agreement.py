@@ -9,7 +9,7 @@ from it, where nothing in the loss constrains it.
     result = seed_agreement_run(load_run("renders/sheet_two_class"))
 
 S models are trained on the run's data (always drawn from the scene's seed); model i is what
-`simulator.train.train` gives with the scene's seed replaced by seed i (same initialisation
+`simulator.training.loop.train` gives with the scene's seed replaced by seed i (same initialisation
 stream, batch order, optimiser and budget). Then, with the models' argmax predictions:
 
 * disagreement on `n_points` manifold points, uniform by volume, on the test points, and on
@@ -39,9 +39,9 @@ from simulator.data import Dataset
 from simulator.errors import TrainingError
 from simulator.models import ACTIVATIONS, MLP, build_model
 from simulator.progress import counting_bar
-from simulator.scene import Scene
+from simulator.config.scene import Scene
 from simulator.seeding import numpy_rng, torch_generator, torch_seed
-from simulator.train import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
+from simulator.training.loop import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
 
 # The second view of seed_boundaries.png shows the boundaries within BAND_SPACINGS grid
 # spacings of the manifold.

@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from simulator.attack_report import specificity_summary
-from simulator.compare import cell_text, final_attacks, final_geometry, median_distance_cell
+from simulator.stages.attack import specificity_summary
+from simulator.report.comparison import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
-from simulator.runs import atomic_path, write_text
-from simulator.scene import Scene, scene_from_dict
+from simulator.runs.io import atomic_path, write_text
+from simulator.config.scene import Scene, scene_from_dict
 
 # (column, how to read it from a run's metrics.json)
 SWEEP_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [
@@ -67,7 +67,7 @@ def read_row(run_dir: Path) -> dict:
 
 def write_sweep_report(field: str, values: list[Any], run_dirs: list[Path], out_dir: Path) -> list[dict]:
     """sweep.md (table), sweep.png (each measurement against the value) and a comparison report."""
-    from simulator.compare import write_comparison
+    from simulator.report.comparison import write_comparison
 
     rows = [{"value": value, **read_row(path)} for value, path in zip(values, run_dirs)]
     out_dir = Path(out_dir)

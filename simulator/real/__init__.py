@@ -11,7 +11,7 @@
     calibration.py   the autoencoder method on synthetic scenes, where the true tangent spaces are known
 """
 
-from simulator.real.config import RealExperiment, load_real_experiment, real_experiment_from_dict
+from simulator.config.real import RealExperiment, load_real_experiment, real_experiment_from_dict
 from simulator.real.datasets import DatasetError, ImageDataset, load_dataset
 
 __all__ = ["DatasetError", "ImageDataset", "RealExperiment", "load_dataset", "load_real_experiment",

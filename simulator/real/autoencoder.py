@@ -21,7 +21,7 @@ from torch.func import jacfwd, vmap
 
 from simulator.errors import TrainingError
 from simulator.seeding import torch_generator, torch_seed
-from simulator.train import shuffled_batches
+from simulator.training.loop import shuffled_batches
 
 ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 

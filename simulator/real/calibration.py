@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simulator.attack_report import attack_arrays, attack_settings
+from simulator.stages.attack import attack_arrays, attack_settings
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
-from simulator.real.config import AutoencoderSpec
-from simulator.measure import data_radius, tangent_and_stretch
-from simulator.scene import Scene, load_scene
+from simulator.config.real import AutoencoderSpec
+from simulator.stages.measure import data_radius, tangent_and_stretch
+from simulator.config.scene import Scene, load_scene
 
 CALIBRATION_MODES = ["free", "on", "off", "random_on", "random_off"]
 
@@ -65,7 +65,7 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
     scene: a Scene, a scene YAML path, or a run directory (then its data and final model are used).
     autoencoder: the AE settings (default: `AutoencoderSpec()` with latent_dim = the scene's k).
     model: the classifier to attack; default the run's final model, else the scene's MLP trained
-    with `simulator.train.train` (its full training budget). attack_spec: an `AttackSpec`
+    with `simulator.training.loop.train` (its full training budget). attack_spec: an `AttackSpec`
     (default the scene's measure.attacks; DeepFool check off). attacks=False skips the attacks.
     Returns a JSON-ready dict.
     """
@@ -75,7 +75,7 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
     run = None
     if isinstance(scene, (str, Path)):
         if Path(scene).is_dir():
-            from simulator.runs import load_run
+            from simulator.runs.loading import load_run
 
             run = load_run(scene)
             scene = run.scene
@@ -112,7 +112,7 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
         if run is not None:
             model = run.final_model()
         else:
-            from simulator.train import train
+            from simulator.training.loop import train
 
             model = train(scene, data, progress=False).model
     model = model.to(device).eval()

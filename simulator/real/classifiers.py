@@ -17,7 +17,7 @@ from torch import nn
 
 from simulator.errors import TrainingError
 from simulator.seeding import torch_generator, torch_seed
-from simulator.train import shuffled_batches
+from simulator.training.loop import shuffled_batches
 from simulator.models import ACTIVATIONS, MLP
 
 

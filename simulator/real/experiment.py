@@ -8,7 +8,7 @@ training images (or load a pretrained classifier); take the first `measure.n_poi
 images the classifier gets right; at each, the decoder-Jacobian tangent space (batched forward
 mode, `autoencoder.py`); the tangent fraction tau of the margin gradient against sqrt(k/n); the
 greedy projected PGD in every mode with MS and its bootstrap interval
-(`simulator.attack_report.attack_arrays`, the same code and settings as synthetic runs); the
+(`simulator.stages.attack.attack_arrays`, the same code and settings as synthetic runs); the
 verdict rows. With `manifold: none` (the pretrained classifier on a few photos) there is no
 tangent space: only the free, random-subspace and coordinate-subset attacks run, and tau, the
 on/off rows and MS are absent rather than invented.
@@ -33,17 +33,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.attack_report import attack_arrays, attack_markdown, attack_settings
-from simulator.attacks import GreedyProjectedPGD
+from simulator.stages.attack import attack_arrays, attack_markdown, attack_settings
+from simulator.attacks.pgd import GreedyProjectedPGD
 from simulator.errors import SceneError, TrainingError
-from simulator.measure import data_radius, tangent_and_stretch
+from simulator.stages.measure import data_radius, tangent_and_stretch
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.real.classifiers import build_classifier, train_classifier
-from simulator.real.config import RealExperiment
+from simulator.config.real import RealExperiment
 from simulator.real.datasets import ImageDataset, load_dataset
-from simulator.runs import RUN_FORMAT_VERSION, atomic_path, staged_run_dir, write_json, write_text
-from simulator.train import resolve_device
-from simulator.verdict import verdict_rows
+from simulator.runs.loading import RUN_FORMAT_VERSION
+from simulator.runs.io import atomic_path, staged_run_dir, write_json, write_text
+from simulator.training.loop import resolve_device
+from simulator.stages.verdict import verdict_rows
 
 
 def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases, dpi: int = 120):
@@ -376,7 +377,7 @@ def write_real_outputs(folder: Path, experiment: RealExperiment, metrics: dict, 
 
 def specificity_line(metrics: dict) -> str:
     """'manifold specificity MS = ...', or why it is not defined (no manifold estimate)."""
-    from simulator.attack_report import specificity_text
+    from simulator.stages.attack import specificity_text
 
     if metrics["real"].get("manifold") == "none":
         return "manifold specificity MS: not defined without a manifold estimate (manifold: none; no on/off rows)"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.runs import atomic_path
+from simulator.runs.io import atomic_path
 
 
 def _image(flat: np.ndarray, shape) -> np.ndarray:
@@ -27,7 +27,7 @@ def plot_examples(examples: dict, metrics: dict, path: Path, dpi: int = 120) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulator.attack_report import PAPER_ROWS
+    from simulator.stages.attack import PAPER_ROWS
 
     shape = metrics["real"]["dataset"]["image_shape"]
     names = metrics["real"]["dataset"].get("image_names") or []
@@ -70,7 +70,7 @@ def plot_examples(examples: dict, metrics: dict, path: Path, dpi: int = 120) -> 
 def real_report_html(metrics: dict, folder: Path) -> str:
     """A self-contained report.html for a real run: set-up, verdict, attack table, figures."""
     from simulator.real.experiment import real_setup_rows, specificity_line
-    from simulator.report import Section, attack_html, figure_html, html_page, html_table, verdict_html
+    from simulator.report.run_report import Section, attack_html, figure_html, html_page, html_table, verdict_html
 
     real = metrics["real"]
     folder = Path(folder)

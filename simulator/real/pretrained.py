@@ -75,9 +75,9 @@ def random_subspace_control(model: nn.Module, images: np.ndarray, dim: int = 500
                             max_steps: int = 500, seed: int = 0, modes=CONTROL_MODES) -> dict:
     """Minimal L2 distances (input units, [0, 1] pixels) free and inside random subspaces, with ratios:
     `attack_arrays` (the attack table of every run) with no manifold estimate."""
-    from simulator.attack_report import attack_arrays, attack_settings
+    from simulator.stages.attack import attack_arrays, attack_settings
     from simulator.real.experiment import dimension_only_bases
-    from simulator.scene import AttackSpec
+    from simulator.config.scene import AttackSpec
 
     x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
     n = x.shape[1]

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from simulator.errors import RunError, SceneError
-from simulator.real.config import RealExperiment, real_experiment_from_dict
+from simulator.config.real import RealExperiment, real_experiment_from_dict
 from simulator.real.experiment import (
     POINT_ARRAYS,
     _tangent_space_summary,
@@ -43,8 +43,9 @@ from simulator.real.experiment import (
     write_points,
     write_real_outputs,
 )
-from simulator.runs import RUN_FORMAT_VERSION, write_text
-from simulator.train import resolve_device
+from simulator.runs.loading import RUN_FORMAT_VERSION
+from simulator.runs.io import write_text
+from simulator.training.loop import resolve_device
 
 PER_POINT = tuple(key for key in POINT_ARRAYS if key not in ("image_shape", "data_radius"))
 
@@ -298,7 +299,7 @@ def _finish(run: RealRun, experiment: RealExperiment, points: dict, metrics: dic
     """Write what a rerun computed (every file atomically), the scene last."""
     from simulator.real.experiment import real_report_markdown
     from simulator.real.figures import real_report_html
-    from simulator.runs import write_json
+    from simulator.runs.io import write_json
 
     merged = _merged(run.points, points)
     if "test_indices" in merged:

@@ -24,7 +24,7 @@ import numpy as np
 from simulator.progress import counting_bar
 from simulator.render.frame import render_frame
 from simulator.render.scene3d import BoundaryScene, boundary_for, run_device
-from simulator.runs import atomic_path
+from simulator.runs.io import atomic_path
 
 GIF_NAME = "animation.gif"
 MP4_NAME = "animation.mp4"

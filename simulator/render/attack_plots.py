@@ -13,7 +13,7 @@ def plot_attack_norms(run, distances: dict[str, np.ndarray], path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulator.attack_report import PAPER_ROWS
+    from simulator.stages.attack import PAPER_ROWS
 
     found = {mode: d[np.isfinite(d)] for mode, d in distances.items()}
     values = np.concatenate([d for d in found.values() if len(d)] or [np.ones(1)])
@@ -36,7 +36,7 @@ def plot_attack_norms(run, distances: dict[str, np.ndarray], path: Path) -> Path
     axis.legend(fontsize=7, loc="upper right")
     axis.set_title(f"{run.scene.name}: adversarial distances per subspace (last snapshot)", fontsize=10)
     figure.tight_layout()
-    from simulator.runs import atomic_path
+    from simulator.runs.io import atomic_path
 
     with atomic_path(Path(path)) as temporary:
         figure.savefig(temporary, dpi=run.scene.render.dpi, format="png")

@@ -46,7 +46,7 @@ def default_frame(manifold, x_train: np.ndarray, u_train: np.ndarray, half_width
     u0 = u_train[index]
     origin = manifold.immersion(u0)
     if half_width is None:
-        from simulator.measure import data_radius
+        from simulator.stages.measure import data_radius
 
         half_width = 0.6 * data_radius(x_train)
     return SectionFrame(origin, manifold.tangent_basis(u0)[:, 0], manifold.unit_normal(u0), u0, float(half_width))
@@ -104,7 +104,7 @@ def plot_cross_sections(manifold, data, models: list[tuple[str, torch.nn.Module]
     figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    from simulator.runs import atomic_path
+    from simulator.runs.io import atomic_path
 
     with atomic_path(Path(path)) as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")

@@ -81,7 +81,7 @@ def plot_geometry_curves(run, path: Path, dpi: int | None = None) -> Path:
         axis.set_xlabel("training step (symlog)")
     figure.suptitle(f"{run.scene.name}: geometry over training", fontsize=11)
     figure.tight_layout()
-    from simulator.runs import atomic_path
+    from simulator.runs.io import atomic_path
 
     with atomic_path(Path(path)) as temporary:
         figure.savefig(temporary, dpi=dpi or run.scene.render.dpi, format="png")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.runs import atomic_path
+from simulator.runs.io import atomic_path
 
 
 def _pyplot():

@@ -48,7 +48,7 @@ def plot_height_map(run, path: Path) -> Path:
     axis.set_title(f"{run.scene.name}: height field at step {step}\n(black: class interfaces on the manifold)",
                    fontsize=10)
     figure.tight_layout()
-    from simulator.runs import atomic_path
+    from simulator.runs.io import atomic_path
 
     with atomic_path(Path(path)) as temporary:
         figure.savefig(temporary, dpi=run.scene.render.dpi, format="png")

@@ -44,7 +44,7 @@ import numpy as np
 
 from simulator.render.boundary import boundary_mesh
 from simulator.render.frame import RenderFrame, manifold_mesh, render_frame
-from simulator.runs import atomic_path
+from simulator.runs.io import atomic_path
 
 # matplotlib's tab10, as in the 2-D cross-sections, so class colours agree across figures.
 CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -67,7 +67,7 @@ def class_colour(c: int) -> str:
 
 def run_device(run):
     """The device the run's scene asks for (train.device), where grids are evaluated."""
-    from simulator.train import resolve_device
+    from simulator.training.loop import resolve_device
 
     return resolve_device(run.scene.train.device)
 
@@ -186,7 +186,7 @@ class BoundaryScene:
         """
         import torch
 
-        from simulator.attacks import GreedyProjectedPGD
+        from simulator.attacks.pgd import GreedyProjectedPGD
         from simulator.geometry.margins import model_dtype_device
 
         if count <= 0:

@@ -1,6 +1,6 @@
 """The run report: `report.md` and `report.html` in a run directory.
 
-    from simulator.report import write_report
+    from simulator.report.run_report import write_report
     md_path, html_path = write_report("renders/sheet_two_class")
 
 The report puts together what a run produced: the scene (summary and the full resolved YAML),
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from simulator.attack_report import PAPER_ROWS, attack_markdown, specificity_text
+from simulator.stages.attack import PAPER_ROWS, attack_markdown, specificity_text
 from simulator.render.interactive import (
     MANIFOLD_COLOR,
     PLOTLY_MARKER,
@@ -41,8 +41,9 @@ from simulator.render.interactive import (
     plotly_js_html,
     points_in_frame,
 )
-from simulator.runs import Run, load_run, write_text
-from simulator.verdict import ROW_EXPLANATIONS, verdict_markdown
+from simulator.runs.loading import Run, load_run
+from simulator.runs.io import write_text
+from simulator.stages.verdict import ROW_EXPLANATIONS, verdict_markdown
 
 __all__ = [
     "FIGURES", "RunArtifacts", "Section", "attack_html", "attack_rows", "code_html", "details_html", "figure_html",
@@ -367,7 +368,7 @@ def verdict_html(rows: list[dict]) -> str:
 
 def attack_rows(report: dict) -> list[dict]:
     """The paper's table (same columns and formatting as `attack_markdown`)."""
-    from simulator.attack_report import _fmt
+    from simulator.stages.attack import _fmt
 
     rows = []
     for mode, summary in report["modes"].items():

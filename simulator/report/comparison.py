@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from simulator.errors import RunError
-from simulator.runs import RUN_FORMAT_VERSION, atomic_path, write_text
-from simulator.scene import parse_yaml
+from simulator.runs.loading import RUN_FORMAT_VERSION
+from simulator.runs.io import atomic_path, write_text
+from simulator.config.scene import parse_yaml
 
 COLUMNS = ["run", "kind", "data", "k", "n", "test_accuracy", "tau_ratio", "on", "off", "random_on",
            "random_on_dimension_only", "random_off", "ms", "clinging"]
@@ -93,7 +94,7 @@ def run_summary(path: str | Path) -> dict:
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
-        from simulator.attack_report import specificity_summary
+        from simulator.stages.attack import specificity_summary
 
         summary = specificity_summary({"manifold_specificity": value, "manifold_specificity_bound": row.get("ms_bound")})
         if isinstance(summary, str):  # one median not found: a one-sided bound
@@ -164,7 +165,7 @@ def plot_comparison(rows: list[dict], path: Path, specificity_line: float = 2.0)
 
 def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
     """Write comparison.md / comparison.html / comparison.png into out_dir."""
-    from simulator.report import Section, figure_html, html_page, html_table
+    from simulator.report.run_report import Section, figure_html, html_page, html_table
 
     if not run_dirs:
         raise RunError("sim compare needs at least one run directory (e.g. renders/sheet_two_class).")

@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from simulator.errors import SceneError
 from simulator.real.datasets import SKLEARN_PHOTO_FILES
-from simulator.scene import AttackSpec, RunFile, ThresholdSpec, _Strict, _set_dotted, parse_yaml
+from simulator.config.scene import AttackSpec, RunFile, ThresholdSpec, _Strict, _set_dotted, parse_yaml
 
 DATASET_SOURCES = ("digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder", "photos")
 # Shipped photos: scikit-learn's two sample images, and scikit-image's colour photos (if installed).

@@ -24,12 +24,13 @@ import time
 import numpy as np
 import torch
 
-from simulator.attacks import BoundedProjectedPGD, DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2, GreedyProjectedPGD
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar
-from simulator.runs import Run, atomic_path, write_json
+from simulator.runs.loading import Run
+from simulator.runs.io import atomic_path, write_json
 from simulator.seeding import numpy_rng, torch_seed
-from simulator.train import resolve_device
+from simulator.training.loop import resolve_device
 
 PAPER_ROWS = {  # mode -> (row label, subspace)
     "free": ("PGD (unconstrained)", "R^n"),
@@ -133,7 +134,7 @@ def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch
     """Run every mode on one model of a synthetic run; return the report dict (per-point
     distances included). `feature_directions`: the scene's named class features at the attacked
     points, if already computed (they are the same for every snapshot)."""
-    from simulator.measure import class_feature_directions
+    from simulator.stages.measure import class_feature_directions
 
     count = settings["n_points"]
     if feature_directions is None:
@@ -316,14 +317,14 @@ def resolve_attack_settings(run: Run, data_radius: float) -> dict:
 def attack_run(run: Run, progress: bool = True) -> dict:
     """Attack the last snapshot (every snapshot when asked); write metrics["attacks"],
     attack_norms.png, attack_distances.npz and the verdict with MS."""
-    from simulator.measure import data_radius
+    from simulator.stages.measure import data_radius
 
     settings = resolve_attack_settings(run, data_radius(run.manifold().immersion(run.data.u_train)))
     device = resolve_device(run.scene.train.device)
     records = run.snapshots if run.scene.measure.attacks.every_snapshot else run.snapshots[-1:]
     started = time.perf_counter()
     per_snapshot = []
-    from simulator.measure import class_feature_directions
+    from simulator.stages.measure import class_feature_directions
 
     directions = class_feature_directions(run, settings["n_points"])
     with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
@@ -349,7 +350,7 @@ def attack_run(run: Run, progress: bool = True) -> dict:
 
 def _update_verdicts(run: Run, stored: list[dict]) -> None:
     """Fold MS and stretch alignment into the verdict rows of the attacked snapshots."""
-    from simulator.verdict import verdict_rows
+    from simulator.stages.verdict import verdict_rows
 
     geometry = run.metrics.get("geometry")
     if not geometry:

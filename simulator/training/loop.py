@@ -19,7 +19,7 @@ from torch import nn
 from simulator.data import Dataset
 from simulator.errors import TrainingError
 from simulator.models import MLP, build_model
-from simulator.scene import Scene, SnapshotSpec
+from simulator.config.scene import Scene, SnapshotSpec
 from simulator.seeding import torch_generator, torch_seed
 
 
@@ -120,7 +120,7 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     schedule = set(snapshot_steps(scene.snapshots, spec.steps))
     adversary = adversarial_settings = None
     if spec.adversarial.enabled:
-        from simulator.adversarial_training import AdversarialBatches, resolved_adversarial_settings
+        from simulator.training.adversarial import AdversarialBatches, resolved_adversarial_settings
 
         adversarial_settings = resolved_adversarial_settings(scene, data)
         tangent = torch.as_tensor(data.tangent_train, dtype=torch.float32, device=device)

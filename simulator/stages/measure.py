@@ -24,10 +24,11 @@ from simulator.geometry.height import (
 from simulator.geometry.stretch import feature_jacobians, stretch_spectra
 from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
 from simulator.progress import counting_bar
-from simulator.runs import Run, atomic_path, write_json
+from simulator.runs.loading import Run
+from simulator.runs.io import atomic_path, write_json
 from simulator.seeding import numpy_rng
-from simulator.train import resolve_device
-from simulator.verdict import verdict_rows
+from simulator.training.loop import resolve_device
+from simulator.stages.verdict import verdict_rows
 
 
 def data_radius(points: np.ndarray) -> float:
@@ -128,7 +129,7 @@ def remeasure(path, overrides: dict | None = None, progress: bool = True) -> tup
     run = reload_with_measure_overrides(path, overrides)
     geometry = measure_run(run, progress=progress)
     if run.scene.measure.attacks.enabled:
-        from simulator.attack_report import attack_run
+        from simulator.stages.attack import attack_run
 
         attack_run(run, progress=progress)
     return run, run.metrics["geometry"]
@@ -138,8 +139,9 @@ def reload_with_measure_overrides(path, overrides: dict | None = None, allowed_p
     """Load a run and apply overrides under `allowed_prefix` (recorded in its scene.yaml);
     nothing that would need retraining may change."""
     from simulator.errors import SceneError
-    from simulator.runs import load_run, write_text
-    from simulator.scene import scene_from_dict
+    from simulator.runs.loading import load_run
+    from simulator.runs.io import write_text
+    from simulator.config.scene import scene_from_dict
 
     run = load_run(path)
     overrides = overrides or {}

@@ -1,0 +1,1 @@
+"""Training: the loop with boundary snapshots, adversarial batches, stacked multi-seed training."""
