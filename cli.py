@@ -145,13 +145,13 @@ def _print_run_summary(summary, scene) -> None:
     table.add_row("files", ", ".join(summary.files))
     console.print(table)
     if summary.attacks is not None:
-        from simulator.stages.attack import attack_table, specificity_text
+        from simulator.report.attack_tables import attack_table, specificity_text
 
         n_points = next(iter(summary.attacks["modes"].values()))["n_points"]
         console.print(attack_table(summary.attacks, f"minimal adversarial distances at {n_points} test points"))
         console.print(f"manifold specificity MS = {specificity_text(summary.attacks)}", highlight=False)
     if summary.verdict is not None:
-        from simulator.stages.verdict import verdict_table
+        from simulator.report.verdict_tables import verdict_table
 
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
@@ -170,9 +170,9 @@ def _print_run_summary(summary, scene) -> None:
 
 def _run_real(experiment, out_root: Path, quiet: bool) -> None:
     """`sim run` on a real-image experiment file (`kind: real`)."""
-    from simulator.stages.attack import attack_table, specificity_text
+    from simulator.report.attack_tables import attack_table
     from simulator.real import run_real_experiment
-    from simulator.stages.verdict import verdict_table
+    from simulator.report.verdict_tables import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     metrics = run_real_experiment(experiment, out_root=out_root, log=log)
@@ -197,9 +197,9 @@ def _is_real_run(run_dir: Path) -> bool:
 
 def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
     """`sim attack` on a real-image run: the experiment's own attack stage on the saved models and images."""
-    from simulator.stages.attack import attack_table, specificity_text
+    from simulator.report.attack_tables import attack_table
     from simulator.real.rerun import reattack_real_run
-    from simulator.stages.verdict import verdict_table
+    from simulator.report.verdict_tables import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     run, attacks = reattack_real_run(run_dir, overrides, log=log)
@@ -215,7 +215,7 @@ def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
 def _measure_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
     """`sim measure` on a real-image run: tangent spaces, tau and stretch on the saved models and images."""
     from simulator.real.rerun import remeasure_real_run
-    from simulator.stages.verdict import verdict_table
+    from simulator.report.verdict_tables import verdict_table
 
     log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
     run, geometry = remeasure_real_run(run_dir, overrides, log=log)
@@ -279,9 +279,10 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
 def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)
     and update its metrics, figures and verdict."""
-    from simulator.stages.attack import attack_run, attack_table, specificity_text
+    from simulator.stages.attack import attack_run
+    from simulator.report.attack_tables import attack_table, specificity_text
     from simulator.stages.measure import reload_with_measure_overrides
-    from simulator.stages.verdict import verdict_table
+    from simulator.report.verdict_tables import verdict_table
 
     if _is_real_run(run_dir):
         _attack_real(run_dir, _parse_overrides(overrides), quiet)
@@ -307,7 +308,7 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
 def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Recompute the geometry measurements of an existing run (no retraining)."""
     from simulator.stages.measure import remeasure
-    from simulator.stages.verdict import verdict_table
+    from simulator.report.verdict_tables import verdict_table
 
     if _is_real_run(run_dir):
         _measure_real(run_dir, _parse_overrides(overrides), quiet)

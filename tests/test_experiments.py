@@ -11,7 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from simulator.stages.attack import robust_accuracy, specificity_bound
+from simulator.stages.attack import robust_accuracy
+from simulator.attacks.statistics import specificity_bound
 from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2
 from simulator.data import make_dataset
 from simulator.labels import make_label_rule

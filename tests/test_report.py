@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from simulator import load_scene, run_scene
-from simulator.stages.attack import specificity_text
+from simulator.report.attack_tables import specificity_text
 from simulator.render.interactive import (
     BOUNDARY_COLOR,
     PLOTLY_MARKER,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simulator.stages.attack import specificity_summary
+from simulator.report.attack_tables import specificity_summary
 from simulator.report.comparison import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
 from simulator.runs.io import write_text

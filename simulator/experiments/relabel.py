@@ -30,7 +30,7 @@ from simulator.training.loop import resolve_device, train
 
 def relabel_settings(run: Run) -> dict:
     """experiments.relabel with its data-dependent defaults filled in (input units)."""
-    from simulator.stages.measure import data_radius
+    from simulator.geometry.scale import data_radius
 
     spec = run.scene.experiments.relabel
     radius = data_radius(run.manifold().immersion(run.data.u_train))

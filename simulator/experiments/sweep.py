@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from simulator.stages.attack import specificity_summary
+from simulator.report.attack_tables import specificity_summary
 from simulator.report.comparison import cell_text, final_attacks, final_geometry, median_distance_cell
 from simulator.errors import SceneError
 from simulator.runs.io import atomic_path, write_text

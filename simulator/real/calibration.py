@@ -25,7 +25,8 @@ import torch
 from simulator.stages.attack import attack_arrays, attack_settings
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.config.real import AutoencoderSpec
-from simulator.stages.measure import data_radius, tangent_and_stretch
+from simulator.stages.measure import tangent_and_stretch
+from simulator.geometry.scale import data_radius
 from simulator.config.scene import Scene, load_scene
 
 CALIBRATION_MODES = ["free", "on", "off", "random_on", "random_off"]

@@ -33,10 +33,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.stages.attack import attack_arrays, attack_markdown, attack_settings
+from simulator.stages.attack import attack_arrays, attack_settings
+from simulator.report.attack_tables import attack_markdown
 from simulator.attacks.pgd import GreedyProjectedPGD
 from simulator.errors import SceneError, TrainingError
-from simulator.stages.measure import data_radius, tangent_and_stretch
+from simulator.stages.measure import tangent_and_stretch
+from simulator.geometry.scale import data_radius
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.config.real import RealExperiment
@@ -377,7 +379,7 @@ def write_real_outputs(folder: Path, experiment: RealExperiment, metrics: dict, 
 
 def specificity_line(metrics: dict) -> str:
     """'manifold specificity MS = ...', or why it is not defined (no manifold estimate)."""
-    from simulator.stages.attack import specificity_text
+    from simulator.report.attack_tables import specificity_text
 
     if metrics["real"].get("manifold") == "none":
         return "manifold specificity MS: not defined without a manifold estimate (manifold: none; no on/off rows)"

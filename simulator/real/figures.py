@@ -27,7 +27,7 @@ def plot_examples(examples: dict, metrics: dict, path: Path, dpi: int = 120) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulator.stages.attack import PAPER_ROWS
+    from simulator.report.attack_tables import PAPER_ROWS
 
     shape = metrics["real"]["dataset"]["image_shape"]
     names = metrics["real"]["dataset"].get("image_names") or []

@@ -13,7 +13,7 @@ def plot_attack_norms(run, distances: dict[str, np.ndarray], path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulator.stages.attack import PAPER_ROWS
+    from simulator.report.attack_tables import PAPER_ROWS
 
     found = {mode: d[np.isfinite(d)] for mode, d in distances.items()}
     values = np.concatenate([d for d in found.values() if len(d)] or [np.ones(1)])

@@ -46,7 +46,7 @@ def default_frame(manifold, x_train: np.ndarray, u_train: np.ndarray, half_width
     u0 = u_train[index]
     origin = manifold.immersion(u0)
     if half_width is None:
-        from simulator.stages.measure import data_radius
+        from simulator.geometry.scale import data_radius
 
         half_width = 0.6 * data_radius(x_train)
     return SectionFrame(origin, manifold.tangent_basis(u0)[:, 0], manifold.unit_normal(u0), u0, float(half_width))

@@ -94,7 +94,7 @@ def run_summary(path: str | Path) -> dict:
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
-        from simulator.stages.attack import specificity_summary
+        from simulator.report.attack_tables import specificity_summary
 
         summary = specificity_summary({"manifold_specificity": value, "manifold_specificity_bound": row.get("ms_bound")})
         if isinstance(summary, str):  # one median not found: a one-sided bound

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from simulator.stages.attack import PAPER_ROWS, attack_markdown, specificity_text
+from simulator.report.attack_tables import PAPER_ROWS, attack_markdown, specificity_text
 from simulator.render.interactive import (
     MANIFOLD_COLOR,
     PLOTLY_MARKER,
@@ -43,7 +43,7 @@ from simulator.render.interactive import (
 )
 from simulator.runs.loading import Run, load_run
 from simulator.runs.io import write_text
-from simulator.stages.verdict import ROW_EXPLANATIONS, verdict_markdown
+from simulator.report.verdict_tables import ROW_EXPLANATIONS, verdict_markdown
 
 __all__ = [
     "FIGURES", "RunArtifacts", "Section", "attack_html", "attack_rows", "code_html", "details_html", "figure_html",
@@ -368,7 +368,7 @@ def verdict_html(rows: list[dict]) -> str:
 
 def attack_rows(report: dict) -> list[dict]:
     """The paper's table (same columns and formatting as `attack_markdown`)."""
-    from simulator.stages.attack import _fmt
+    from simulator.report.attack_tables import _fmt
 
     rows = []
     for mode, summary in report["modes"].items():

@@ -18,115 +18,27 @@ reported as null, and so is any ratio built from it.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
 
 from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks.statistics import (
+    bootstrap_interval,
+    dimension_only_ratio,
+    finite_or_none,
+    manifold_specificity,
+    median_counting_failures,
+    random_alignment_baseline,
+    specificity_bound,
+)
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar
 from simulator.runs.loading import Run
 from simulator.runs.io import atomic_path, write_json
 from simulator.seeding import numpy_rng, torch_seed
 from simulator.training.loop import resolve_device
-
-PAPER_ROWS = {  # mode -> (row label, subspace)
-    "free": ("PGD (unconstrained)", "R^n"),
-    "on": ("on-manifold PGD", "tangent space, k"),
-    "off": ("off-manifold PGD", "normal space, n-k"),
-    "random_on": ("random-subspace PGD", "random k-dim"),
-    "random_off": ("off-random-subspace PGD", "its complement, n-k"),
-    "coordinate_on": ("coordinate-subset PGD", "k random pixels"),
-    "coordinate_off": ("off-coordinate-subset PGD", "the other n-k"),
-}
-
-
-def _median_with_failures(distance: np.ndarray) -> float:
-    """Median where NaN (not found) counts as +inf."""
-    return float(np.median(np.where(np.isnan(distance), np.inf, distance))) if len(distance) else math.nan
-
-
-def _finite_or_none(value: float):
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-def dimension_only_ratio(dim: int, ambient_dim: int, inside: bool) -> float:
-    """Median of d_subspace / d_free for a *linear* margin and a random subspace.
-
-    For f = w.x + b, d_sub / d_free = 1 / ||P_B w_hat|| and ||P_B w_hat||^2 ~ Beta(k/2, (n-k)/2)
-    for a Haar-random k-dim B (Beta((n-k)/2, k/2) for its complement).
-    """
-    from scipy.stats import beta
-
-    a, b = (dim / 2, (ambient_dim - dim) / 2) if inside else ((ambient_dim - dim) / 2, dim / 2)
-    if a == 0:
-        return math.inf
-    if b == 0:
-        return 1.0
-    return float(1 / math.sqrt(beta.median(a, b)))
-
-
-def random_alignment_baseline(ambient_dim: int) -> float:
-    """E |<u, v>| for u uniform on the unit sphere of R^n and a fixed unit v."""
-    n = ambient_dim
-    return math.exp(math.lgamma(n / 2) - math.lgamma((n + 1) / 2)) / math.sqrt(math.pi)
-
-
-def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
-    d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
-    # A zero median (points on the boundary itself, e.g. a collapsed model) leaves MS undefined too.
-    if not all(np.isfinite(value) and value > 0 for value in d.values()):
-        return None
-    return _finite_or_none((d["on"] / d["off"]) / (d["random_on"] / d["random_off"]))
-
-
-def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | None:
-    """A one-sided bound on MS when only the on- or only the off-manifold median is "not found".
-
-    The walk gives up after a path of length `reach` (max_steps x step_size); counting each
-    "not found" distance of the missing mode as `reach` (its median then is the bound's input)
-    gives: "on" missing -> MS >= bound (the manifold directions never crossed the boundary
-    within the attack's reach: as robust as this attack can tell), "off" missing -> MS <= bound.
-    Like every attack distance, it is what the attack found, not a certificate.
-    """
-    d = {mode: _median_with_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
-    missing = [mode for mode, value in d.items() if not np.isfinite(value)]
-    if missing not in (["on"], ["off"]):
-        return None
-    (mode,) = missing
-    if min(value for key, value in d.items() if key != mode) <= 0:
-        return None
-    d[mode] = float(np.median(np.where(np.isnan(distances[mode]), reach, distances[mode])))
-    value = (d["on"] / d["off"]) / (d["random_on"] / d["random_off"])
-    return {"kind": "lower" if mode == "on" else "upper", "value": float(value), "missing_mode": mode,
-            "reach": float(reach), "share_not_found": float(np.mean(np.isnan(distances[mode])))}
-
-
-def specificity_summary(report: dict):
-    """MS as a number, its one-sided bound as text (e.g. '<= 0.0166'), or None: the short form
-    tables use (sim compare, sweeps, the adversarial-training comparison)."""
-    bound = report.get("manifold_specificity_bound")
-    if report.get("manifold_specificity") is None and bound:
-        return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
-    return report.get("manifold_specificity")
-
-
-def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confidence: float,
-                       rng: np.random.Generator) -> tuple[float, float] | None:
-    """Percentile interval of MS over resampled points (paired across modes)."""
-    if resamples == 0:
-        return None
-    n_points = len(distances["on"])
-    values = []
-    for _ in range(resamples):
-        index = rng.integers(0, n_points, n_points)
-        value = manifold_specificity({mode: d[index] for mode, d in distances.items()})
-        values.append(np.inf if value is None else value)  # "not found" resamples stay in the tail
-    # inverted_cdf picks sample values (no interpolation), so infinite resamples stay well-defined
-    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2], method="inverted_cdf")
-    return (_finite_or_none(low), _finite_or_none(high))
 
 
 def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device,
@@ -177,7 +89,7 @@ def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor, 
         result = attack(x, tangent_bases=bases)
         distance = result.distance.double().cpu().numpy()
         summary = result.summary()
-        summary["median_distance_counting_failures"] = _finite_or_none(_median_with_failures(distance))
+        summary["median_distance_counting_failures"] = finite_or_none(median_counting_failures(distance))
         summary["subspace_dim"] = {"free": n, "on": k, "random_on": k, "coordinate_on": k}.get(mode, n - k)
         report["modes"][mode] = summary
         report["distances"][mode] = distance
@@ -261,7 +173,7 @@ def _deepfool_check(model, x, pgd_free: np.ndarray) -> dict:
     both = np.isfinite(deepfool) & np.isfinite(pgd_free)
     relative = (pgd_free[both] - deepfool[both]) / deepfool[both]
     return {
-        "median_distance": _finite_or_none(_median_with_failures(deepfool)),
+        "median_distance": finite_or_none(median_counting_failures(deepfool)),
         "success_rate": float(np.isfinite(deepfool).mean()),
         "median_relative_difference_pgd_vs_deepfool": float(np.median(relative)) if both.any() else None,
         "share_pgd_within_1pct_or_shorter": float(np.mean(relative <= 0.01)) if both.any() else None,
@@ -317,7 +229,7 @@ def resolve_attack_settings(run: Run, data_radius: float) -> dict:
 def attack_run(run: Run, progress: bool = True) -> dict:
     """Attack the last snapshot (every snapshot when asked); write metrics["attacks"],
     attack_norms.png, attack_distances.npz and the verdict with MS."""
-    from simulator.stages.measure import data_radius
+    from simulator.geometry.scale import data_radius
 
     settings = resolve_attack_settings(run, data_radius(run.manifold().immersion(run.data.u_train)))
     device = resolve_device(run.scene.train.device)
@@ -362,61 +274,3 @@ def _update_verdicts(run: Run, stored: list[dict]) -> None:
     write_json(run.path / "verdict.json", geometry["snapshots"][-1]["verdict"])
 
 
-def attack_table(report: dict, title: str):
-    """The paper's table (unconstrained, on-, off-manifold) with the random-subspace rows added.
-
-    Terminal version: modes by name (the markdown report uses the paper's row labels).
-    """
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in ("mode", "dim", "median L2", "mean L2", "found", "steps", "/ free", "dim-only"):
-        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
-    for mode, summary in report["modes"].items():
-        table.add_row(mode, str(summary["subspace_dim"]), _fmt(summary["median_distance_counting_failures"]),
-                      _fmt(summary["mean_distance"]), f"{summary['success_rate']:.0%}", _fmt(summary["median_steps"]),
-                      _fmt(summary.get("ratio_to_free")), _fmt(summary.get("dimension_only_ratio")))
-    return table
-
-
-def attack_markdown(report: dict) -> str:
-    lines = ["| attack | subspace | median L2 | mean L2 | success | median steps | ratio to free | dimension-only |",
-             "|---|---|---|---|---|---|---|---|"]
-    for mode, summary in report["modes"].items():
-        label, subspace = PAPER_ROWS[mode]
-        lines.append(f"| {label} | {subspace} | {_fmt(summary['median_distance_counting_failures'])} | "
-                     f"{_fmt(summary['mean_distance'])} | {summary['success_rate']:.0%} | {_fmt(summary['median_steps'])} | "
-                     f"{_fmt(summary.get('ratio_to_free'))} | {_fmt(summary.get('dimension_only_ratio'))} |")
-    lines.append("")
-    lines.append(f"MS = {specificity_text(report)}")
-    return "\n".join(lines) + "\n"
-
-
-def specificity_text(report: dict) -> str:
-    value = report.get("manifold_specificity")
-    if "manifold_specificity" not in report:
-        return "not measured (needs modes on, off, random_on, random_off)"
-    if value is None:
-        bound = report.get("manifold_specificity_bound")
-        if bound is not None:
-            return specificity_bound_text(bound)
-        return "undefined (a median distance was 'not found'; raise measure.attacks.max_steps)"
-    interval = report.get("manifold_specificity_interval")
-    if interval is None:
-        return f"{value:.3g}"
-    low, high = interval
-    level = report.get("manifold_specificity_confidence", 0.95)
-    return f"{value:.3g} [{_fmt(low)}, {_fmt(high)}] ({level:.0%} bootstrap interval over points)"
-
-
-def specificity_bound_text(bound: dict) -> str:
-    sign = ">=" if bound["kind"] == "lower" else "<="
-    where = "on-manifold" if bound["missing_mode"] == "on" else "off-manifold"
-    return (f"{sign} {bound['value']:.3g} (the {where} attack found no label change for "
-            f"{bound['share_not_found']:.0%} of points; those count as its reach {bound['reach']:.3g})")
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.4g}"

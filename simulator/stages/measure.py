@@ -21,6 +21,7 @@ from simulator.geometry.height import (
     probe_directions,
     summarize_heights,
 )
+from simulator.geometry.scale import data_radius
 from simulator.geometry.stretch import feature_jacobians, stretch_spectra
 from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
 from simulator.progress import counting_bar
@@ -29,11 +30,6 @@ from simulator.runs.io import atomic_path, write_json
 from simulator.seeding import numpy_rng
 from simulator.training.loop import resolve_device
 from simulator.stages.verdict import verdict_rows
-
-
-def data_radius(points: np.ndarray) -> float:
-    """Largest distance of a point from the points' centroid: the scale of every default length."""
-    return float(np.max(np.linalg.norm(points - points.mean(axis=0), axis=1)))
 
 
 def resolve_settings(run: Run, manifold) -> dict:

@@ -15,22 +15,6 @@ def _fmt(value, digits=3):
     return f"{value:.{digits}g}"
 
 
-# What each row means, for reports (the terminal table stays short).
-ROW_EXPLANATIONS = {
-    "clinging fraction": "area share of the manifold where the boundary lies within eps along the normal",
-    "dimple depth": "median |h| at training points minus median |h| far from data (> 0: boundary bent "
-                    "away from the manifold around the data)",
-    "RMS tau / sqrt(k/n)": "how much of the margin gradient lies in the tangent space, relative to a random "
-                           "direction (0 = perpendicular, 1 = random, above 1 = along the manifold)",
-    "manifold specificity MS": "(d_on/d_off) / (d_rand_on/d_rand_off) from the attacks, with a bootstrap "
-                               "interval over points",
-    "free attack along v_1": "mean |<delta_free/||delta_free||, v_1>|: alignment of the unconstrained "
-                             "adversarial direction with the most stretched input direction of the features",
-    "off-manifold feature energy": "||J P_N||_F^2 / ||J||_F^2 of the penultimate-feature Jacobian against "
-                                   "the isotropic value (n-k)/n",
-}
-
-
 def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -> list[dict]:
     """Rows of {measurement, dimpled, stretchy, measured, reading} for one snapshot's summary."""
     rows = []
@@ -134,20 +118,3 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
     return rows
 
 
-def verdict_table(rows: list[dict], title: str):
-    """A rich Table of the rows (for the terminal)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for column in ("measurement", "dimpled predicts", "stretchy predicts", "measured", "reading"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["measurement"], row["dimpled"], row["stretchy"], row["measured"], row["reading"])
-    return table
-
-
-def verdict_markdown(rows: list[dict]) -> str:
-    lines = ["| measurement | dimpled predicts | stretchy predicts | measured | reading |", "|---|---|---|---|---|"]
-    lines += [f"| {r['measurement']} | {r['dimpled']} | {r['stretchy']} | {r['measured']} | {r['reading']} |"
-              for r in rows]
-    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from simulator.config.scene import Scene
 
 def resolved_adversarial_settings(scene: Scene, data: Dataset) -> dict:
     """`train.adversarial` with its data-dependent defaults filled in (input units)."""
-    from simulator.stages.measure import data_radius
+    from simulator.geometry.scale import data_radius
 
     spec = scene.train.adversarial
     radius = data_radius(scene.manifold.build().immersion(data.u_train))
