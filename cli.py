@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.errors import SceneError, SimulatorError
-from simulator.config.scene import parse_yaml
+from simulator.errors import SimulatorError
+from simulator.config.loading import parse_yaml
 
 console = Console()
 errors = Console(stderr=True)
@@ -92,24 +92,15 @@ def main():
 def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool, compare_baseline: bool):
     """Generate the scene's data, train its MLP while snapshotting the decision boundary, measure
     the geometry of every snapshot, attack the last one, and write the run directory
-    OUT/<scene-name>/ (see the README for its files)."""
-    from simulator import run_scene
-    from simulator.pipeline import load_experiment
+    OUT/<scene-name>/ (see the README for its files). A real-image experiment file (`kind: real`)
+    runs the paper's autoencoder-manifold experiment instead."""
+    from simulator.experiments.adversarial_comparison import baseline_scene
+    from simulator.pipeline import load_experiment, run_experiment
 
-    scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
-    if getattr(scene, "kind", None) == "real":
-        if compare_baseline:
-            raise SceneError(f"{scene_file}: --compare-baseline compares adversarial with plain training of a "
-                             f"synthetic scene; real-image experiments have no adversarial training. Drop the flag.")
-        _run_real(scene, out_root, quiet)
-        return
-    baseline = None
-    if compare_baseline:
-        from simulator.experiments.adversarial_comparison import baseline_scene
-
-        baseline = baseline_scene(scene)  # checked before any training starts
-    summary = run_scene(scene, out_root=out_root, progress=not quiet)
-    _print_run_summary(summary, scene)
+    config = load_experiment(scene_file, overrides=_parse_overrides(overrides))
+    baseline = baseline_scene(config) if compare_baseline else None  # checked before any training starts
+    summary = run_experiment(config, out_root=out_root, progress=not quiet, log=_log(quiet))
+    _print_run_summary(summary)
     if baseline is not None:
         _run_baseline(baseline, summary, out_root, quiet)
     console.print(f"run directory: {summary.path}", soft_wrap=True, highlight=False)
@@ -117,9 +108,9 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 
 def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     """`sim run --compare-baseline`: the plain-training twin and the side-by-side report."""
-    from simulator import run_scene
-    from simulator.report.comparison import cell_text
-    from simulator.experiments.adversarial_comparison import write_adversarial_comparison
+    from simulator.report.adversarial_training import write_adversarial_comparison
+    from simulator.formatting import fmt
+    from simulator.pipeline import run_scene
 
     console.print(f"training the baseline (plain training): {baseline.name}")
     plain = run_scene(baseline, out_root=out_root, progress=not quiet)
@@ -130,103 +121,42 @@ def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     for column in ("measurement", "plain", "adversarial"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for row in comparison["rows"]:
-        table.add_row(row["measurement"], cell_text(row["plain"]), cell_text(row["adversarial"]))
+        table.add_row(row["measurement"], fmt(row["plain"]), fmt(row["adversarial"]))
     console.print(table)
     console.print(f"comparison: {out_dir / 'adversarial_training.md'}", soft_wrap=True, highlight=False)
 
 
-def _print_run_summary(summary, scene) -> None:
-    table = Table(title=f"sim run {scene.name}", show_header=False, title_justify="left")
+def _print_run_summary(summary) -> None:
+    from simulator.formatting import percent
+    from simulator.report.attack_tables import attack_table, specificity_text
+    from simulator.report.seed_agreement_tables import agreement_table
+    from simulator.report.verdict_tables import verdict_table
+    from simulator.runs.format import read_metrics
+
+    table = Table(title=f"sim run {summary.scene_name}", show_header=False, title_justify="left")
     table.add_row("device", summary.device)
     table.add_row("steps", f"{summary.steps}  ({summary.seconds:.1f} s)")
     table.add_row("snapshots", str(summary.n_snapshots))
-    table.add_row("train accuracy", f"{summary.train_accuracy:.1%}")
-    table.add_row("test accuracy", f"{summary.test_accuracy:.1%}")
+    table.add_row("train accuracy", percent(summary.train_accuracy))
+    table.add_row("test accuracy", percent(summary.test_accuracy))
     table.add_row("files", ", ".join(summary.files))
     console.print(table)
     if summary.attacks is not None:
-        from simulator.report.attack_tables import attack_table, specificity_text
-
         n_points = next(iter(summary.attacks["modes"].values()))["n_points"]
         console.print(attack_table(summary.attacks, f"minimal adversarial distances at {n_points} test points"))
         console.print(f"manifold specificity MS = {specificity_text(summary.attacks)}", highlight=False)
     if summary.verdict is not None:
-        from simulator.report.verdict_tables import verdict_table
-
         console.print(verdict_table(summary.verdict, f"verdict at step {summary.steps} "
                                                      f"(measured in {summary.measure_seconds:.1f} s)"))
-    if scene.experiments.seed_agreement.enabled:
-        from simulator.experiments.seed_agreement import agreement_table
-
-        result = json.loads((summary.path / "metrics.json").read_text())["seed_agreement"]
-        console.print(agreement_table(result, "seed agreement"))
-    if scene.experiments.relabel.enabled:
-        relabel = json.loads((summary.path / "metrics.json").read_text())["relabel"]
+    metrics = read_metrics(summary.path)
+    if metrics.get("seed_agreement"):
+        console.print(agreement_table(metrics["seed_agreement"], "seed agreement"))
+    relabel = metrics.get("relabel")
+    if relabel:
         low, high = relabel["clean_test_accuracy_interval"]
         console.print(f"relabelling ({relabel['settings']['target']} targets, eps {relabel['settings']['epsilon']:.3g}): "
                       f"fresh model's clean test accuracy {relabel['fresh_model_clean_test_accuracy']:.1%} "
                       f"[{low:.1%}, {high:.1%}], chance {relabel['chance']:.1%}", highlight=False)
-
-
-def _run_real(experiment, out_root: Path, quiet: bool) -> None:
-    """`sim run` on a real-image experiment file (`kind: real`)."""
-    from simulator.report.attack_tables import attack_table
-    from simulator.real import run_real_experiment
-    from simulator.report.verdict_tables import verdict_table
-
-    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
-    metrics = run_real_experiment(experiment, out_root=out_root, log=log)
-    final = metrics["attacks"]["final"]
-    console.print(attack_table(final, f"{experiment.name}: minimal adversarial distances"))
-    console.print(_real_specificity(metrics), highlight=False)
-    console.print(verdict_table(metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
-    console.print(f"run directory: {metrics['path']}", soft_wrap=True, highlight=False)
-
-
-def _real_specificity(metrics: dict) -> str:
-    from simulator.real.experiment import specificity_line
-
-    return specificity_line(metrics)
-
-
-def _is_real_run(run_dir: Path) -> bool:
-    from simulator.real.rerun import is_real_run
-
-    return is_real_run(run_dir)
-
-
-def _attack_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
-    """`sim attack` on a real-image run: the experiment's own attack stage on the saved models and images."""
-    from simulator.report.attack_tables import attack_table
-    from simulator.real.rerun import reattack_real_run
-    from simulator.report.verdict_tables import verdict_table
-
-    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
-    run, attacks = reattack_real_run(run_dir, overrides, log=log)
-    final = attacks["final"]
-    console.print(attack_table(final, f"{run.experiment.name}: minimal adversarial distances at "
-                                      f"{attacks['settings']['n_points']} images ({attacks['seconds']:.1f} s)"))
-    console.print(_real_specificity(run.metrics), highlight=False)
-    console.print(verdict_table(run.metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
-    console.print(f"updated: {run.path / 'metrics.json'}, attack_distances.npz, attack_norms.png, verdict.json, "
-                  f"report", soft_wrap=True, highlight=False)
-
-
-def _measure_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
-    """`sim measure` on a real-image run: tangent spaces, tau and stretch on the saved models and images."""
-    from simulator.real.rerun import remeasure_real_run
-    from simulator.report.verdict_tables import verdict_table
-
-    log = (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
-    run, geometry = remeasure_real_run(run_dir, overrides, log=log)
-    if "tangent" not in geometry["snapshots"][-1]:
-        console.print("no manifold estimate (manifold: none): there is no tangent fraction or stretch to measure; "
-                      "the verdict is rebuilt from the stored attacks", soft_wrap=True, highlight=False)
-    console.print(verdict_table(geometry["snapshots"][-1]["verdict"],
-                                f"{run.experiment.name}: verdict ({geometry['settings']['n_points']} images measured "
-                                f"in {geometry['seconds']:.2f} s)"))
-    console.print(f"updated: {run.path / 'metrics.json'}, points.npz, verdict.json, report", soft_wrap=True,
-                  highlight=False)
 
 
 @main.command(short_help="Run a scene once per value of one field and compare the runs.")
@@ -243,18 +173,15 @@ def _measure_real(run_dir: Path, overrides: dict, quiet: bool) -> None:
 def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overrides: tuple[str, ...], quiet: bool):
     """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
     of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
-    from simulator import run_scene
-    from simulator.report.comparison import cell_text
-    from simulator.experiments.sweep import SWEEP_COLUMNS, sweep_scenes, write_sweep_report
-    from simulator.pipeline import load_experiment
+    from simulator.experiments.sweep import sweep_scenes
+    from simulator.report.sweep_report import SWEEP_COLUMNS, write_sweep_report
+    from simulator.formatting import fmt
+    from simulator.pipeline import load_experiment, run_scene
 
     separator = ";" if ";" in values_text else ","
     values = [_yaml_value(part.strip(), "--values", "list values are separated by ';', e.g. --values '[64];[64,64]'")
               for part in values_text.split(separator) if part.strip()]
     scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
-    if getattr(scene, "kind", None) == "real":
-        raise SceneError(f"{scene_file}: sim sweep varies a field of a synthetic scene; this is a real-image "
-                         f"experiment (kind: real). Run it with different values by hand (sim run --set ...).")
     scenes = sweep_scenes(scene, field, values)  # all validated before the first training starts
     paths = []
     for variant in scenes:
@@ -266,7 +193,7 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
     for column in [field] + [name for name, _ in SWEEP_COLUMNS]:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(cell_text(value) for value in row.values()))
+        table.add_row(*(fmt(value) for value in row.values()))
     console.print(table)
     console.print(f"sweep report: {out_dir / 'sweep.md'}", soft_wrap=True, highlight=False)
 
@@ -278,26 +205,25 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
 @_user_errors
 def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Run the on/off-manifold and random-subspace attacks on an existing run (no retraining)
-    and update its metrics, figures and verdict."""
-    from simulator.stages.attack import attack_run
+    and update its metrics, figures, verdict and report."""
+    from simulator.pipeline import rerun_attack
     from simulator.report.attack_tables import attack_table, specificity_text
-    from simulator.stages.measure import reload_with_measure_overrides
     from simulator.report.verdict_tables import verdict_table
 
-    if _is_real_run(run_dir):
-        _attack_real(run_dir, _parse_overrides(overrides), quiet)
-        return
-    run = reload_with_measure_overrides(run_dir, _parse_overrides(overrides))
-    report = attack_run(run, progress=not quiet)
-    final = report["final"]
-    console.print(attack_table(final, f"{run.scene.name}: minimal adversarial distances at step {final['step']} "
-                                      f"({report['seconds']:.1f} s)"))
+    run = rerun_attack(run_dir, _parse_overrides(overrides), progress=not quiet, log=_log(quiet))
+    attacks = run.metrics["attacks"]
+    final = attacks["final"]
+    console.print(attack_table(final, f"{run.name}: minimal adversarial distances at {attacks['settings']['n_points']} "
+                                      f"points, step {final['step']} ({attacks['seconds']:.1f} s)"))
     console.print(f"manifold specificity MS = {specificity_text(final)}", highlight=False)
     if "geometry" in run.metrics:
         console.print(verdict_table(run.metrics["geometry"]["snapshots"][-1]["verdict"], "verdict"))
-    _refresh_report(run)
     console.print(f"updated: {run.path / 'metrics.json'}, attack_norms.png, attack_distances.npz, verdict.json, "
                   f"report", soft_wrap=True, highlight=False)
+
+
+def _log(quiet: bool):
+    return (lambda message: None) if quiet else (lambda message: console.print(message, highlight=False))
 
 
 @main.command(short_help="Re-measure the geometry of a run (no retraining).")
@@ -307,20 +233,21 @@ def attack(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
 @_user_errors
 def measure(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """Recompute the geometry measurements of an existing run (no retraining)."""
-    from simulator.stages.measure import remeasure
+    from simulator.pipeline import rerun_measure
     from simulator.report.verdict_tables import verdict_table
 
-    if _is_real_run(run_dir):
-        _measure_real(run_dir, _parse_overrides(overrides), quiet)
-        return
-    run, geometry = remeasure(run_dir, _parse_overrides(overrides), progress=not quiet)
+    run = rerun_measure(run_dir, _parse_overrides(overrides), progress=not quiet, log=_log(quiet))
+    geometry = run.metrics["geometry"]
     final = geometry["snapshots"][-1]
-    console.print(verdict_table(final["verdict"], f"{run.scene.name}: verdict at step {final['step']} "
-                                                  f"({len(geometry['snapshots'])} snapshots measured in "
+    if "tangent" not in final:
+        console.print("no manifold estimate (manifold: none): there is no tangent fraction or stretch to measure; "
+                      "the verdict is rebuilt from the stored attacks", soft_wrap=True, highlight=False)
+    console.print(verdict_table(final["verdict"], f"{run.name}: verdict at step {final['step']} "
+                                                  f"({len(geometry['snapshots'])} snapshot(s), "
+                                                  f"{geometry['settings']['n_points']} points, measured in "
                                                   f"{geometry['seconds']:.1f} s)"))
-    _refresh_report(run)
-    console.print(f"updated: {run.path / 'metrics.json'}, geometry_curves.png, height_field.npz, verdict.json, "
-                  f"report", soft_wrap=True, highlight=False)
+    console.print(f"updated: {run.path / 'metrics.json'}, the figures, verdict.json, report", soft_wrap=True,
+                  highlight=False)
 
 
 @main.command(short_help="Train several seeds of a run's scene and compare their boundaries.")
@@ -337,8 +264,8 @@ def seeds(run_dir: Path, count: int | None, seed_list: str | None, quiet: bool):
     run's data, measure where they disagree (on the manifold, at the test points, in the render
     frame) and the Chamfer distance between their boundaries, and draw the boundaries together
     (seed_boundaries.png, seed_boundary_<i>.vtp)."""
-    from simulator.experiments.seed_agreement import agreement_table, seed_agreement_run
-    from simulator.stages.measure import reload_with_measure_overrides
+    from simulator.report.seed_agreement_tables import agreement_table
+    from simulator.pipeline import rerun_seed_agreement
 
     prefix = "experiments.seed_agreement."
     overrides = {}
@@ -350,11 +277,10 @@ def seeds(run_dir: Path, count: int | None, seed_list: str | None, quiet: bool):
         except ValueError:
             raise click.BadParameter(f"{seed_list!r} is not a comma-separated list of integers (e.g. --seeds 0,1,2)",
                                      param_hint="--seeds") from None
-    run = reload_with_measure_overrides(run_dir, overrides, allowed_prefix=prefix)
-    result = seed_agreement_run(run, progress=not quiet)
+    run = rerun_seed_agreement(run_dir, overrides, progress=not quiet)
+    result = run.metrics["seed_agreement"]
     console.print(agreement_table(result, f"{run.scene.name}: seed agreement ({result['seconds']:.1f} s)"))
-    _refresh_report(run)
-    console.print(f"updated: {run.path / 'metrics.json'}, " + ", ".join(result["files"]) + ", report",
+    console.print(f"updated: {run.path / 'metrics.json'}, seed_boundaries.png, " + ", ".join(result["files"]) + ", report",
                   soft_wrap=True, highlight=False)
 
 
@@ -370,18 +296,11 @@ def scenes():
 @_user_errors
 def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
     """Render the final snapshot's decision boundary in 3-D (off screen) and export the boundary
-    and manifold meshes as .vtp (ParaView opens them), from the saved snapshots: no retraining."""
-    from simulator.render.outputs import render_outputs
+    and manifold meshes as .vtp (ParaView opens them), from the saved snapshots: no retraining.
+    On a real-image run: its figures again."""
+    from simulator.pipeline import rerun_render
 
-    if _is_real_run(run_dir):
-        from simulator.real.rerun import rerender_real_run
-
-        _, written = rerender_real_run(run_dir, _parse_overrides(overrides))
-        console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
-        return
-    run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
-    written = render_outputs(run, three_d=True, animation=animation)
-    _refresh_report(run)
+    written = rerun_render(run_dir, _parse_overrides(overrides), animation=animation)
     console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
 
 
@@ -393,21 +312,10 @@ def render(run_dir: Path, overrides: tuple[str, ...], animation: bool):
 def animate(run_dir: Path, overrides: tuple[str, ...], quiet: bool):
     """One frame per snapshot, the boundary morphing over training, written as animation.gif and
     animation.mp4 into the run directory (no retraining)."""
-    from simulator.render.outputs import render_outputs
+    from simulator.pipeline import rerun_animation
 
-    if _is_real_run(run_dir):
-        raise SimulatorError(f"{run_dir}: a real-image run has one trained classifier and no training snapshots, so "
-                             f"there is nothing to animate; `sim render {run_dir}` redraws its figures.")
-    run = _reload_with_render_overrides(run_dir, _parse_overrides(overrides))
-    written = render_outputs(run, three_d=False, animation=True, progress=not quiet)
-    _refresh_report(run)
+    written = rerun_animation(run_dir, _parse_overrides(overrides), progress=not quiet)
     console.print("wrote " + ", ".join(str(p) for p in written), soft_wrap=True, highlight=False)
-
-
-def _reload_with_render_overrides(run_dir: Path, overrides: dict):
-    from simulator.stages.measure import reload_with_measure_overrides
-
-    return reload_with_measure_overrides(run_dir, overrides, allowed_prefix="render.")
 
 
 @main.command(short_help="Put synthetic and real runs side by side.")
@@ -432,23 +340,23 @@ def compare(run_dirs: tuple[Path, ...], out_dir: Path):
 def report(run_dir: Path):
     """Write report.md and report.html (one self-contained file that works offline, with an
     interactive 3-D view of the final boundary) into a run directory."""
-    from simulator.report.run_report import write_report
+    from simulator.pipeline import rerun_report
 
-    if _is_real_run(run_dir):
-        from simulator.real.rerun import write_real_report
-
-        markdown, html = write_real_report(run_dir)
-    else:
-        markdown, html = write_report(run_dir)
+    markdown, html = rerun_report(run_dir)
     console.print(f"wrote {markdown} and {html}", soft_wrap=True, highlight=False)
 
 
-def _refresh_report(run) -> None:
-    """Keep report.html in step with files a command just rewrote."""
-    if run.scene.render.report:
-        from simulator.report.run_report import write_report
+@main.group()
+def runs():
+    """Describe run directories."""
 
-        write_report(run)
+
+@runs.command("schema")
+def runs_schema():
+    """Print the JSON Schema of a run's metrics.json (both kinds: synthetic and real)."""
+    from simulator.runs.format import run_metrics_schema
+
+    click.echo(json.dumps(run_metrics_schema(), indent=2))
 
 
 @scenes.command("list")
@@ -470,11 +378,8 @@ def scenes_list(folder: Path | None):
     table.add_column("description")
     for file in files:
         scene = load_experiment(file)
-        if getattr(scene, "kind", None) == "real":
-            table.add_row(file.stem, f"real images: {scene.dataset.source}", "dataset", scene.description)
-            continue
-        k, n = scene.manifold_dim(), scene.manifold.ambient_dim
-        table.add_row(file.stem, f"{scene.manifold.family} k={k} n={n}", scene.labels.rule, scene.description)
+        data, labels = scene.outline()
+        table.add_row(file.stem, data, labels, scene.description)
     console.print(table)
 
 
@@ -492,9 +397,8 @@ def scenes_validate(files: tuple[Path, ...]):
             failed = True
             errors.print(f"[bold red]invalid:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         else:
-            kind = (f"real images, {scene.dataset.source}" if getattr(scene, "kind", None) == "real"
-                    else f"{scene.manifold.family}, {scene.labels.rule} labels")
-            console.print(f"[green]ok:[/] {file} ({kind})", highlight=False)
+            data, labels = scene.outline()
+            console.print(f"[green]ok:[/] {file} ({data}, {labels} labels)", highlight=False)
     if failed:
         sys.exit(2)
 
@@ -502,7 +406,7 @@ def scenes_validate(files: tuple[Path, ...]):
 @scenes.command("schema")
 def scenes_schema():
     """Print the JSON Schema of scene files (for editor autocompletion)."""
-    from simulator.config.scene import scene_json_schema
+    from simulator.config.loading import scene_json_schema
 
     click.echo(json.dumps(scene_json_schema(), indent=2))
 

@@ -35,10 +35,11 @@ import time
 import torch
 from torch import nn
 
-from simulator.attacks.pgd import DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks.deepfool import DeepFoolL2
+from simulator.attacks.greedy_pgd import GreedyProjectedPGD
 from simulator.data import make_dataset
 from simulator.geometry.margins import predicted_margin
-from simulator.config.scene import load_scene
+from simulator.config.loading import load_scene
 from simulator.training.loop import train
 
 SCENES = ["scenes/subspace_highdim.yaml", "scenes/sheet_two_class.yaml"]

@@ -101,12 +101,12 @@ def main() -> None:
 
     from simulator.data import make_dataset
     from simulator.render.animation import animate_run, write_gif, write_mp4
-    from simulator.render.boundary import contour_boundary, margin_grid
-    from simulator.render.frame import render_frame
+    from simulator.boundary.mesh import contour_boundary, margin_grid
+    from simulator.boundary.frame import render_frame
     from simulator.render.headless import ensure_offscreen
     from simulator.render.scene3d import BoundaryScene, run_device
     from simulator.runs.loading import load_run, write_run
-    from simulator.config.scene import load_scene, parse_yaml
+    from simulator.config.loading import load_scene, parse_yaml
     from simulator.training.loop import train
 
     window = ensure_offscreen()

@@ -25,7 +25,7 @@ import torch
 
 from simulator.data import make_dataset
 from simulator.experiments import seed_agreement
-from simulator.config.scene import load_scene
+from simulator.config.loading import load_scene
 from simulator.training.loop import train
 
 

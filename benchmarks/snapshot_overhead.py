@@ -15,7 +15,7 @@ import statistics
 import torch
 
 from simulator.data import make_dataset
-from simulator.config.scene import load_scene
+from simulator.config.loading import load_scene
 from simulator.training.loop import train
 
 

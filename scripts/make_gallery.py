@@ -43,7 +43,8 @@ def main() -> None:
 
 def adversarial_training_figure() -> None:
     """sim run scenes/sheet_two_class_adversarial.yaml --compare-baseline, robust-accuracy curves."""
-    from simulator.experiments.adversarial_comparison import baseline_scene, write_adversarial_comparison
+    from simulator.experiments.adversarial_comparison import baseline_scene
+    from simulator.report.adversarial_training import write_adversarial_comparison
 
     no_pictures = {"render.three_d": False, "render.animation": False, "render.first_look": False}
     scene = load_scene(REPO / "scenes" / "sheet_two_class_adversarial.yaml", overrides=no_pictures)

@@ -4,6 +4,9 @@ Each rule draws chart points with `sample(n_samples, rng) -> (u, y)` and, where 
 function of position, labels any chart point with `label_of(u)` (for ground-truth maps).
 Rules that define the data distribution themselves (blobs) sample around their centres; all
 others sample the manifold uniformly by volume (`Manifold.sample_chart`).
+
+`LABEL_RULES` maps a scene's `labels.rule` to its class; a new rule is a `LabelRule` subclass
+with a `rule` name, a spec class in `config/scene.py` with the same tag, and an entry here.
 """
 
 from __future__ import annotations
@@ -12,25 +15,21 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from simulator.config.scene import ClustersLabels, HalfSpaceLabels, LabelSpec
+from simulator.errors import SceneError
 from simulator.manifolds.base import Manifold
-from simulator.config.scene import (
-    CheckerboardLabels,
-    ClustersLabels,
-    ComponentLabels,
-    HalfSpaceLabels,
-    LabelSpec,
-    RandomLabels,
-    ShapeAndFurLabels,
-    StripesLabels,
-)
 
 
 class LabelRule(ABC):
-    """Base: sample the manifold uniformly and label each point with `label_of`."""
+    """Base: sample the manifold uniformly and label each point with `label_of`.
 
+    `rng` is for rules that draw something when built (random blob centres and classes).
+    """
+
+    rule: str = ""  # the scene file's `labels.rule`
     has_label_map = True  # False where the class is not a function of position
 
-    def __init__(self, spec: LabelSpec, manifold: Manifold):
+    def __init__(self, spec: LabelSpec, manifold: Manifold, rng: np.random.Generator):
         self.spec = spec
         self.manifold = manifold
         self.n_classes = spec.n_classes
@@ -66,8 +65,10 @@ class LabelRule(ABC):
 class Clusters(LabelRule):
     """Gaussian blobs in chart coordinates, one class per blob."""
 
+    rule = "clusters"
+
     def __init__(self, spec: ClustersLabels, manifold: Manifold, rng: np.random.Generator):
-        super().__init__(spec, manifold)
+        super().__init__(spec, manifold, rng)
         k = manifold.dim
         if spec.layout == "grid":
             per_axis = round(spec.n_clusters ** (1.0 / k))
@@ -111,15 +112,15 @@ class Clusters(LabelRule):
 
 
 class HalfSpace(LabelRule):
-    def __init__(self, spec: HalfSpaceLabels, manifold: Manifold):
-        super().__init__(spec, manifold)
+    rule = "half_space"
+
+    def __init__(self, spec: HalfSpaceLabels, manifold: Manifold, rng: np.random.Generator):
+        super().__init__(spec, manifold, rng)
         direction = np.zeros(manifold.dim) if spec.direction is None else np.asarray(spec.direction, float)
         if spec.direction is None:
             direction[0] = 1.0
         norm = np.linalg.norm(direction)
         if norm == 0:
-            from simulator.errors import SceneError
-
             raise SceneError("labels.direction: must not be the zero vector; give the normal of the split")
         self.direction = direction / norm
         self.center = self.low + self.width / 2
@@ -129,12 +130,16 @@ class HalfSpace(LabelRule):
 
 
 class Stripes(LabelRule):
+    rule = "stripes"
+
     def label_of(self, u):
         stripe = self._cell(u, self.spec.n_stripes)[..., self.spec.axis]
         return stripe % self.n_classes
 
 
 class Checkerboard(LabelRule):
+    rule = "checkerboard"
+
     def label_of(self, u):
         n_axes = self.spec.n_axes or self.manifold.dim
         cells = self._cell(u, self.spec.cells_per_axis)[..., :n_axes]
@@ -144,10 +149,8 @@ class Checkerboard(LabelRule):
 class RandomPerPoint(LabelRule):
     """Independent random classes: there is nothing to generalise, only to memorise."""
 
+    rule = "random"
     has_label_map = False
-
-    def __init__(self, spec: RandomLabels, manifold: Manifold):
-        super().__init__(spec, manifold)
 
     def sample(self, n_samples, rng):
         u = self.manifold.sample_chart(n_samples, rng)
@@ -168,6 +171,7 @@ class ShapeAndFur(LabelRule):
     `input_offset`, s * fur_size times the unit normal.
     """
 
+    rule = "shape_and_fur"
     has_label_map = False  # the fur sign is not a function of the chart point for fur off
 
     def sample(self, n_samples, rng):
@@ -217,24 +221,18 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 class ByComponent(LabelRule):
+    rule = "component"
+
     def label_of(self, u):
         return np.asarray(self.manifold.component(u), dtype=int)
 
 
+# Rule name (the scene file's `labels.rule`, a tag of `config.scene.LabelSpec`) -> class.
+LABEL_RULES: dict[str, type[LabelRule]] = {
+    cls.rule: cls for cls in (Clusters, HalfSpace, Stripes, Checkerboard, RandomPerPoint, ByComponent, ShapeAndFur)
+}
+
+
 def make_label_rule(spec: LabelSpec, manifold: Manifold, rng: np.random.Generator) -> LabelRule:
     """The rule for `spec`; `rng` places random blob centres and classes."""
-    if isinstance(spec, ClustersLabels):
-        return Clusters(spec, manifold, rng)
-    if isinstance(spec, HalfSpaceLabels):
-        return HalfSpace(spec, manifold)
-    if isinstance(spec, StripesLabels):
-        return Stripes(spec, manifold)
-    if isinstance(spec, CheckerboardLabels):
-        return Checkerboard(spec, manifold)
-    if isinstance(spec, RandomLabels):
-        return RandomPerPoint(spec, manifold)
-    if isinstance(spec, ComponentLabels):
-        return ByComponent(spec, manifold)
-    if isinstance(spec, ShapeAndFurLabels):
-        return ShapeAndFur(spec, manifold)
-    raise TypeError(f"unknown label spec {type(spec).__name__}")
+    return LABEL_RULES[spec.rule](spec, manifold, rng)

@@ -1,7 +1,20 @@
-"""`sim run` as a library call: scene -> data -> training with snapshots -> run directory.
+"""The only sequencer of stages: `sim run` and every command that redoes one stage of a run.
 
-    from simulator import load_scene, run_scene
-    summary = run_scene(load_scene("scenes/sheet_two_class.yaml"), out_root="renders")
+    from simulator.pipeline import load_experiment, run_scene
+    summary = run_scene(load_experiment("scenes/sheet_two_class.yaml"), out_root="renders")
+
+A synthetic run goes
+
+    train --> write the run --> measure --> attack --> verdict --> experiments --> figures,
+    3-D render, animation, report
+
+Each stage (simulator/stages/, simulator/experiments/) computes and returns a record; this
+module stores it (metrics.json and the arrays beside it, every file atomic) and only then
+draws, so every figure and report is drawn from stored results. `rerun_measure`,
+`rerun_attack`, `rerun_render` and `rerun_report` redo one stage of an existing run, through
+the same functions. A real-image run (`kind: real`) has its own stages (simulator/real/),
+ordered by `run_real` here; the rerun functions dispatch on the run's kind, so callers (the
+CLI) never branch on it.
 """
 
 from __future__ import annotations
@@ -9,11 +22,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.data import make_dataset
-from simulator.runs.loading import load_run, write_run
-from simulator.runs.io import staged_run_dir
+
+from simulator.config.loading import load_scene, parse_yaml, scene_from_dict
+from simulator.config.real import load_real_experiment
+from simulator.config.resolve import resolve_attack_settings, resolve_measure_settings
 from simulator.config.scene import Scene
-from simulator.training.loop import train
+from simulator.data import make_dataset
+from simulator.errors import RunError, SceneError
+from simulator.experiments.relabel import relabel_experiment
+from simulator.experiments.seed_agreement import BAND_SPACINGS, seed_agreement_experiment
+from simulator.real import rerun as real_rerun
+from simulator.real.experiment import read_examples, run_real_experiment, store_real_run
+from simulator.render.attack_plots import plot_attack_norms
+from simulator.render.cross_section import plot_cross_sections
+from simulator.boundary.frame import default_frame
+from simulator.render.curves import plot_geometry_curves
+from simulator.render.experiment_plots import plot_relabel
+from simulator.boundary.frame import render_frame
+from simulator.render.height_map import plot_height_map
+from simulator.render.outputs import render_outputs
+from simulator.render.real_examples import plot_examples
+from simulator.render.scene3d import read_vtp, write_vtp
+from simulator.render.seed_boundaries import render_seed_boundaries
+from simulator.report.real_report import real_report_html, real_report_markdown
+from simulator.report.run_report import write_report
+from simulator.runs.format import run_kind
+from simulator.runs.io import staged_run_dir, write_arrays, write_json, write_text
+from simulator.runs.loading import Run, load_run, write_run
+from simulator.stages.attack import AttackRecord, attack_snapshots
+from simulator.stages.measure import GeometryRecord, class_feature_directions, measure_snapshots
+from simulator.stages.verdict import snapshot_verdicts
+from simulator.training.loop import resolve_device, train
 
 
 @dataclass
@@ -34,20 +73,59 @@ class RunSummary:
 
 def load_experiment(path: str | Path, overrides: dict | None = None):
     """A synthetic `Scene`, or a real-image `RealExperiment` when the file says `kind: real`."""
-    from simulator.config.scene import parse_yaml
-
     path = Path(path)
     try:
         raw = parse_yaml(path.read_text()) if path.is_file() else None
     except Exception:  # malformed YAML: load_scene reports it with line and column
         raw = None
     if isinstance(raw, dict) and raw.get("kind") == "real":
-        from simulator.real import load_real_experiment
-
         return load_real_experiment(path, overrides=overrides)
-    from simulator.config.scene import load_scene
-
     return load_scene(path, overrides=overrides)
+
+
+# --------------------------------------------------------------------------- sim run
+
+
+def run_experiment(config, out_root: str | Path = "renders", progress: bool = True, log=None) -> RunSummary:
+    """`sim run` on either kind of file: a synthetic `Scene` or a `RealExperiment`."""
+    if getattr(config, "kind", None) == "real":
+        return run_real(config, out_root, log)
+    return run_scene(config, out_root, progress)
+
+
+def run_real(experiment, out_root: str | Path = "renders", log=None) -> RunSummary:
+    """A real-image experiment end to end: its stages, then storing, then the figures and report."""
+    results = run_real_experiment(experiment, log=log)
+    final_path = Path(out_root) / experiment.name
+    with staged_run_dir(final_path) as folder:
+        store_real_run(folder, experiment, results)
+        draw_real(real_rerun.load_real_run(folder))
+        files = sorted(p.name for p in folder.iterdir())
+    metrics = results.metrics
+    final = metrics["training"]["final"]
+    return RunSummary(final_path, experiment.name, metrics["device"], metrics["training"]["steps"], 1,
+                      final["train_accuracy"], final["test_accuracy"], metrics["training"]["seconds"], files,
+                      verdict=metrics["geometry"]["snapshots"][-1]["verdict"],
+                      measure_seconds=metrics["geometry"]["seconds"] + metrics["attacks"]["seconds"],
+                      attacks=metrics["attacks"]["final"])
+
+
+def draw_real(run) -> list[Path]:
+    """A real-image run's figures and report, from what it stored."""
+    experiment, path = run.experiment, run.path
+    written = [plot_attack_norms(run.stored_attack_distances(), path / "attack_norms.png", experiment.name,
+                                 experiment.dpi)]
+    examples = read_examples(path / "examples.npz")
+    if examples is not None:
+        written.append(plot_examples(examples, run.metrics, path / "examples.png", experiment.dpi))
+    return written + list(write_real_report(run))
+
+
+def write_real_report(run) -> tuple[Path, Path]:
+    """report.md and report.html of a real-image run."""
+    write_text(run.path / "report.md", real_report_markdown(run.metrics))
+    write_text(run.path / "report.html", real_report_html(run.metrics, run.path))
+    return run.path / "report.md", run.path / "report.html"
 
 
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
@@ -58,62 +136,261 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
     final_path = Path(out_root) / scene.name
     with staged_run_dir(final_path) as folder:
         write_run(folder, scene, data, result)
-        if scene.render.first_look:
-            _first_look(scene, manifold, data, result, folder)
-        verdict = measure_seconds = attack_report = None
         # Later stages read the staged run back, exactly as `sim measure/attack/render` would.
-        staged = load_run(folder)
-        if scene.measure.enabled:
-            from simulator.stages.measure import measure_run
-
-            geometry = measure_run(staged, progress=progress)
-            measure_seconds = geometry["seconds"]
-            if scene.measure.attacks.enabled:
-                from simulator.stages.attack import attack_run
-
-                attacks = attack_run(staged, progress=progress)
-                measure_seconds += attacks["seconds"]
-            verdict = staged.metrics["geometry"]["snapshots"][-1]["verdict"]
-            attack_report = staged.metrics.get("attacks", {}).get("final")
-        # The classic experiments (each off unless the scene turns it on).
-        if scene.experiments.relabel.enabled:
-            from simulator.experiments.relabel import relabel_run
-
-            relabel_run(staged, progress=progress)
-        if scene.experiments.seed_agreement.enabled:
-            from simulator.experiments.seed_agreement import seed_agreement_run
-
-            seed_agreement_run(staged, progress=progress)
-        if scene.render.three_d or scene.render.animation:
-            from simulator.render.outputs import render_outputs
-
-            render_outputs(staged, scene.render.three_d, scene.render.animation, progress)
-        if scene.render.report:
-            from simulator.report.run_report import write_report
-
-            write_report(staged)
+        run = load_run(folder)
+        if scene.render.first_look:
+            first_look_snapshots(run)  # a bad index stops the run before the measurements
+        analyse(run, progress)
+        draw(run, progress)
         files = sorted(p.name for p in folder.iterdir())
     final = result.snapshots[-1]
+    geometry, attacks = run.metrics.get("geometry"), run.metrics.get("attacks")
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),
-                      final.train_accuracy, final.test_accuracy, result.seconds, files, verdict, measure_seconds,
-                      attack_report)
+                      final.train_accuracy, final.test_accuracy, result.seconds, files,
+                      verdict=geometry["snapshots"][-1]["verdict"] if geometry else None,
+                      measure_seconds=(geometry["seconds"] + (attacks or {}).get("seconds", 0.0)) if geometry else None,
+                      attacks=attacks["final"] if attacks else None)
 
 
-def _first_look(scene, manifold, data, result, folder: Path) -> None:
-    from simulator.render.cross_section import default_frame, plot_cross_sections
-    from simulator.training.loop import load_snapshot_model
+def analyse(run: Run, progress: bool = True) -> None:
+    """Every computing stage the scene turns on, each result stored as soon as it exists."""
+    scene = run.scene
+    if scene.measure.enabled:
+        measure(run, progress)
+    if scene.experiments.relabel.enabled:
+        store_relabel(run, relabel_experiment(run, progress=progress))
+    if scene.experiments.seed_agreement.enabled:
+        store_seed_agreement(run, *seed_agreement_experiment(run, progress=progress))
 
-    snapshots = result.snapshots
-    indices = scene.render.cross_section_snapshots or [0, len(snapshots) // 2, -1]
+
+def measure(run: Run, progress: bool = True) -> None:
+    """The measure stage (and the attack stage when the scene enables attacks), then the verdict.
+    Everything is computed before anything is stored, so a failure leaves the run as it was."""
+    device = resolve_device(run.scene.train.device)
+    settings = resolve_measure_settings(run.scene.measure, run.manifold().immersion(run.data.u_train))
+    geometry = measure_snapshots(run, settings, device, class_feature_directions(run, settings.n_points), progress)
+    attacks = attack_stage(run, progress) if run.scene.measure.attacks.enabled else None
+    store_geometry(run, geometry)
+    if attacks is not None:
+        store_attacks(run, attacks)
+    store_verdicts(run, with_attacks=attacks is not None)
+
+
+def attack(run: Run, progress: bool = True) -> None:
+    """The attack stage on the run's last snapshot (every snapshot when asked), then the verdict."""
+    store_attacks(run, attack_stage(run, progress))
+    store_verdicts(run, with_attacks=True)
+
+
+def attack_stage(run: Run, progress: bool = True) -> AttackRecord:
+    """The attack stage's record (nothing stored yet)."""
+    spec = run.scene.measure.attacks
+    trained = (run.metrics["training"].get("adversarial") or {}).get("epsilon")
+    settings = resolve_attack_settings(spec, run.scene.seed, spec.n_points or run.scene.measure.n_points,
+                                       run.data_radius(),
+                                       trained_epsilons=(trained, run.scene.train.adversarial.epsilon))
+    device = resolve_device(run.scene.train.device)
+    return attack_snapshots(run, settings, device, class_feature_directions(run, settings.n_points), progress)
+
+
+# --------------------------------------------------------------------------- storing stage records
+# Arrays are written first and metrics.json last: metrics.json names what the run holds.
+
+
+def store_geometry(run: Run, record: GeometryRecord) -> None:
+    """The height field's arrays now; the record goes into metrics.json with the verdict."""
+    if record.final_field is not None:
+        write_arrays(run.path / "height_field.npz", record.final_field.as_arrays())
+    run.metrics["geometry"] = record.as_record()
+
+
+def store_attacks(run: Run, record: AttackRecord) -> None:
+    """The per-point arrays now; the record goes into metrics.json with the verdict."""
+    write_arrays(run.path / "attack_distances.npz", record.arrays())
+    run.metrics["attacks"] = record.as_record()
+
+
+def store_verdicts(run: Run, with_attacks: bool) -> None:
+    """The verdict of every measured snapshot, computed once from the geometry records (and, with
+    `with_attacks`, the attack records of the same steps), stored beside each snapshot's geometry
+    and as verdict.json (the last snapshot); then metrics.json with everything."""
+    geometry = run.metrics.get("geometry")
+    if geometry:
+        attacks = (run.metrics.get("attacks") or {}).get("snapshots", []) if with_attacks else []
+        thresholds = geometry["settings"]["thresholds"]
+        for summary, rows in zip(geometry["snapshots"], snapshot_verdicts(geometry["snapshots"], thresholds, attacks)):
+            summary["verdict"] = rows
+    run.save_metrics()
+    if geometry:
+        write_json(run.path / "verdict.json", geometry["snapshots"][-1]["verdict"])
+
+
+def store_relabel(run: Run, report: dict) -> None:
+    run.metrics["relabel"] = report
+    run.save_metrics()
+
+
+def store_seed_agreement(run: Run, result: dict, meshes: list) -> None:
+    """The seed-agreement record, and each seed's boundary mesh as seed_boundary_<i>.vtp."""
+    for stale in run.path.glob("seed_boundary_*.vtp"):  # from an earlier call with more seeds
+        stale.unlink()
+    result["files"] = [write_vtp(mesh, run.path / f"seed_boundary_{i}.vtp").name for i, mesh in enumerate(meshes)]
+    run.metrics["seed_agreement"] = result
+    run.save_metrics()
+
+
+# --------------------------------------------------------------------------- drawing stored results
+
+
+def draw(run: Run, progress: bool = True) -> list[Path]:
+    """Every figure, the 3-D outputs and the report the scene asks for, from stored results."""
+    written = draw_figures(run)
+    render = run.scene.render
+    if render.three_d or render.animation:
+        written += render_outputs(run, render.three_d, render.animation, progress)
+    if render.report:
+        written += list(write_report(run))
+    return written
+
+
+def draw_figures(run: Run) -> list[Path]:
+    """The 2-D figures of whatever the run has stored (matplotlib PNGs, the seed-boundary picture)."""
+    written = []
+    metrics, render = run.metrics, run.scene.render
+    if render.first_look:
+        written.append(draw_first_look(run))
+    if "geometry" in metrics:
+        written.append(plot_geometry_curves(run, run.path / "geometry_curves.png"))
+        if (run.path / "height_field.npz").is_file() and run.manifold().dim >= 2:
+            written.append(plot_height_map(run, run.path / "height_map.png"))
+    if "attacks" in metrics and (run.path / "attack_distances.npz").is_file():
+        written.append(plot_attack_norms(run.stored_attack_distances(), run.path / "attack_norms.png", run.scene.name,
+                                         render.dpi))
+    if "relabel" in metrics:
+        written.append(plot_relabel(run, metrics["relabel"], run.path / "relabel.png"))
+    agreement = metrics.get("seed_agreement")
+    if agreement and agreement.get("frame") and render.three_d:
+        meshes = [read_vtp(run.path / name) for name in agreement["files"]]
+        band = BAND_SPACINGS * agreement["chamfer"]["grid_spacing"]
+        written.append(render_seed_boundaries(run, render_frame(run), meshes, agreement["seeds"], band,
+                                              agreement["frame"]["mean_pairwise"], agreement["chamfer"]["mean"]))
+    return written
+
+
+def draw_first_look(run: Run) -> Path:
+    """The cross-section through a training point at the first, a middle and the last snapshot."""
+    scene, data = run.scene, run.data
+    models = [(f"step {s.step}  (test acc {s.test_accuracy:.1%})", s.model()) for s in first_look_snapshots(run)]
+    manifold = run.manifold()
+    frame = default_frame(manifold, data.x_train, data.u_train, scene.render.cross_section_half_width)
+    return plot_cross_sections(manifold, data, models, frame, run.path / "cross_section.png",
+                               title=f"{scene.name}: cross-section through a training point (tangent x normal)",
+                               resolution=scene.render.cross_section_resolution, dpi=scene.render.dpi)
+
+
+def first_look_snapshots(run: Run) -> list:
+    """The snapshots `render.cross_section_snapshots` picks (SceneError for an index outside them;
+    `run_scene` asks right after training, before any measurement is spent)."""
+    snapshots = run.snapshots
+    indices = run.scene.render.cross_section_snapshots or [0, len(snapshots) // 2, -1]
     if any(not -len(snapshots) <= i < len(snapshots) for i in indices):
-        from simulator.errors import SceneError
-
         raise SceneError(f"render.cross_section_snapshots: {indices} has an index outside the "
                          f"{len(snapshots)} snapshots of this run (use 0..{len(snapshots) - 1} or negative from the end)")
-    chosen = [snapshots[i] for i in indices]
-    models = [(f"step {s.step}  (test acc {s.test_accuracy:.1%})",
-               load_snapshot_model(scene, data.ambient_dim, data.n_classes, s.state_dict)) for s in chosen]
-    frame = default_frame(manifold, data.x_train, data.u_train, scene.render.cross_section_half_width)
-    plot_cross_sections(manifold, data, models, frame, folder / "cross_section.png",
-                        title=f"{scene.name}: cross-section through a training point (tangent x normal)",
-                        resolution=scene.render.cross_section_resolution, dpi=scene.render.dpi)
+    return [snapshots[i] for i in indices]
+
+
+# --------------------------------------------------------------------------- redoing one stage of a run
+
+
+def reload_for_stage(path: str | Path, overrides: dict | None, allowed_prefix: str) -> Run:
+    """Load a synthetic run and apply `--set` overrides under `allowed_prefix` (recorded in its
+    scene.yaml); nothing that would need retraining may change."""
+    run = load_run(path)
+    overrides = overrides or {}
+    foreign = sorted(key for key in overrides if not key.startswith(allowed_prefix))
+    if foreign:
+        raise SceneError(
+            f"{', '.join(foreign)}: only {allowed_prefix}* settings can change here without retraining; "
+            f"run `sim run` on the scene with --set to change anything else."
+        )
+    if overrides:
+        run.scene = scene_from_dict(run.scene.model_dump(mode="json"), source=str(run.path / "scene.yaml"),
+                                    overrides=overrides)
+        write_text(run.path / "scene.yaml", run.scene.to_yaml())
+    return run
+
+
+def rerun_measure(path: str | Path, overrides: dict | None = None, progress: bool = True, log=None):
+    """`sim measure`: the measure stage again (and the attacks when the scene enables them, so
+    the verdict stays complete), then the figures and the report. Returns the run."""
+    return _rerun_stage(path, overrides, progress, log, measure, real_rerun.remeasure_real_run)
+
+
+def rerun_attack(path: str | Path, overrides: dict | None = None, progress: bool = True, log=None):
+    """`sim attack`: the attack stage again, the verdict, the figures and the report."""
+    return _rerun_stage(path, overrides, progress, log, attack, real_rerun.reattack_real_run)
+
+
+def _rerun_stage(path, overrides, progress, log, synthetic_stage, real_stage):
+    """A `measure.*` stage again on either kind of run, then everything drawn from it."""
+    if run_kind(path) == "real":
+        run, _ = real_stage(path, overrides, log=log)
+        draw_real(run)
+        return run
+    run = reload_for_stage(path, overrides, "measure.")
+    synthetic_stage(run, progress)
+    _redraw(run)
+    return run
+
+
+def rerun_seed_agreement(path: str | Path, overrides: dict | None = None, progress: bool = True) -> Run:
+    """`sim seeds`: the seed-agreement experiment on an existing run (its model is not retrained)."""
+    _refuse_real(path, "seed agreement trains several seeds of a synthetic scene")
+    run = reload_for_stage(path, overrides, "experiments.seed_agreement.")
+    store_seed_agreement(run, *seed_agreement_experiment(run, progress=progress))
+    _redraw(run)
+    return run
+
+
+def rerun_render(path: str | Path, overrides: dict | None = None, animation: bool = False,
+                 progress: bool = True) -> list[Path]:
+    """`sim render`: the 3-D render and meshes (and the animation) again; a real run's figures."""
+    if run_kind(path) == "real":
+        return draw_real(real_rerun.rerender_real_run(path, overrides))
+    run = reload_for_stage(path, overrides, "render.")
+    written = render_outputs(run, three_d=True, animation=animation, progress=progress)
+    _refresh_report(run)
+    return written
+
+
+def rerun_animation(path: str | Path, overrides: dict | None = None, progress: bool = True) -> list[Path]:
+    """`sim animate`: the training animation (GIF + MP4) again."""
+    _refuse_real(path, "a real-image run has one trained classifier and no training snapshots, so there is "
+                       "nothing to animate; `sim render` redraws its figures")
+    run = reload_for_stage(path, overrides, "render.")
+    written = render_outputs(run, three_d=False, animation=True, progress=progress)
+    _refresh_report(run)
+    return written
+
+
+def rerun_report(path: str | Path) -> tuple[Path, Path]:
+    """`sim report`: report.md and report.html from what the run has stored."""
+    if run_kind(path) == "real":
+        return write_real_report(real_rerun.load_real_run(path))
+    return write_report(load_run(path))
+
+
+def _redraw(run: Run) -> None:
+    draw_figures(run)
+    _refresh_report(run)
+
+
+def _refresh_report(run: Run) -> None:
+    """Keep report.html in step with files a command just rewrote."""
+    if run.scene.render.report:
+        write_report(run)
+
+
+def _refuse_real(path: str | Path, why: str) -> None:
+    if run_kind(path) == "real":
+        raise RunError(f"{path}: {why}.")

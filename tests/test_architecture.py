@@ -23,8 +23,9 @@ LAYERS = [
     ["simulator.training"],
     # the run directory: one format, one loader, atomic writes
     ["simulator.runs"],
-    # stages: compute and return records (measure, attack, verdict; the real-image stages)
-    ["simulator.stages", "simulator.real"],
+    # stages: compute and return records (measure, attack, verdict; the real-image stages;
+    # the decision boundary as a mesh in a 3-D frame)
+    ["simulator.stages", "simulator.real", "simulator.boundary"],
     ["simulator.experiments"],
     # presentation: reads stored results only
     ["simulator.render", "simulator.report"],

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 
 from simulator.stages.attack import robust_accuracy
 from simulator.attacks.statistics import specificity_bound
-from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2
+from simulator.attacks.bounded_pgd import BoundedProjectedPGD
+from simulator.attacks.deepfool import DeepFoolL2
 from simulator.data import make_dataset
 from simulator.labels import make_label_rule
 from simulator.pipeline import run_scene
 from simulator.runs.loading import load_run
-from simulator.config.scene import load_scene
+from simulator.config.loading import load_scene
 from simulator.seeding import numpy_rng
 from simulator.training.loop import train
 

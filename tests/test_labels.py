@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.labels import make_label_rule
-from simulator.config.scene import scene_from_dict
+from simulator.config.loading import scene_from_dict
+from simulator.config.scene import RULE_NAMES
+from simulator.labels import LABEL_RULES, make_label_rule
 
 RNG = np.random.default_rng(0)
 
@@ -65,3 +66,24 @@ def test_clusters_random_layout_and_label_map():
     # points are drawn around their own blob, so the nearest-centre map mostly agrees
     assert np.mean(rule.label_of(u) == y) > 0.8
     assert np.all((u >= -1) & (u <= 1))  # blobs are kept inside the chart box
+
+
+# --------------------------------------------------------------------------- every rule
+
+
+def test_registry_keys_are_the_schema_rules():
+    assert set(LABEL_RULES) == set(RULE_NAMES)
+    for name, cls in LABEL_RULES.items():
+        assert cls.rule == name
+
+
+@pytest.mark.parametrize("rule", RULE_NAMES)
+def test_every_rule_builds_from_its_defaults_and_labels_consistently(rule):
+    manifold = {"family": "concentric_spheres"} if rule == "component" else None
+    built_rule, manifold = rule_for({"rule": rule}, manifold)
+    assert type(built_rule) is LABEL_RULES[rule]
+    u, y = built_rule.sample(400, np.random.default_rng(2))
+    assert u.shape == (400, manifold.dim) and y.shape == (400,)
+    assert set(np.unique(y)) <= set(range(built_rule.n_classes))
+    if built_rule.has_label_map and rule != "clusters":  # blobs overlap, so a blob's class is not its map's
+        np.testing.assert_array_equal(built_rule.label_of(u), y)

@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
+from simulator.config.scene import FAMILY_NAMES, MANIFOLD_SPECS
 from simulator.manifolds import (
     MANIFOLD_FAMILIES,
     ConcentricSpheres,
@@ -91,8 +92,22 @@ def _squared_distances(a, b):
 
 def test_registry_names():
     assert set(MANIFOLD_FAMILIES) == {"flat", "sphere", "torus", "swiss_roll", "sine_sheet", "concentric_spheres"}
+    assert set(MANIFOLD_FAMILIES) == set(FAMILY_NAMES)  # the registry and the scene schema's tags agree
     for name, cls in MANIFOLD_FAMILIES.items():
         assert cls.family == name
+
+
+@pytest.mark.parametrize("spec_class, family", list(zip(MANIFOLD_SPECS, FAMILY_NAMES)), ids=FAMILY_NAMES)
+def test_every_schema_family_builds_its_class_with_the_spec_values(spec_class, family):
+    spec = spec_class(family=family, ambient_dim=5, embedding_seed=2)
+    manifold = spec.build()
+    assert type(manifold) is MANIFOLD_FAMILIES[family]
+    assert (manifold.dim, manifold.ambient_dim) == (spec.host_dim() - 1, 5)
+    # every field the spec sets reaches the manifold (unset optional ones take the family's own)
+    for name, value in spec.model_dump(exclude={"family"}, exclude_none=True).items():
+        assert f"{name}={value!r}" in repr(manifold), name
+    u = manifold.sample_chart(50, np.random.default_rng(0))
+    assert manifold.belongs(manifold.immersion(u)).all()
 
 
 def test_samples_belong_and_stay_in_box(case):

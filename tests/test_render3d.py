@@ -4,6 +4,8 @@ mesh export, headless selection. Tiny grids and windows, so the file runs in sec
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,8 +16,8 @@ from simulator import load_run, load_scene, run_scene
 from simulator.data import make_dataset
 from simulator.errors import SimulatorError
 from simulator.render import headless
-from simulator.render.boundary import boundary_mesh, margin_grid
-from simulator.render.frame import RenderFrame, manifold_mesh, render_frame
+from simulator.boundary.mesh import boundary_mesh, margin_grid
+from simulator.boundary.frame import RenderFrame, manifold_mesh, render_frame
 
 from conftest import SCENES
 
@@ -222,16 +224,52 @@ def test_renders_are_not_blank_and_change_over_training(tiny_run, tmp_path):
     assert render_run(tiny_run).name == f"boundary3d_step{tiny_run.snapshots[-1].step}.png"
 
 
-def test_adversarial_paths_are_drawn(tiny_run):
-    from simulator.render.scene3d import BoundaryScene
+def test_adversarial_arrows_are_the_stored_perturbations(tiny_run, tmp_path):
+    """Arrows run from each attacked test point to point + its stored free perturbation."""
+    from simulator.render.scene3d import ATTACK_FILE, BoundaryScene, adversarial_arrows
 
-    with BoundaryScene(tiny_run) as scene:
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run.path, folder)
+    run = load_run(folder)
+    point_index = np.array([7, 2, 30, 11, 5, 19])  # rows of data.x_test, as the attack stage stores them
+    free_delta = 0.1 * np.random.default_rng(3).standard_normal((len(point_index), 3))
+    free_delta[1] = np.nan  # the attack found nothing for the second point
+    np.savez(folder / ATTACK_FILE, free=np.linalg.norm(free_delta, axis=1), free_delta=free_delta,
+             point_index=point_index)
+    with BoundaryScene(run) as scene:
         scene.show_snapshot(-1)
         before = scene.screenshot().astype(float)
-        drawn = scene.add_adversarial_paths(tiny_run.final_model(), 4)
+        drawn = scene.add_adversarial_paths(4)
         after = scene.screenshot().astype(float)
-    assert drawn > 0
-    assert np.abs(after - before).mean() > 0.05
+        glyphs = scene.plotter.actors["adversarial"].mapper.dataset
+        frame = scene.frame
+    # Expected, from the stored arrays alone: the first four attacked points in the box (n = 3:
+    # frame coordinates are input coordinates), less the one with no perturbation.
+    x = run.data.x_test[point_index]
+    first_four = np.flatnonzero(frame.inside(x))[:4]
+    assert 1 in first_four  # so the NaN row is among them and must be skipped
+    kept = [row for row in first_four if row != 1]
+    starts, vectors, rows = adversarial_arrows(frame, run.data.x_test, point_index, free_delta, 4)
+    assert drawn == len(kept) == 3 and list(rows) == kept
+    np.testing.assert_allclose(starts, x[kept], atol=1e-12)
+    np.testing.assert_allclose(starts + vectors, x[kept] + free_delta[kept], atol=1e-12)
+    # The glyphs drawn are these arrows: their bounding box holds every start and tip, and
+    # reaches beyond them by at most an arrow head's radius (0.1 x the arrow's length).
+    ends = np.concatenate([starts, starts + vectors])
+    head = 0.1 * np.linalg.norm(vectors, axis=1).max() + 1e-6
+    low, high = np.asarray(glyphs.bounds[0::2]), np.asarray(glyphs.bounds[1::2])
+    assert np.all(low <= ends.min(axis=0) + 1e-6) and np.all(high >= ends.max(axis=0) - 1e-6)
+    assert np.all(low >= ends.min(axis=0) - head) and np.all(high <= ends.max(axis=0) + head)
+    assert np.abs(after - before).mean() > 0.05  # and they show in the picture
+
+
+def test_no_stored_perturbations_no_arrows(tiny_run):
+    from simulator.render.scene3d import ATTACK_FILE, BoundaryScene
+
+    assert not (tiny_run.path / ATTACK_FILE).exists()  # the tiny run was not attacked
+    with BoundaryScene(tiny_run) as scene:
+        assert scene.add_adversarial_paths(4) == 0
+        assert "adversarial" not in scene.plotter.actors
 
 
 def test_animation_has_one_frame_per_snapshot(tiny_run):
@@ -283,11 +321,21 @@ def test_headless_without_any_backend_says_what_to_install():
     assert isinstance(error.value, headless.RenderingUnavailable)
 
 
-def test_ensure_offscreen_here():
+def test_ensure_offscreen_here(monkeypatch):
     import pyvista
 
-    headless.ensure_offscreen()
-    assert pyvista.OFF_SCREEN is True
+    monkeypatch.setattr(pyvista, "OFF_SCREEN", False)
+    window = headless.ensure_offscreen()
+    assert pyvista.OFF_SCREEN is True  # it was False before the call
+    # The window class it chose is the one VTK will be asked for (None: VTK's own default).
+    assert window is None or os.environ[headless.OPENGL_WINDOW_VARIABLE] == window
+    # And that window draws: a red sphere shows up in an off-screen screenshot.
+    plotter = _offscreen_plotter()
+    plotter.add_mesh(pyvista.Sphere(radius=0.5), color="red")
+    image = plotter.screenshot(return_img=True).astype(int)
+    plotter.close()
+    red = (image[..., 0] > 100) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    assert red.mean() > 0.05
 
 
 # --------------------------------------------------------------------------- cheap frames, same pictures
@@ -336,7 +384,9 @@ def test_per_vertex_lighting_looks_like_vtk_per_pixel_lighting():
         plotter = _offscreen_plotter()
         actor = plotter.add_mesh(surface, color="#f2c14e", opacity=0.55, specular=0.3)
         actor.prop.interpolation = "gouraud"
-        assert not per_vertex or light_per_vertex(actor, plotter.renderer)
+        if per_vertex:
+            replaced = light_per_vertex(actor, plotter.renderer)
+            assert replaced, "light_per_vertex left the lighting to VTK"
         images.append(plotter.screenshot(return_img=True).astype(float))
         plotter.close()
     assert images[0].std() > 10

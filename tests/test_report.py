@@ -15,28 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from simulator import load_scene, run_scene
+from simulator.data import make_dataset
+from simulator.formatting import MISSING
+from simulator.render.cross_section import plot_cross_sections
+from simulator.boundary.frame import default_frame
+from simulator.render.interactive import PLOTLY_MARKER, PointLayer, frame_of_mesh, interactive_mesh_html, mesh_arrays
+from simulator.render.palette import BOUNDARY_COLOUR, CLASS_COLOURS, MANIFOLD_COLOUR, class_colour
 from simulator.report.attack_tables import specificity_text
-from simulator.render.interactive import (
-    BOUNDARY_COLOR,
-    PLOTLY_MARKER,
-    browser_check,
-    find_chromium,
-    frame_of_mesh,
-    mesh_arrays,
-    points_in_frame,
-)
-from simulator.report.run_report import (
-    Section,
-    figure_html,
-    find_artifacts,
-    html_page,
-    html_table,
-    md_table,
-    write_report,
-)
+from simulator.report.html import Section, figure_html, html_page, html_table, md_table
+from simulator.report.run_report import find_artifacts, write_report
 
+from browser import browser_check, find_chromium
 from conftest import SCENES
 
 REPORT_OVERRIDES = {
@@ -193,7 +185,7 @@ def test_find_artifacts_takes_the_newest_boundary(tmp_path):
 def test_building_blocks_escape_and_degrade(tmp_path):
     table = html_table([{"a": "<script>x</script>", "b": 0.123456789}], ["a", "b"], numeric=["b"])
     assert "<script>" not in table and "&lt;script&gt;" in table and '<td class="num">0.1235</td>' in table
-    assert md_table([("x|y", None)], ["k", "v"]).splitlines()[-1] == "| x\\|y | - |"
+    assert md_table([("x|y", None)], ["k", "v"]).splitlines()[-1] == f"| x\\|y | {MISSING} |"
     assert "not found" in figure_html(tmp_path / "missing.png")
     page = html_page("t", [Section("One", "<p>hi</p>"), Section("Two", "<p>there</p>")])
     assert page.startswith("<!DOCTYPE html>") and 'href="#one"' in page and "Plotly" not in page
@@ -210,7 +202,7 @@ def test_mesh_arrays_triangulates_and_decimates():
     assert len(triangles) == 0 and len(lines) == 1 and len(lines[0]) == 5
 
 
-def test_points_in_frame_follows_the_stored_slice(tmp_path):
+def test_stored_frame_selects_the_points_near_the_slice(tmp_path):
     import pyvista as pv
 
     rng = np.random.default_rng(0)
@@ -222,14 +214,55 @@ def test_points_in_frame_follows_the_stored_slice(tmp_path):
         mesh.field_data[name] = value
     mesh.save(tmp_path / "boundary_step3.vtp")
     frame = frame_of_mesh(tmp_path / "boundary_step3.vtp")
-    assert np.allclose(frame["axes"], axes) and np.allclose(frame["origin"], origin)
+    assert np.allclose(frame.axes, axes) and np.allclose(frame.origin, origin)
     p = rng.uniform(-0.9, 0.9, (50, 3))
     near = origin + p @ axes.T  # in the slice
     normal = np.linalg.qr(np.concatenate([axes, rng.standard_normal((6, 1))], axis=1))[0][:, 3]
     far = near + 0.5 * normal  # same projections, far from the slice
-    coords, index, slab = points_in_frame(np.concatenate([near, far]), frame)
+    coords, index, slab = frame.select(np.concatenate([near, far]))
     assert slab < 0.5 and sorted(index) == list(range(50)) and np.allclose(coords, p[index])
     assert frame_of_mesh(pv.Sphere()) is None
+
+
+# --------------------------------------------------------------------------- one palette
+
+
+def _plotly_traces(fragment: str) -> list[dict]:
+    """The data argument of the fragment's Plotly.newPlot call."""
+    start = fragment.index("Plotly.newPlot(")
+    start = fragment.index("[", start)
+    traces, _ = json.JSONDecoder().raw_decode(fragment[start:])
+    return traces
+
+
+def test_class_one_has_the_same_colour_in_the_png_and_the_html_view(tmp_path):
+    """The 3-D view's marker colour of class 1 is the colour the PNG cross-section draws class 1
+    in (its class regions are that colour lightened: 0.3 colour + 0.7 white)."""
+    pytest.importorskip("plotly")
+    fragment = interactive_mesh_html([], PointLayer(np.zeros((2, 3)), np.array([0, 1])))
+    html_colours = {trace["name"]: trace["marker"]["color"] for trace in _plotly_traces(fragment)}
+    html_class_one = html_colours["data: class 1"]
+    assert html_class_one == class_colour(1) and html_colours["data: class 0"] != html_class_one
+
+    scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={"data.n_train": 200, "data.n_test": 20,
+                                                                        "measure.n_points": 20})
+    manifold = scene.manifold.build()
+    data = make_dataset(scene, manifold)
+    frame = default_frame(manifold, data.x_train, data.u_train, None)
+    # A linear model whose class 1 is the half-plane s > 0 of the section (class 0: s < 0).
+    model = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.as_tensor(np.stack([np.zeros(3), frame.tangent])))
+        model.bias.copy_(torch.tensor([0.0, -float(frame.origin @ frame.tangent)]))
+    png = plot_cross_sections(manifold, data, [("linear", model)], frame, tmp_path / "section.png", "t",
+                              resolution=40, dpi=60)
+    import imageio.v3 as iio
+
+    pixels = iio.imread(png)[..., :3].astype(float).reshape(-1, 3)
+    for label, colour in ((1, html_class_one), (0, html_colours["data: class 0"])):
+        region = 0.3 * _hex_rgb(colour) + 0.7 * 255  # the cross-section's light shade of the class
+        share = np.mean(np.abs(pixels - region).max(axis=1) <= 1.0)
+        assert share > 0.05, f"class {label}: its light shade {region} covers {share:.1%} of the PNG"
 
 
 # --------------------------------------------------------------------------- headless Chromium
@@ -239,14 +272,34 @@ def _hex_rgb(color: str) -> np.ndarray:
     return np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
 
 
+def _hue_saturation(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV hue in degrees and saturation of (..., 3) colours in 0..255."""
+    from matplotlib.colors import rgb_to_hsv
+
+    hsv = rgb_to_hsv(np.asarray(rgb, dtype=float) / 255)
+    return 360 * hsv[..., 0], hsv[..., 1]
+
+
+def _hue_distance(a, b) -> np.ndarray:
+    return np.abs((np.asarray(a) - b + 180) % 360 - 180)
+
+
+# Pixels within this many degrees of the boundary colour's hue count as boundary.
+BOUNDARY_HUE_TOLERANCE = 6.0
+
+
 def boundary_pixel_share(png: bytes) -> float:
-    """Share of pixels with the boundary mesh's hue (red-orange, any shading or transparency)."""
+    """Share of pixels with the boundary mesh's hue (any shading, specular highlight or
+    transparency over the white page keeps the hue; over the manifold it does not)."""
     from PIL import Image
 
+    boundary_hue, _ = _hue_saturation(_hex_rgb(BOUNDARY_COLOUR))
+    # the test relies on the hue: no class or manifold colour in the view may share it
+    others, _ = _hue_saturation(np.array([_hex_rgb(c) for c in [*CLASS_COLOURS[:2], MANIFOLD_COLOUR]]))
+    assert _hue_distance(others, boundary_hue).min() > 2 * BOUNDARY_HUE_TOLERANCE
     rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    assert _hex_rgb(BOUNDARY_COLOR)[0] - _hex_rgb(BOUNDARY_COLOR)[1:].max() > 100  # the test relies on the hue
-    return float(np.mean((r - g > 40) & (r - b > 40) & (r > 100)))
+    hue, saturation = _hue_saturation(rgb)
+    return float(np.mean((_hue_distance(hue, boundary_hue) < BOUNDARY_HUE_TOLERANCE) & (saturation > 0.15)))
 
 
 def non_background_share(png: bytes) -> float:

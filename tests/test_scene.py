@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import pytest
+import torch
 import yaml
 
+from simulator.config.loading import load_scene, scene_from_dict, scene_json_schema, set_dotted
+from simulator.config.real import ClassifierSpec
+from simulator.config.scene import FAMILY_NAMES, RULE_NAMES, ModelSpec, Scene, TrainSpec
 from simulator.errors import SceneError
-from simulator.config.scene import Scene, load_scene, scene_from_dict, scene_json_schema
+from simulator.models import ACTIVATIONS
+from simulator.training.optimizers import OPTIMIZERS, make_optimizer
 
 SHIPPED = Path(__file__).resolve().parents[1] / "scenes" / "sheet_two_class.yaml"
 
@@ -195,6 +200,30 @@ BAD_SCENES = {
         "got 3",
         ("exactly 2 classes",),
     ),
+    "checkerboard-more-axes-than-k": Bad(
+        "manifold:\n  family: flat\nlabels:\n  rule: checkerboard\n  n_axes: 3\n",
+        "labels.n_axes",
+        "3",
+        ("exceeds the manifold's k=2",),
+    ),
+    "fur-on-the-shape-axis": Bad(
+        "manifold:\n  family: flat\nlabels:\n  rule: shape_and_fur\n  fur_axis: 0\n",
+        "labels.fur_axis",
+        "0",
+        ("also the shape axis", "its own chart axis"),
+    ),
+    "fur-axis-out-of-range": Bad(
+        "manifold:\n  family: flat\nlabels:\n  rule: shape_and_fur\n  fur_axis: 2\n",
+        "labels.fur_axis",
+        "2",
+        ("out of range", "(0..1)"),
+    ),
+    "component-three-classes": Bad(
+        "manifold:\n  family: concentric_spheres\nlabels:\n  rule: component\n  n_classes: 3\n",
+        "labels.n_classes",
+        "got 3",
+        ("exactly 2 classes",),
+    ),
     "measure-points-exceed-test-set": Bad(
         BASE + "data:\n  n_test: 50\nmeasure:\n  n_points: 100\n",
         "measure.n_points",
@@ -344,3 +373,61 @@ def test_yaml_12_booleans_floats_and_duplicate_keys(tmp_path):
     path.write_text("manifold: {family: flat}\nlabels: {rule: random}\nseed: 1\nseed: 2\n")
     with pytest.raises(SceneError, match="duplicate key 'seed'"):
         load_scene(path)
+
+
+def test_set_dotted_copies_sections_it_walks_through():
+    inner = {"steps": 5}
+    raw = {"train": inner, "seed": 1}
+    set_dotted(raw, "train.lr", 0.1)
+    set_dotted(raw, "render.camera.zoom", 2.0)
+    assert raw == {"train": {"steps": 5, "lr": 0.1}, "seed": 1, "render": {"camera": {"zoom": 2.0}}}
+    assert inner == {"steps": 5}  # the caller's nested section is not mutated
+
+
+# --------------------------------------------------------------------------- names defined once
+
+
+def _literal(model, field):
+    return set(get_args(model.model_fields[field].annotation))
+
+
+def test_tag_lists_are_the_schema_discriminators():
+    mapping = scene_json_schema()["properties"]
+    assert list(FAMILY_NAMES) == FAMILIES and len(set(RULE_NAMES)) == len(RULE_NAMES)
+    assert set(mapping["labels"]["discriminator"]["mapping"]) == set(RULE_NAMES)
+
+
+@pytest.mark.parametrize("section, key, names", [("manifold", "family", FAMILY_NAMES), ("labels", "rule", RULE_NAMES)])
+def test_unknown_and_missing_tags_list_every_name(section, key, names):
+    for given, phrase in (({key: "nope"}, "'nope' is not known"), ({}, "missing")):
+        raw = {"manifold": {"family": "flat"}, "labels": {"rule": "clusters"}, section: given}
+        with pytest.raises(SceneError) as info:
+            scene_from_dict(raw, source="s.yaml")
+        assert f"s.yaml: {section}.{key}: {phrase}" in str(info.value)
+        assert ", ".join(sorted(names)) in str(info.value)
+    raw = {"manifold": {"family": "flat"}, "labels": {"rule": "clusters"}}
+    del raw[section]
+    with pytest.raises(SceneError, match=f"add a '{section}:' section with a '{key}:' \\({', '.join(names)}\\)"):
+        scene_from_dict(raw)
+
+
+def test_activation_names_are_the_model_registry():
+    assert _literal(ModelSpec, "activation") == set(ACTIVATIONS) == _literal(ClassifierSpec, "activation")
+
+
+@pytest.mark.parametrize("name", sorted(_literal(TrainSpec, "optimizer")))
+def test_every_schema_optimizer_is_built_with_the_spec_settings(name):
+    assert _literal(TrainSpec, "optimizer") == set(OPTIMIZERS)
+    spec = TrainSpec(optimizer=name, lr=0.25, momentum=0.5, weight_decay=0.125)
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    optimizer = make_optimizer([parameter], spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+                               weight_decay=spec.weight_decay)
+    expected = {"adam": torch.optim.Adam([parameter], lr=0.25, weight_decay=0.125),
+                "sgd": torch.optim.SGD([parameter], lr=0.25, momentum=0.5, weight_decay=0.125)}[name]
+    assert type(optimizer) is type(expected)
+    assert optimizer.defaults == expected.defaults
+
+
+def test_unknown_optimizer_is_an_error():
+    with pytest.raises(ValueError, match="optimizer: must be one of"):
+        make_optimizer([torch.nn.Parameter(torch.zeros(1))], "rmsprop", lr=1.0, weight_decay=0.0)

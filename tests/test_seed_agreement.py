@@ -17,8 +17,9 @@ from simulator import load_run, load_scene, run_scene
 from simulator.data import make_dataset
 from simulator.errors import TrainingError
 from simulator.experiments import seed_agreement as sa
+from simulator.training import stacked
 from simulator.manifolds.sphere import Sphere
-from simulator.render.frame import RenderFrame
+from simulator.boundary.frame import RenderFrame
 from simulator.seeding import numpy_rng
 from simulator.training.loop import train
 
@@ -51,10 +52,10 @@ def test_batched_training_equals_sequential_train(optimiser, method, monkeypatch
     scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**TINY, "train.steps": 40, **optimiser})
     data = make_dataset(scene)
     chosen = []
-    original = sa.stacked_forward
-    monkeypatch.setattr(sa, "stacked_forward", lambda template: chosen.append(method) or original(template, method))
+    original = stacked.stacked_forward
+    monkeypatch.setattr(stacked, "stacked_forward", lambda template: chosen.append(method) or original(template, method))
     seeds = [scene.seed, 7, scene.seed]
-    batched = sa.train_seeds(scene, data, seeds)
+    batched = stacked.train_seeds(scene, data, seeds)
     assert batched.batched and "batched" in batched.note
     x = torch.as_tensor(data.x_test, dtype=torch.float32)
     for seed, model in zip(seeds, batched.models):
@@ -71,14 +72,14 @@ def test_batched_training_equals_sequential_train(optimiser, method, monkeypatch
 def test_sequential_fallback_matches_and_says_why(monkeypatch):
     scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**TINY, "train.steps": 30})
     data = make_dataset(scene)
-    assert sa.batching_blocker(scene) is None
+    assert stacked.batching_blocker(scene) is None
     adversarial = scene.model_copy(update={"train": scene.train.model_copy(update={
         "adversarial": scene.train.adversarial.model_copy(update={"enabled": True})})})
-    assert "train.adversarial" in sa.batching_blocker(adversarial)
-    monkeypatch.setattr(sa, "batching_blocker", lambda scene: "forced for the test")
-    sequential = sa.train_seeds(scene, data, [0, 1])
+    assert "train.adversarial" in stacked.batching_blocker(adversarial)
+    monkeypatch.setattr(stacked, "batching_blocker", lambda scene: "forced for the test")
+    sequential = stacked.train_seeds(scene, data, [0, 1])
     monkeypatch.undo()
-    batched = sa.train_seeds(scene, data, [0, 1])
+    batched = stacked.train_seeds(scene, data, [0, 1])
     assert not sequential.batched and "forced for the test" in sequential.note
     for one, other in zip(sequential.models, batched.models):
         for a, b in zip(one.parameters(), other.parameters()):
@@ -89,7 +90,7 @@ def test_a_diverging_seed_is_a_training_error_naming_it():
     scene = load_scene(SCENES / "sheet_two_class.yaml",
                        overrides={**TINY, "train.steps": 20, "train.optimizer": "sgd", "train.lr": 1e9})
     with pytest.raises(TrainingError, match=r"seed agreement, seed \d+: Training diverged"):
-        sa.train_seeds(scene, make_dataset(scene), [0, 1])
+        stacked.train_seeds(scene, make_dataset(scene), [0, 1])
 
 
 # --------------------------------------------------------------------------- the measures, closed forms
@@ -180,8 +181,9 @@ def test_identical_seeds_give_zero_disagreement_and_zero_chamfer(seed_run):
     chamfer = result["chamfer"]
     assert chamfer["mean"] == 0 and chamfer["vertices"][0] == chamfer["vertices"][1] > 0
     assert chamfer["grid_resolution"] == 20 and chamfer["grid_spacing"] > 0
-    for name in ("seed_boundaries.png", "seed_boundary_0.vtp", "seed_boundary_1.vtp"):
-        assert name in result["files"] and (seed_run / name).is_file()
+    assert result["files"] == ["seed_boundary_0.vtp", "seed_boundary_1.vtp"]  # the stored meshes
+    for name in ("seed_boundaries.png", *result["files"]):  # and the picture drawn from them
+        assert (seed_run / name).is_file()
     import matplotlib.image
 
     image = matplotlib.image.imread(seed_run / "seed_boundaries.png")

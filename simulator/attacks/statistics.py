@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from simulator.attacks.subspaces import SPECIFICITY_MODES
+
 
 def median_counting_failures(distance: np.ndarray) -> float:
     """Median where NaN (not found) counts as +inf."""
@@ -46,7 +48,7 @@ def random_alignment_baseline(ambient_dim: int) -> float:
 
 
 def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
-    d = {mode: median_counting_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
+    d = {mode: median_counting_failures(distances[mode]) for mode in SPECIFICITY_MODES}
     # A zero median (points on the boundary itself, e.g. a collapsed model) leaves MS undefined too.
     if not all(np.isfinite(value) and value > 0 for value in d.values()):
         return None
@@ -62,7 +64,7 @@ def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | 
     within the attack's reach: as robust as this attack can tell), "off" missing -> MS <= bound.
     Like every attack distance, it is what the attack found, not a certificate.
     """
-    d = {mode: median_counting_failures(distances[mode]) for mode in ("on", "off", "random_on", "random_off")}
+    d = {mode: median_counting_failures(distances[mode]) for mode in SPECIFICITY_MODES}
     missing = [mode for mode, value in d.items() if not np.isfinite(value)]
     if missing not in (["on"], ["off"]):
         return None

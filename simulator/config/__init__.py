@@ -1,2 +1,3 @@
-"""Scene and real-experiment files: the schema (the only home of defaults), YAML loading,
-`--set` overrides, and the resolve step that turns data-dependent defaults into settings."""
+"""Scene and real-experiment files: the schema (`scene`, `real`: the only home of defaults), YAML
+loading and `--set` overrides (`loading`), validation messages (`messages`), and the resolve step
+that turns data-dependent defaults into settings (`resolve`)."""

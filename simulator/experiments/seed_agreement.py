@@ -5,8 +5,8 @@ The dimpled-manifold paper says training reaches the same boundary from any init
 boundary pinned only by the data would instead make seeds agree near the data and differ away
 from it, where nothing in the loss constrains it.
 
-    from simulator.experiments.seed_agreement import seed_agreement_run
-    result = seed_agreement_run(load_run("renders/sheet_two_class"))
+    from simulator.experiments.seed_agreement import seed_agreement_experiment
+    record, meshes = seed_agreement_experiment(load_run("renders/sheet_two_class"))
 
 S models are trained on the run's data (always drawn from the scene's seed); model i is what
 `simulator.training.loop.train` gives with the scene's seed replaced by seed i (same initialisation
@@ -20,28 +20,26 @@ stream, batch order, optimiser and budget). Then, with the models' argmax predic
 * the symmetric Chamfer distance between the boundary meshes in the render frame (input units;
   the mesh is placed within about one grid spacing of the true boundary, so distances below
   the spacing are at the resolution floor);
-* `seed_boundaries.png` with all S boundaries together and `seed_boundary_<i>.vtp`.
+* each seed's boundary mesh, which the pipeline stores as `seed_boundary_<i>.vtp` and draws
+  together in `seed_boundaries.png`. The training itself is `simulator.training.stacked`.
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from simulator.data import Dataset
-from simulator.errors import TrainingError
-from simulator.models import ACTIVATIONS, MLP, build_model
 from simulator.progress import counting_bar
+from simulator.training.stacked import train_seeds
+from simulator.boundary.mesh import contour_boundary, margin_grid
+from simulator.boundary.frame import render_frame
 from simulator.config.scene import Scene
-from simulator.seeding import numpy_rng, torch_generator, torch_seed
-from simulator.training.loop import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
+from simulator.seeding import numpy_rng
+from simulator.training.loop import resolve_device
 
 # The second view of seed_boundaries.png shows the boundaries within BAND_SPACINGS grid
 # spacings of the manifold.
@@ -57,152 +55,6 @@ def resolved_seeds(scene: Scene) -> list[int]:
     """The training seeds: `seeds` when given, else scene.seed, scene.seed + 1, ... (`count` of them)."""
     spec = scene.experiments.seed_agreement
     return list(spec.seeds) if spec.seeds else [scene.seed + i for i in range(spec.count)]
-
-
-# --------------------------------------------------------------------------- training
-
-
-@dataclass
-class SeedModels:
-    seeds: list[int]
-    models: list[MLP]  # evaluation mode, on the CPU
-    batched: bool
-    note: str  # how they were trained (and why not batched, when not)
-    seconds: float
-    device: str
-
-
-def batching_blocker(scene: Scene) -> str | None:
-    """Why the S models cannot be trained as one stacked model (None: they can)."""
-    if scene.train.adversarial.enabled:
-        return "train.adversarial is on (its per-model attacks are not stacked)"
-    return None
-
-
-def train_seeds(scene: Scene, data: Dataset, seeds: list[int], progress: bool = False) -> SeedModels:
-    """Train one model per seed on `data`: batched (stacked parameters) where possible, else one by one.
-
-    Raises TrainingError (naming the seed) when a model's loss stops being finite.
-    """
-    device = resolve_device(scene.train.device)
-    blocker = batching_blocker(scene)
-    started = time.perf_counter()
-    if blocker is None:
-        models = _train_batched(scene, data, seeds, device, progress)
-        note = f"batched: {len(seeds)} stacked models, one optimiser"
-    else:
-        models = _train_sequential(scene, data, seeds, progress)
-        note = f"sequential train() calls: {blocker}"
-    return SeedModels(seeds, models, blocker is None, note, time.perf_counter() - started, str(device))
-
-
-def _train_sequential(scene: Scene, data: Dataset, seeds: list[int], progress: bool) -> list[MLP]:
-    models = []
-    with counting_bar(progress, len(seeds), f"train {len(seeds)} seeds of {scene.name}") as advance:
-        for seed in seeds:
-            try:
-                result = train(scene.model_copy(update={"seed": seed}), data, progress=False)
-            except TrainingError as error:
-                raise TrainingError(f"seed agreement, seed {seed}: {error}") from None
-            models.append(result.model.eval())
-            advance()
-    return models
-
-
-def _train_batched(scene: Scene, data: Dataset, seeds: list[int], device: torch.device, progress: bool) -> list[MLP]:
-    """The loop of `train()` for S models at once.
-
-    Parameters are stacked along a new leading axis (torch.func.stack_module_state) and every
-    model reads its own mini-batch (indices (S, B)). Summing the S losses gives every model
-    exactly its own gradient, and Adam/SGD (with momentum and coupled weight decay) update each
-    number from its own gradient and state only, so one optimiser over the stacked tensors takes
-    the same steps as S separate ones (tests compare with `train()`).
-    """
-    from torch.func import stack_module_state
-
-    spec = scene.train
-    models = []
-    for seed in seeds:  # the same initialisation stream as train()
-        torch.manual_seed(torch_seed(seed, "init"))
-        models.append(build_model(scene.model, data.ambient_dim, data.n_classes).to(device))
-    params, buffers = stack_module_state(models)
-    forward = stacked_forward(copy.deepcopy(models[0]).to("meta"))  # the copy holds no numbers
-
-    def batched_loss(params, buffers, x, y):  # (S,): each model's mean cross-entropy, as in train()
-        logits = forward(params, buffers, x)
-        return torch.stack([nn.functional.cross_entropy(logits[i], y[i]) for i in range(len(y))])
-
-    if spec.optimizer == "adam":
-        optimizer = torch.optim.Adam(params.values(), lr=spec.lr, weight_decay=spec.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params.values(), lr=spec.lr, momentum=spec.momentum,
-                                    weight_decay=spec.weight_decay)
-    x_train = torch.as_tensor(data.x_train, dtype=torch.float32, device=device)
-    y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=device)
-    batch_size = min(spec.batch_size, len(x_train))
-    streams = [shuffled_batches(len(x_train), batch_size, torch_generator(seed, "batches")) for seed in seeds]
-    log_every = max(1, spec.steps // 200)
-    running = torch.zeros(len(seeds), device=device)
-
-    with one_cpu_thread(device), counting_bar(progress, spec.steps,
-                                               f"train {len(seeds)} seeds of {scene.name}") as advance:
-        for step in range(1, spec.steps + 1):
-            index = torch.stack([next(stream) for stream in streams]).to(device)  # (S, B)
-            losses = batched_loss(params, buffers, x_train[index], y_train[index])  # (S,)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            running += losses.detach()
-            if step % log_every == 0 or step == spec.steps:  # one host sync per interval, as train()
-                _check_all_finite(running.cpu().numpy(), seeds, step, spec.lr)
-                running.zero_()
-            advance()
-
-    trained = []
-    for i, model in enumerate(models):
-        model.load_state_dict({name: value[i].detach() for name, value in params.items()})
-        trained.append(model.cpu().eval())
-    return trained
-
-
-def stacked_forward(template: nn.Module, method: str = "auto"):
-    """forward(params, buffers, x (S, B, n)) -> logits (S, B, C) of S stacked copies of `template`.
-
-    method "matmul" (what "auto" picks for the project's MLP: Linear layers and elementwise
-    activations, run in registration order) runs each layer as one batched matrix product
-    (torch.baddbmm): the same arithmetic as S separate forward passes (bitwise on the CPU,
-    tested) and about 1.5-2x faster than "vmap" (torch.func.vmap of functional_call, which any
-    module can use) at these sizes, where vmap's per-operation batching cost in the backward
-    pass eats most of the gain of batching (benchmarks/seed_training_speed.py).
-    """
-    from torch.func import functional_call, vmap
-
-    layers = [(name, module) for name, module in template.named_modules() if not list(module.children())]
-    plain = isinstance(template, MLP) and all(isinstance(module, (nn.Linear, *ACTIVATIONS.values()))
-                                              for _, module in layers)
-    if method == "vmap" or (method == "auto" and not plain):
-        return vmap(lambda p, b, x: functional_call(template, (p, b), (x,)))
-    if not plain:
-        raise ValueError(f"stacked_forward: method 'matmul' needs the plain MLP, got {type(template).__name__}")
-
-    def forward(params, buffers, x):
-        for name, module in layers:
-            if isinstance(module, nn.Linear):
-                weight, bias = params[f"{name}.weight"].transpose(1, 2), params.get(f"{name}.bias")
-                x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias[:, None, :], x, weight)
-            else:
-                x = module(x)  # an elementwise activation
-        return x
-
-    return forward
-
-
-def _check_all_finite(losses: np.ndarray, seeds: list[int], step: int, lr: float) -> None:
-    for seed, loss in zip(seeds, losses):
-        try:
-            check_finite(float(loss), step, lr)
-        except TrainingError as error:
-            raise TrainingError(f"seed agreement, seed {seed}: {error}") from None
 
 
 # --------------------------------------------------------------------------- measurements
@@ -293,8 +145,6 @@ def chamfer_matrix(point_sets: list[np.ndarray], max_queries: int | None = MAX_C
 def seed_boundary_meshes(models: list[nn.Module], frame, resolution: int, n_classes: int, device=None,
                          progress: bool = False):
     """Each model's decision-boundary mesh in the frame (the renderers' extraction) and the grid spacing (3,)."""
-    from simulator.render.boundary import contour_boundary, margin_grid
-
     meshes, spacing = [], None
     with counting_bar(progress, len(models), "seed boundaries") as advance:
         for model in models:
@@ -308,9 +158,11 @@ def seed_boundary_meshes(models: list[nn.Module], frame, resolution: int, n_clas
 # --------------------------------------------------------------------------- the experiment
 
 
-def seed_agreement_run(run, progress: bool = True) -> dict:
-    """Train the seeds of `run.scene.experiments.seed_agreement`, measure their agreement, write
-    seed_boundaries.png and seed_boundary_<i>.vtp into the run and metrics.json["seed_agreement"]."""
+def seed_agreement_experiment(run, progress: bool = True) -> tuple[dict, list]:
+    """Train the seeds of `run.scene.experiments.seed_agreement` and measure their agreement.
+
+    Returns (the record for metrics.json "seed_agreement", each seed's boundary mesh in the
+    render frame: an empty list when n < 3)."""
     scene, data = run.scene, run.data
     spec = scene.experiments.seed_agreement
     seeds = resolved_seeds(scene)
@@ -336,31 +188,25 @@ def seed_agreement_run(run, progress: bool = True) -> dict:
         "test": disagreement(test_predictions),
         "frame": None,
         "chamfer": None,
-        "files": [],
     }
+    meshes = []
     if data.ambient_dim >= 3:
-        result.update(_in_render_frame(run, models, seeds, rng, spec.n_points, progress))
+        in_frame, meshes = _in_render_frame(run, models, rng, spec.n_points, progress)
+        result.update(in_frame)
     else:
         result["note"] = "no render frame: the frame disagreement and Chamfer distance need ambient_dim >= 3"
     result["seconds"] = time.perf_counter() - started
-    run.metrics["seed_agreement"] = result
-    run.save_metrics()
-    return result
+    return result, meshes
 
 
-def _in_render_frame(run, models, seeds, rng, n_points, progress) -> dict:
-    from simulator.render.frame import render_frame
-    from simulator.render.scene3d import run_device, write_vtp
-
+def _in_render_frame(run, models, rng, n_points, progress) -> tuple[dict, list]:
     frame = render_frame(run)
     in_frame = frame_probes(frame, n_points, rng)
     resolution = run.scene.render.grid_resolution
-    meshes, spacing = seed_boundary_meshes(models, frame, resolution, run.data.n_classes, run_device(run), progress)
+    device = resolve_device(run.scene.train.device)
+    meshes, spacing = seed_boundary_meshes(models, frame, resolution, run.data.n_classes, device, progress)
     distances = chamfer_matrix([np.asarray(mesh.points) for mesh in meshes])
     pairs = distances[np.triu_indices(len(models), k=1)]
-    for stale in Path(run.path).glob("seed_boundary_*.vtp"):  # from an earlier call with more seeds
-        stale.unlink()
-    files = [write_vtp(mesh, Path(run.path) / f"seed_boundary_{i}.vtp").name for i, mesh in enumerate(meshes)]
     in_frame_predictions = predictions(models, in_frame)
     to_manifold = np.linalg.norm(in_frame - run.manifold().projection(in_frame), axis=-1)
     frame_result = {**disagreement(in_frame_predictions), "description": frame.description,
@@ -370,55 +216,6 @@ def _in_render_frame(run, models, seeds, rng, n_points, progress) -> dict:
                "grid_resolution": resolution, "grid_spacing": float(np.max(spacing)),
                "frame_diagonal": frame.size, "vertices": [int(mesh.n_points) for mesh in meshes],
                "max_query_vertices": MAX_CHAMFER_QUERIES}
-    if run.scene.render.three_d:
-        from simulator.render.seed_boundaries import render_seed_boundaries
-
-        image = render_seed_boundaries(run, frame, meshes, seeds, BAND_SPACINGS * chamfer["grid_spacing"],
-                                       frame_result["mean_pairwise"], chamfer["mean"])
-        files.insert(0, image.name)
-    return {"frame": frame_result, "chamfer": chamfer, "files": files}
+    return {"frame": frame_result, "chamfer": chamfer}, meshes
 
 
-def agreement_rows(result: dict) -> list[tuple[str, str]]:
-    """(quantity, value) pairs summarising a result (for the CLI table and the report)."""
-
-    def share(value):  # None: NaN in metrics.json (a model with no boundary in the frame)
-        return "-" if value is None or not np.isfinite(value) else f"{value:.2%}"
-
-    def number(value):
-        return "-" if value is None or not np.isfinite(value) else f"{value:.4g}"
-
-    rows = [("seeds", ", ".join(str(s) for s in result["seeds"])),
-            ("training", f"{result['training']['note']} ({result['training']['seconds']:.1f} s)"),
-            ("test accuracy", ", ".join(f"{a:.1%}" for a in result["training"]["test_accuracy"]))]
-    for key, where in (("test", "test points"), ("manifold", "manifold (uniform by volume)"),
-                       ("frame", "render frame (uniform by volume)")):
-        part = result.get(key)
-        if part:
-            rows.append((f"disagreement on {where}",
-                         f"mean pairwise {share(part['mean_pairwise'])}, not all agree {share(part['not_all_agree'])} "
-                         f"({part['n_points']} points)"))
-    for key, what, profile in (("manifold", "manifold points by distance to the data", "by_distance_to_data"),
-                               ("frame", "frame points by distance to the manifold", "by_distance_to_manifold")):
-        bins = (result.get(key) or {}).get(profile)
-        if bins:
-            rows.append((f"mean pairwise disagreement, {what} ({len(bins)} equal-count bins)",
-                         ", ".join(f"up to {row['to']:.2g}: {share(row['mean_pairwise'])}" for row in bins)))
-    chamfer = result.get("chamfer")
-    if chamfer:
-        rows.append(("Chamfer distance between boundaries",
-                     f"mean {number(chamfer['mean'])}, max {number(chamfer['max'])} input units (grid spacing "
-                     f"{number(chamfer['grid_spacing'])}, frame diagonal {number(chamfer['frame_diagonal'])})"))
-    elif result.get("note"):
-        rows.append(("render frame", result["note"]))
-    return rows
-
-
-def agreement_table(result: dict, title: str):
-    """A rich table of `agreement_rows`."""
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False, title_justify="left")
-    for quantity, value in agreement_rows(result):
-        table.add_row(quantity, value)
-    return table

@@ -22,6 +22,7 @@ from torch.func import jacfwd, vmap
 from simulator.errors import TrainingError
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.loop import shuffled_batches
+from simulator.training.optimizers import make_optimizer
 
 ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "softplus": nn.Softplus, "relu": nn.ReLU}
 
@@ -118,7 +119,7 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
     generator = torch_generator(seed, "autoencoder_batches")
     torch.manual_seed(torch_seed(seed, "autoencoder_init"))
     model = Autoencoder(x_train.shape[1], latent_dim, hidden, activation, output, shift.cpu(), scale).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = make_optimizer(model.parameters(), "adam", lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
     history, started = [], time.perf_counter()
     running = torch.zeros((), device=device)  # on the device: one host sync per log interval

@@ -22,14 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simulator.stages.attack import attack_arrays, attack_settings
+from simulator.attacks.subspaces import MANIFOLD_MODES, SPECIFICITY_MODES
+from simulator.config.resolve import resolve_attack_settings
+from simulator.data import make_dataset
+from simulator.runs.loading import load_run
+from simulator.stages.attack import attack_arrays
+from simulator.training.loop import train
 from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
 from simulator.config.real import AutoencoderSpec
 from simulator.stages.measure import tangent_and_stretch
 from simulator.geometry.scale import data_radius
-from simulator.config.scene import Scene, load_scene
+from simulator.config.loading import load_scene
+from simulator.config.scene import Scene
 
-CALIBRATION_MODES = ["free", "on", "off", "random_on", "random_off"]
+CALIBRATION_MODES = ["free", *SPECIFICITY_MODES]
 
 
 def principal_angles(estimated: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
@@ -70,14 +76,10 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
     (default the scene's measure.attacks; DeepFool check off). attacks=False skips the attacks.
     Returns a JSON-ready dict.
     """
-    from simulator.data import make_dataset
-
     started = time.perf_counter()
     run = None
     if isinstance(scene, (str, Path)):
         if Path(scene).is_dir():
-            from simulator.runs.loading import load_run
-
             run = load_run(scene)
             scene = run.scene
         else:
@@ -113,8 +115,6 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
         if run is not None:
             model = run.final_model()
         else:
-            from simulator.training.loop import train
-
             model = train(scene, data, progress=False).model
     model = model.to(device).eval()
     tangent_exact, _ = tangent_and_stretch(model, x, exact)
@@ -124,47 +124,24 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
         attack_spec = (attack_spec or scene.measure.attacks).model_copy(
             update={"modes": CALIBRATION_MODES, "check_with_deepfool": False})
         clean = manifold.immersion(data.u_train)
-        settings = attack_settings(attack_spec, scene.seed, n_points, data_radius(clean))
+        settings = resolve_attack_settings(attack_spec, scene.seed, n_points, data_radius(clean))
         reports = {}
         for name, bases in (("exact", exact), ("estimated", estimated)):
-            reports[name] = attack_arrays(model, x, bases, attack_spec, settings, scene.seed, device)
+            reports[name] = attack_arrays(model, x, bases, settings, scene.seed, device)
+            reports[name].pop("free_delta", None)  # not stored by calibrations
         per_point = {mode: reports["estimated"]["distances"][mode] / reports["exact"]["distances"][mode]
-                     for mode in ("on", "off")}
+                     for mode in MANIFOLD_MODES}
         result["attacks"] = {
-            "settings": settings,
+            "settings": settings.as_record(),
             **{name: {"median_distance": {mode: _median_distance(report, mode) for mode in CALIBRATION_MODES},
                       "manifold_specificity": report.get("manifold_specificity"),
                       "manifold_specificity_interval": report.get("manifold_specificity_interval")}
                for name, report in reports.items()},
             "relative_change": {mode: _relative_change(_median_distance(reports["estimated"], mode),
                                                        _median_distance(reports["exact"], mode))
-                                for mode in ("on", "off")},
+                                for mode in MANIFOLD_MODES},
             "median_per_point_ratio": {mode: (float(np.nanmedian(r)) if np.isfinite(r).any() else None)
                                        for mode, r in per_point.items()},
         }
     result["seconds"] = time.perf_counter() - started
     return result
-
-
-def calibration_markdown(result: dict) -> str:
-    """A few lines for a report or the docs."""
-    angles = result["angles_deg"]
-    lines = [f"Autoencoder calibration on {result['scene']} (k = {result['k']}, n = {result['n']}, "
-             f"latent {result['latent_dim']}, {result['n_points']} test points):",
-             f"- principal angles to the exact tangent spaces: median largest {angles['median_largest']:.3g} deg, "
-             f"max {angles['max_largest']:.3g} deg, mean of all {angles['mean_all']:.3g} deg",
-             f"- RMS tau / sqrt(k/n): exact {result['tangent']['exact']['ratio_to_baseline']:.3g}, "
-             f"estimated {result['tangent']['estimated']['ratio_to_baseline']:.3g}"]
-    attacks = result.get("attacks")
-    if attacks:
-        def fmt(value):
-            return "n/a" if value is None else f"{value:.4g}"
-
-        for name in ("exact", "estimated"):
-            d = attacks[name]["median_distance"]
-            lines.append(f"- {name} bases: d_on {fmt(d['on'])}, d_off {fmt(d['off'])}, d_free {fmt(d['free'])}, "
-                         f"MS {fmt(attacks[name]['manifold_specificity'])}")
-        change = attacks["relative_change"]
-        lines.append(f"- relative change of the median when the estimate replaces the truth: d_on {fmt(change['on'])}, "
-                     f"d_off {fmt(change['off'])}")
-    return "\n".join(lines) + "\n"

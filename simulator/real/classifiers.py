@@ -18,6 +18,7 @@ from torch import nn
 from simulator.errors import TrainingError
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.loop import shuffled_batches
+from simulator.training.optimizers import make_optimizer
 from simulator.models import ACTIVATIONS, MLP
 
 
@@ -85,7 +86,7 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
     torch.manual_seed(torch_seed(seed, "classifier_init"))
     model = build_classifier(architecture, image_shape, n_classes, hidden, channels, activation).to(device)
     generator = torch_generator(seed, "classifier_batches")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = make_optimizer(model.parameters(), "adam", lr=lr, weight_decay=weight_decay)
     batch_size = min(batch_size, len(x_train))
     # Running sums stay on the device and reach the host once per log interval (a GPU keeps going).
     history, started = [], time.perf_counter()

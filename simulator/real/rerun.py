@@ -14,7 +14,6 @@ Nothing is written until everything is computed; then each file is replaced atom
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,11 @@ import yaml
 
 from simulator.errors import RunError, SceneError
 from simulator.config.real import RealExperiment, real_experiment_from_dict
+from simulator.real.autoencoder import Autoencoder
 from simulator.real.experiment import (
     POINT_ARRAYS,
     _tangent_space_summary,
     attack_points,
-    attack_view,
     choose_points,
     estimate_tangent_spaces,
     example_perturbations,
@@ -41,24 +40,14 @@ from simulator.real.experiment import (
     restore_classifier,
     subspace_dim,
     write_points,
-    write_real_outputs,
+    store_real_results,
 )
-from simulator.runs.loading import RUN_FORMAT_VERSION
-from simulator.runs.io import write_text
+from simulator.config.resolve import AttackSettings
+from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE, check_files, read_metrics
+from simulator.runs.io import read_arrays, write_text
 from simulator.training.loop import resolve_device
 
 PER_POINT = tuple(key for key in POINT_ARRAYS if key not in ("image_shape", "data_radius"))
-
-
-def is_real_run(path: str | Path) -> bool:
-    """True when `path` holds a run written by a real-image experiment (`"kind": "real"`)."""
-    metrics = Path(path) / "metrics.json"
-    if not metrics.is_file():
-        return False
-    try:
-        return json.loads(metrics.read_text()).get("kind") == "real"
-    except (json.JSONDecodeError, AttributeError, OSError):
-        return False
 
 
 @dataclass
@@ -70,6 +59,18 @@ class RealRun:
     metrics: dict
     points: dict[str, np.ndarray]
     models: dict | None
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    def stored_attack_distances(self) -> dict[str, np.ndarray]:
+        """attack_distances.npz: {mode: (N,) distances}."""
+        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
+
+    def attack_settings(self) -> AttackSettings:
+        """The resolved attack settings the stored attacks ran with."""
+        return AttackSettings.from_record(self.metrics["attacks"]["settings"])
 
     @property
     def k(self) -> int:
@@ -91,8 +92,6 @@ class RealRun:
         """The run's autoencoder (None with manifold: none)."""
         if self.models is None or "autoencoder" not in self.models:
             return None
-        from simulator.real.autoencoder import Autoencoder
-
         config = self.models["autoencoder_config"]
         model = Autoencoder(config["ambient_dim"], config["latent_dim"], config["hidden"], config["activation"],
                             config["output"])
@@ -103,17 +102,9 @@ class RealRun:
 def load_real_run(path: str | Path) -> RealRun:
     """Load a run directory written by a `kind: real` experiment, with clear errors."""
     path = Path(path)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such run directory. Create one with `sim run EXPERIMENT.yaml`.")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"{path / 'metrics.json'}: missing or not valid JSON ({error}); rerun `sim run` on the "
-                       f"experiment file.") from None
-    version = metrics.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= RUN_FORMAT_VERSION:
-        raise RunError(f"{path}: run format version {version!r} is not one this simulator reads (1..{RUN_FORMAT_VERSION}); "
-                       f"rerun the experiment with this version.")
+    metrics = read_metrics(path)
+    if metrics.get("kind") != "real":
+        raise RunError(f"{path}: a synthetic run, not a real-image one; load it with simulator.load_run.")
     try:
         raw = yaml.safe_load((path / "scene.yaml").read_text())
     except (OSError, yaml.YAMLError) as error:
@@ -123,11 +114,7 @@ def load_real_run(path: str | Path) -> RealRun:
         experiment = real_experiment_from_dict(raw, source=str(path / "scene.yaml"), default_name=path.name)
     except SceneError as error:
         raise RunError(f"{error} (in a run directory; rerun `sim run` on the original experiment file)") from None
-    needed = ["points.npz", "attack_distances.npz"] + ([] if experiment.pretrained else ["models.pt"])
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing or "real" not in metrics or "attacks" not in metrics:
-        raise RunError(f"{path}: not a complete real-image run directory (missing "
-                       f"{', '.join(missing) or 'sections of metrics.json'}); rerun `sim run` on its experiment file.")
+    check_files(path, "real", () if experiment.pretrained else ("models.pt",))
     with np.load(path / "points.npz", allow_pickle=False) as stored:
         points = {key: stored[key] for key in stored.files}
     models = None if experiment.pretrained else torch.load(path / "models.pt", map_location="cpu", weights_only=True)
@@ -211,7 +198,7 @@ def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None)
     """`sim attack` on a real run: the attacks (and example figure) again, with measure.* overrides."""
     log = log or (lambda message: None)
     run, experiment, device, classifier, points = _reload_for_rerun(path, overrides, "sim attack")
-    report, settings, seconds, view = attack_points(experiment, classifier, points["x"], points.get("tangent_bases"),
+    report, settings, seconds = attack_points(experiment, classifier, points["x"], points.get("tangent_bases"),
                                                     float(points["data_radius"]), device)
     report["step"] = _step(run)
     log(f"attacks at {len(points['x'])} images: {seconds:.1f} s")
@@ -220,15 +207,18 @@ def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None)
         examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"), settings,
                                          subspace_dim(experiment), experiment.examples, device)
     distances = report.pop("distances")
+    if "free_delta" in report:  # only when the free mode ran
+        distances["free_delta"] = report.pop("free_delta")
+    distances["point_index"] = np.arange(len(points["x"]))
     metrics = run.metrics
-    metrics["attacks"] = {"settings": settings, "seconds": seconds, "device": str(device), "final": report,
+    metrics["attacks"] = {"settings": settings.as_record(), "seconds": seconds, "device": str(device), "final": report,
                           "snapshots": [report]}
     thresholds = experiment.measure.thresholds.model_dump()
     metrics["geometry"]["settings"]["thresholds"] = thresholds
     record = metrics["geometry"]["snapshots"][-1]
     record["verdict"] = geometry_record({key: record[key] for key in ("tangent", "stretch") if key in record},
                                         record["step"], record.get("test_accuracy"), thresholds, report)["verdict"]
-    _finish(run, experiment, points, metrics, distances, view, examples)
+    _finish(run, experiment, points, metrics, distances, examples)
     return run, metrics["attacks"]
 
 
@@ -259,58 +249,39 @@ def remeasure_real_run(path: str | Path, overrides: dict | None = None, log=None
                            "seconds": seconds, "device": str(device), "snapshots": [record]}
     if autoencoder is not None:
         metrics["real"].update(_tangent_space_summary(points))
-    _finish(run, experiment, points, metrics, None, None, None)
+    _finish(run, experiment, points, metrics)
     return run, metrics["geometry"]
 
 
-def rerender_real_run(path: str | Path, overrides: dict | None = None) -> tuple[RealRun, list[Path]]:
-    """`sim render` on a real run: attack_norms.png and examples.png (the example attacks run again,
-    with the stored attack settings), and the report."""
+def rerender_real_run(path: str | Path, overrides: dict | None = None) -> RealRun:
+    """`sim render` on a real run: the example perturbations again when `examples` changes (with
+    the stored attack settings); the pipeline then redraws the figures and the report."""
     run = load_real_run(path)
     experiment = _with_overrides(run, overrides, ("dpi", "examples"), "sim render")
-    device = resolve_device(experiment.device)
-    points = run.points
-    with np.load(run.path / "attack_distances.npz", allow_pickle=False) as stored:
-        distances = {mode: stored[mode] for mode in stored.files}
-    examples = None
-    if experiment.examples:
-        classifier = run.classifier(experiment, device)
-        examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"),
-                                         run.metrics["attacks"]["settings"], run.k, experiment.examples, device)
-    view = attack_view(experiment.name, experiment.seed, experiment.measure.attacks, points["x"], None, experiment.dpi)
-    written = write_real_outputs(run.path, experiment, run.metrics, distances, view, examples)
+    missing = experiment.examples and not (run.path / "examples.npz").is_file()  # a run from before examples.npz
+    if experiment.examples != run.experiment.examples or missing:
+        examples = None
+        if experiment.examples:
+            device = resolve_device(experiment.device)
+            examples = example_perturbations(run.classifier(experiment, device), run.points["x"],
+                                             run.points.get("tangent_bases"), run.attack_settings(), run.k,
+                                             experiment.examples, device)
+        store_real_results(run.path, run.metrics, examples=examples)
+        if examples is None:
+            (run.path / "examples.npz").unlink(missing_ok=True)
     _write_scene(run, experiment)
-    return run, [p for p in written if p.suffix in (".png", ".md", ".html")]
+    run.experiment = experiment
+    return run
 
 
-def write_real_report(path: str | Path) -> tuple[Path, Path]:
-    """`sim report` on a real run: report.md and report.html from metrics.json and the figures."""
-    from simulator.real.experiment import real_report_markdown
-    from simulator.real.figures import real_report_html
-
-    run = load_real_run(path)
-    write_text(run.path / "report.md", real_report_markdown(run.metrics))
-    write_text(run.path / "report.html", real_report_html(run.metrics, run.path))
-    return run.path / "report.md", run.path / "report.html"
-
-
-def _finish(run: RealRun, experiment: RealExperiment, points: dict, metrics: dict, distances: dict | None, view,
-            examples: dict | None) -> None:
-    """Write what a rerun computed (every file atomically), the scene last."""
-    from simulator.real.experiment import real_report_markdown
-    from simulator.real.figures import real_report_html
-    from simulator.runs.io import write_json
-
+def _finish(run: RealRun, experiment: RealExperiment, points: dict, metrics: dict, distances: dict | None = None,
+            examples: dict | None = None) -> None:
+    """Store what a rerun computed (every file atomically), the scene last."""
     merged = _merged(run.points, points)
     if "test_indices" in merged:
         metrics["real"]["test_indices"] = [int(i) for i in merged["test_indices"]]
     write_points(run.path, merged)
     run.points = merged
-    if distances is not None:
-        write_real_outputs(run.path, experiment, metrics, distances, view, examples)
-    else:
-        write_json(run.path / "metrics.json", metrics)
-        write_json(run.path / "verdict.json", metrics["geometry"]["snapshots"][-1]["verdict"])
-        write_text(run.path / "report.md", real_report_markdown(metrics))
-        write_text(run.path / "report.html", real_report_html(metrics, run.path))
+    store_real_results(run.path, metrics, distances, examples)
     _write_scene(run, experiment)
+    run.experiment = experiment

@@ -17,12 +17,15 @@ every snapshot, so a GIF written here always has one frame per snapshot.
 
 from __future__ import annotations
 
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from simulator.progress import counting_bar
-from simulator.render.frame import render_frame
+from simulator.boundary.frame import render_frame
 from simulator.render.scene3d import BoundaryScene, boundary_for, run_device
 from simulator.runs.io import atomic_path
 
@@ -39,8 +42,6 @@ def render_frames(run, progress: bool = True, device=None, on_frame=None) -> lis
     is computed while the scene is built. on_frame(image) is called with each image as soon
     as it is drawn (animate_run streams them to ffmpeg).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     spec = run.scene.render
     frame = render_frame(run)
     device = device or run_device(run)
@@ -86,7 +87,7 @@ def animate_run(run, progress: bool = True, gif_path: str | Path | None = None,
 
 def write_gif(images: list[np.ndarray], path: str | Path, fps: float) -> Path:
     """Looping GIF of (h, w, 3) uint8 frames with one shared palette, atomically."""
-    from PIL import Image
+    from PIL import Image  # deferred: only animations need Pillow
 
     path = Path(path)
     if not images:
@@ -128,10 +129,7 @@ class Mp4Writer:
             self._start((size[0] + size[0] % 2, size[1] + size[1] % 2))
 
     def _start(self, even: tuple[int, int]) -> None:
-        import queue
-        import threading
-
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # deferred: only videos need ffmpeg
 
         self.size = even
         self.writer = imageio_ffmpeg.write_frames(

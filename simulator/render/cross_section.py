@@ -2,54 +2,22 @@
 
 The picture of the dimpled-manifold argument in one slice: the manifold is a curve through
 the middle, the decision boundary is the black 0-level of the class margins, and dimples are
-the places where the boundary bends around data points. Matplotlib is imported lazily so the
-core library never needs a plotting backend.
+the places where the boundary bends around data points. The plane is the `SectionFrame` of
+`simulator.boundary.frame` (`default_frame`: through the training point nearest the chart centre).
+Classes have the palette's colours (`simulator.render.palette`), light for the regions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from simulator.geometry.margins import class_margins, logits_on
-
-
-@dataclass
-class SectionFrame:
-    """The affine plane x0 + s * tangent + r * normal. Shapes: (n,) each."""
-
-    origin: np.ndarray
-    tangent: np.ndarray
-    normal: np.ndarray
-    chart_point: np.ndarray  # chart coordinates of `origin`
-    half_width: float
-
-    def points(self, s: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """Ambient points for in-plane coordinates s, r (same shape) -> (..., n)."""
-        return self.origin + s[..., None] * self.tangent + r[..., None] * self.normal
-
-    def coordinates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """In-plane coordinates (s, r) of points x (N, n) and their distance from the plane."""
-        offset = x - self.origin
-        s, r = offset @ self.tangent, offset @ self.normal
-        out_of_plane = np.linalg.norm(offset - s[:, None] * self.tangent - r[:, None] * self.normal, axis=1)
-        return s, r, out_of_plane
-
-
-def default_frame(manifold, x_train: np.ndarray, u_train: np.ndarray, half_width: float | None) -> SectionFrame:
-    """Through the training point nearest the chart-box centre, along the first chart direction."""
-    centre = (np.asarray(manifold.chart_low) + np.asarray(manifold.chart_high)) / 2
-    index = int(np.argmin(np.linalg.norm((u_train - centre) / (manifold.chart_high - manifold.chart_low), axis=1)))
-    u0 = u_train[index]
-    origin = manifold.immersion(u0)
-    if half_width is None:
-        from simulator.geometry.scale import data_radius
-
-        half_width = 0.6 * data_radius(x_train)
-    return SectionFrame(origin, manifold.tangent_basis(u0)[:, 0], manifold.unit_normal(u0), u0, float(half_width))
+from simulator.boundary.frame import SectionFrame
+from simulator.render.palette import class_colour
+from simulator.render.pyplot import pyplot, save_png
 
 
 def signed_distance_to_manifold(manifold, x: np.ndarray) -> np.ndarray:
@@ -61,11 +29,8 @@ def signed_distance_to_manifold(manifold, x: np.ndarray) -> np.ndarray:
 def plot_cross_sections(manifold, data, models: list[tuple[str, torch.nn.Module]], frame: SectionFrame,
                         path: Path, title: str, resolution: int = 200, dpi: int = 120) -> Path:
     """One panel per (label, model): class regions, decision boundary, manifold trace, data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap, to_rgba_array  # deferred with pyplot: figures only
 
     a = frame.half_width
     s_axis = np.linspace(-a, a, resolution)
@@ -81,7 +46,7 @@ def plot_cross_sections(manifold, data, models: list[tuple[str, torch.nn.Module]
     near = (off_plane < 0.08 * a) & (np.abs(s_data) <= a) & (np.abs(r_data) <= a / 2)
 
     n_classes = data.n_classes
-    palette = plt.get_cmap("tab10")(np.arange(max(n_classes, 2)) % 10)
+    palette = to_rgba_array([class_colour(c) for c in range(max(n_classes, 2))])  # (classes, 4)
     light = ListedColormap(0.3 * palette[:, :3] + 0.7)
     figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
     for axis, (label, model) in zip(axes[0], models):
@@ -104,9 +69,4 @@ def plot_cross_sections(manifold, data, models: list[tuple[str, torch.nn.Module]
     figure.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    from simulator.runs.io import atomic_path
-
-    with atomic_path(Path(path)) as temporary:
-        figure.savefig(temporary, dpi=dpi, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path, dpi)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.formatting import fmt
+from simulator.render.pyplot import pyplot, save_png
+
 
 def _series(snapshots, section, key):
     values = []
@@ -22,10 +25,7 @@ def _series(snapshots, section, key):
 
 
 def plot_geometry_curves(run, path: Path, dpi: int | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     geometry = run.metrics["geometry"]
     snapshots = geometry["snapshots"]
@@ -44,7 +44,8 @@ def plot_geometry_curves(run, path: Path, dpi: int | None = None) -> Path:
     cling_ax.plot(steps, [s["test_accuracy"] for s in snapshots], color="gray", lw=1, label="test accuracy")
     cling_ax.axhline(line, color="tab:red", ls=":", lw=1, label=f"verdict line {line:g}")
     cling_ax.set_ylim(-0.03, 1.03)
-    cling_ax.set_title(f"share of the manifold with |h| < {geometry['settings']['clinging_epsilon']:.3g}", fontsize=9)
+    epsilon = geometry["settings"]["clinging_epsilon"]
+    cling_ax.set_title(f"share of the manifold with |h| < {fmt(epsilon, 3)}", fontsize=9)
 
     for key, label in (("median_abs_h_near_data", "near data"), ("median_abs_h_far_from_data", "far from data"),
                        ("median_abs_h_at_train_points", "at training points")):
@@ -81,9 +82,4 @@ def plot_geometry_curves(run, path: Path, dpi: int | None = None) -> Path:
         axis.set_xlabel("training step (symlog)")
     figure.suptitle(f"{run.scene.name}: geometry over training", fontsize=11)
     figure.tight_layout()
-    from simulator.runs.io import atomic_path
-
-    with atomic_path(Path(path)) as temporary:
-        figure.savefig(temporary, dpi=dpi or run.scene.render.dpi, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path, dpi or run.scene.render.dpi)

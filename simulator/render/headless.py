@@ -128,7 +128,7 @@ def ensure_offscreen() -> str | None:
             # after `import vtk` but before the first Plotter is enough.
             os.environ[OPENGL_WINDOW_VARIABLE] = window
         _chosen.append(window)
-    import pyvista
+    import pyvista  # deferred: a heavy library only drawing needs
 
     pyvista.OFF_SCREEN = True
     return _chosen[0]

@@ -1,39 +1,28 @@
-"""The offline interactive 3-D view, and a headless-Chromium check of pages that show it.
+"""The offline interactive 3-D view: a rotatable plotly (WebGL) figure of surface meshes and points.
 
 `interactive_mesh_html` turns surface meshes (`.vtp` files or pyvista meshes: the decision
-boundary, the manifold) and optional data points into a plotly WebGL figure. The fragment it
-returns does not carry plotly.js itself: a page includes `plotly_js_html()` once (inline, so the
-page works with no network), which `simulator.report.html_page` does on its own whenever a
-section contains `PLOTLY_MARKER`.
+boundary, the manifold) and optional data points into a plotly WebGL figure, in the palette's
+colours (`simulator.render.palette`, the same as the PNG figures and the pyvista render). The
+fragment it returns does not carry plotly.js itself: a page includes `plotly_js_html()` once
+(inline, so the page works with no network), which `simulator.report.html.html_page` does on
+its own whenever a section contains `PLOTLY_MARKER`.
 
-`browser_check` opens a page in headless Chromium over the DevTools protocol (a pipe, no
-network port) and returns every console error, uncaught exception, failed load and request to
-a non-local URL, plus a screenshot of the page and of one element. Tests use it to show that a
-report loads cleanly offline and that its 3-D view is actually drawn.
+pyvista and plotly are imported inside functions: the core library never needs them.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import select
-import shutil
-import subprocess
-import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from simulator.boundary.frame import RenderFrame
+from simulator.render.palette import BOUNDARY_COLOUR, class_colour
+
 # Present in every fragment that needs plotly.js on the page.
 PLOTLY_MARKER = "data-needs-plotly"
-
-BOUNDARY_COLOR = "#e4572e"  # warm red-orange: stands out from the grey-blue manifold and the classes
-MANIFOLD_COLOR = "#7f9cbf"
-CLASS_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 
 
 @dataclass
@@ -42,7 +31,7 @@ class MeshLayer:
 
     name: str
     mesh: Any  # str | Path | pyvista.DataSet
-    color: str = BOUNDARY_COLOR
+    color: str = BOUNDARY_COLOUR
     opacity: float = 0.6
     max_faces: int = 40_000  # decimated above this (quadric decimation) to keep the page light
 
@@ -63,7 +52,7 @@ def mesh_arrays(mesh: Any, max_faces: int = 40_000) -> tuple[np.ndarray, np.ndar
 
     Polygons are triangulated; meshes above `max_faces` triangles are decimated.
     """
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     if isinstance(mesh, (str, Path)):
         mesh = pv.read(str(mesh))
@@ -94,13 +83,13 @@ def mesh_arrays(mesh: Any, max_faces: int = 40_000) -> tuple[np.ndarray, np.ndar
     return points, triangles, lines
 
 
-def frame_of_mesh(mesh: Any) -> dict | None:
-    """The render frame stored in a `.vtp`'s field data by the 3-D renderer, or None.
+def frame_of_mesh(mesh: Any) -> RenderFrame | None:
+    """The render frame the 3-D renderer stored in a `.vtp`'s field data, or None.
 
-    {"origin": (n,), "axes": (n, 3) orthonormal columns, "low": (3,), "high": (3,)}: a point
-    p of the mesh is the input-space point origin + axes @ p.
+    A point p of the mesh is the input-space point frame.to_ambient(p); `frame.select(x)` gives
+    the data points the renderer draws in that frame.
     """
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library that only meshes need
 
     if isinstance(mesh, (str, Path)):
         mesh = pv.read(str(mesh))
@@ -109,29 +98,8 @@ def frame_of_mesh(mesh: Any) -> dict | None:
         return None
     origin = np.asarray(mesh.field_data["frame_origin"], dtype=float).ravel()
     axes = np.asarray(mesh.field_data["frame_axes"], dtype=float).reshape(3, origin.size).T  # stored as (3, n)
-    return {"origin": origin, "axes": axes, "low": np.asarray(mesh.field_data["frame_low"], dtype=float).ravel(),
-            "high": np.asarray(mesh.field_data["frame_high"], dtype=float).ravel()}
-
-
-def points_in_frame(x: np.ndarray, frame: dict, min_points: int = 20) -> tuple[np.ndarray, np.ndarray, float]:
-    """(frame coordinates (m, 3), indices into x, slab half-thickness) of the points to draw.
-
-    The renderer's rule: for n = 3 every point in the box; for n > 3 the points within a slab
-    around the slice (5% of the smallest box half-side, widened until `min_points` qualify),
-    drawn at their projections.
-    """
-    offset = np.asarray(x, dtype=float) - frame["origin"]
-    coords = offset @ frame["axes"]
-    residual = np.linalg.norm(offset - coords @ frame["axes"].T, axis=-1)
-    in_box = np.all((coords >= frame["low"]) & (coords <= frame["high"]), axis=-1)
-    if frame["origin"].size == 3:
-        return coords[in_box], np.flatnonzero(in_box), 0.0
-    slab = 0.05 * float(np.min(frame["high"] - frame["low"]) / 2)
-    candidates = np.sort(residual[in_box])
-    if len(candidates) >= min_points and candidates[min_points - 1] > slab:
-        slab = float(candidates[min_points - 1])
-    chosen = in_box & (residual <= slab)
-    return coords[chosen], np.flatnonzero(chosen), slab
+    return RenderFrame(origin, axes, np.asarray(mesh.field_data["frame_low"], dtype=float).ravel(),
+                       np.asarray(mesh.field_data["frame_high"], dtype=float).ravel())
 
 
 def _n_polys(mesh) -> int:
@@ -139,7 +107,7 @@ def _n_polys(mesh) -> int:
 
 
 def _traces(layers: Sequence[MeshLayer], points: PointLayer | None) -> list:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: a heavy library only drawing needs
 
     traces = []
     for layer in layers:
@@ -173,7 +141,7 @@ def _traces(layers: Sequence[MeshLayer], points: PointLayer | None) -> list:
             traces.append(go.Scatter3d(
                 x=chosen[:, 0], y=chosen[:, 1], z=chosen[:, 2], mode="markers",
                 name=f"{points.name}: class {label}",
-                marker={"size": points.size, "color": CLASS_COLORS[int(label) % len(CLASS_COLORS)]},
+                marker={"size": points.size, "color": class_colour(label)},
             ))
     return traces
 
@@ -194,7 +162,7 @@ def interactive_mesh_html(meshes: Sequence[MeshLayer], points: PointLayer | None
 
     plotly.js is not included: put `plotly_js_html()` in the page once (html_page does it).
     """
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred: a heavy library only drawing needs
     import plotly.io as pio
 
     figure = go.Figure(_traces(meshes, points))
@@ -216,250 +184,7 @@ def interactive_mesh_html(meshes: Sequence[MeshLayer], points: PointLayer | None
 
 def plotly_js_html() -> str:
     """plotly.js inline in a <script> tag (about 4.8 MB): the page needs no network."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # deferred: a heavy library only drawing needs
 
     return ('<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
             f'<script type="text/javascript">{get_plotlyjs()}</script>')
-
-
-# --------------------------------------------------------------------------- headless browser check
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-# Offline-friendly flags that work as root on a server with no display. SwiftShader gives WebGL
-# (plotly's 3-D views) without a GPU.
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-quic", "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
-    "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage",
-]
-
-
-def find_chromium() -> str | None:
-    """Path of a Chromium/Chrome executable on PATH, or None."""
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-@dataclass
-class PageCheck:
-    """What a headless browser saw on a page."""
-
-    console_errors: list[str] = field(default_factory=list)  # console.error/assert, uncaught exceptions, log errors
-    external_requests: list[str] = field(default_factory=list)  # any URL not file:, data:, blob:, about:
-    screenshot: bytes = b""  # PNG of the viewport
-    element_screenshot: bytes | None = None  # PNG of the selected element (None: not found)
-    element_found: bool = False
-    drawn: bool = False  # the element held a canvas when the screenshot was taken
-    messages: list[str] = field(default_factory=list)  # every console message, for diagnostics
-
-
-def _high_fd(fd: int, minimum: int = 10) -> int:
-    """A duplicate of `fd` numbered `minimum` or above (the original is closed)."""
-    import fcntl
-
-    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, minimum)
-    os.close(fd)
-    return high
-
-
-class _DevToolsPipe:
-    """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe (fds 3 and 4)."""
-
-    def __init__(self, executable: str, extra_flags: Sequence[str], profile: str):
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-        # The child's ends are moved to fds 3 and 4; keep them clear of those numbers first.
-        to_chrome_r, from_chrome_w = (_high_fd(fd) for fd in (to_chrome_r, from_chrome_w))
-        command = [executable, *CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile}",
-                   "--remote-debugging-pipe", "about:blank"]
-
-        def child_pipes():  # Chromium reads commands on fd 3 and writes replies on fd 4
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
-
-        # close_fds=False: the parent's own fds are close-on-exec anyway, and 3/4 must survive
-        self.process = subprocess.Popen(command, preexec_fn=child_pipes, close_fds=False, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict] = []
-
-    def _read_message(self, deadline: float) -> dict | None:
-        while b"\0" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self._from_chrome], [], [], remaining)
-            if not ready:
-                return None
-            chunk = os.read(self._from_chrome, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed the DevTools pipe: " + self._stderr_tail())
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def _stderr_tail(self) -> str:
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return "(Chromium still running)"
-        if self.process.stderr is None:
-            return ""
-        return self.process.stderr.read().decode(errors="replace")[-2000:]
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 30.0) -> dict:
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read_message(deadline)
-            if reply is None:
-                raise TimeoutError(f"DevTools: no answer to {method} within {timeout} s")
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"DevTools {method}: {reply['error']}")
-                return reply.get("result", {})
-            if "method" in reply:
-                self.events.append(reply)
-
-    def wait_event(self, method: str, timeout: float) -> dict | None:
-        deadline = time.monotonic() + timeout
-        for index, event in enumerate(self.events):
-            if event["method"] == method:
-                return event
-        while True:
-            event = self._read_message(deadline)
-            if event is None:
-                return None
-            if "method" in event:
-                self.events.append(event)
-                if event["method"] == method:
-                    return event
-
-    def pump(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (event := self._read_message(deadline)) is not None:
-            if "method" in event:
-                self.events.append(event)
-
-    def close(self) -> None:
-        try:
-            if self.process.poll() is None:
-                os.write(self._to_chrome, json.dumps({"id": 10**9, "method": "Browser.close"}).encode() + b"\0")
-                self.process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            for fd in (self._to_chrome, self._from_chrome):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            if self.process.stderr is not None:
-                self.process.stderr.close()
-
-
-def _evaluate(pipe: _DevToolsPipe, session: str, expression: str, timeout: float = 30.0) -> Any:
-    result = pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True},
-                       session, timeout)
-    return result.get("result", {}).get("value")
-
-
-def _remote_object_text(value: dict) -> str:
-    if "value" in value:
-        return str(value["value"])
-    return value.get("description", value.get("type", "?"))
-
-
-def browser_check(page: str | Path, selector: str | None = None, *, window: tuple[int, int] = (1280, 1000),
-                  settle_timeout: float = 20.0, timeout: float = 60.0, executable: str | None = None) -> PageCheck:
-    """Open `page` (a local HTML file) in headless Chromium and report what happened.
-
-    Waits for the load event, then (with `selector`) until that element holds a drawn plotly
-    figure (a canvas, and plotly's layout object) or `settle_timeout` passes; then two animation
-    frames, then screenshots. Raises FileNotFoundError when no Chromium is on PATH.
-    """
-    executable = executable or find_chromium()
-    if executable is None:
-        raise FileNotFoundError("no Chromium on PATH (Debian: apt-get install -y chromium)")
-    url = Path(page).resolve().as_uri()
-    check = PageCheck()
-    with tempfile.TemporaryDirectory(prefix="sim-chromium-") as profile:
-        pipe = _DevToolsPipe(executable, [f"--window-size={window[0]},{window[1]}"], profile)
-        try:
-            target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
-            session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for method in ("Runtime.enable", "Log.enable", "Network.enable", "Page.enable"):
-                pipe.send(method, session=session)
-            pipe.send("Emulation.setDeviceMetricsOverride",
-                      {"width": window[0], "height": window[1], "deviceScaleFactor": 1, "mobile": False}, session)
-            pipe.events.clear()
-            pipe.send("Page.navigate", {"url": url}, session)
-            if pipe.wait_event("Page.loadEventFired", timeout) is None:
-                check.console_errors.append(f"page did not finish loading within {timeout} s")
-            if selector is not None:
-                probe = (f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return 'missing';"
-                         " const d = e.classList.contains('plotly-graph-div') ? e : e.querySelector('.plotly-graph-div');"
-                         " return (d && d._fullLayout && e.querySelector('canvas')) ? 'drawn' : 'waiting'; })()")
-                deadline = time.monotonic() + settle_timeout
-                state = _evaluate(pipe, session, probe)
-                while state == "waiting" and time.monotonic() < deadline:
-                    pipe.pump(0.2)
-                    state = _evaluate(pipe, session, probe)
-                check.element_found = state != "missing"
-                check.drawn = state == "drawn"
-            _evaluate(pipe, session, "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-            pipe.pump(0.5)
-            check.screenshot = base64.b64decode(
-                pipe.send("Page.captureScreenshot", {"format": "png"}, session, timeout)["data"])
-            if selector is not None and check.element_found:
-                rect = _evaluate(pipe, session, (
-                    f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
-                    " const r = e.getBoundingClientRect(); return {x: r.left + window.scrollX,"
-                    " y: r.top + window.scrollY, width: r.width, height: r.height}; })()"))
-                _evaluate(pipe, session, "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-                if rect and rect["width"] > 0 and rect["height"] > 0:
-                    clip = {**rect, "scale": 1}
-                    check.element_screenshot = base64.b64decode(
-                        pipe.send("Page.captureScreenshot", {"format": "png", "clip": clip}, session, timeout)["data"])
-            pipe.pump(0.2)
-        finally:
-            pipe.close()
-    for event in pipe.events:
-        method, params = event["method"], event.get("params", {})
-        if method == "Runtime.consoleAPICalled":
-            text = " ".join(_remote_object_text(arg) for arg in params.get("args", []))
-            check.messages.append(f"console.{params.get('type')}: {text}")
-            if params.get("type") in ("error", "assert"):
-                check.console_errors.append(f"console.{params['type']}: {text}")
-        elif method == "Runtime.exceptionThrown":
-            details = params.get("exceptionDetails", {})
-            text = details.get("exception", {}).get("description") or details.get("text", "exception")
-            check.console_errors.append(f"uncaught: {text}")
-        elif method == "Log.entryAdded":
-            entry = params.get("entry", {})
-            check.messages.append(f"log.{entry.get('level')}: {entry.get('text')} {entry.get('url', '')}".strip())
-            if entry.get("level") == "error":
-                check.console_errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())
-        elif method == "Network.requestWillBeSent":
-            request_url = params.get("request", {}).get("url", "")
-            if request_url.split(":", 1)[0] not in ("file", "data", "blob", "about"):
-                check.external_requests.append(request_url)
-        elif method == "Network.loadingFailed" and not params.get("canceled"):
-            check.console_errors.append(f"load failed: {params.get('errorText')}")
-    return check

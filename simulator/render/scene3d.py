@@ -4,13 +4,14 @@
     png = render_run(load_run("renders/sheet_two_class"))          # final snapshot
     meshes = export_meshes(run)                                    # boundary_step<step>.vtp, manifold.vtp
 
-Everything is drawn in the run's render frame (`simulator.render.frame`): for n = 3 the input
+Everything is drawn in the run's render frame (`simulator.boundary.frame`): for n = 3 the input
 space itself, for n > 3 a 3-D slice through a training point (tangent, tangent, normal). The
 picture holds the manifold surface (or its trace in the slice), the training points in the
 frame coloured by class (for n > 3 those within a slab of the slice, shown at their
 projections), the decision boundary as a semi-transparent surface, optionally the free
-adversarial perturbations of a few test points as arrows (for n > 3 their in-slice
-component), a legend, and a title with the scene name and the step.
+adversarial perturbations of a few test points as arrows (read from the attack stage's
+`attack_distances.npz`, never recomputed; for n > 3 their in-slice component), a legend, and a
+title with the scene name and the step. Colours come from `simulator.render.palette`.
 
 The camera looks at the box centre from `render.camera` (azimuth around the frame's third axis,
 elevation above its first two; the third axis is the manifold normal for n > 3, so a low
@@ -32,7 +33,7 @@ Two things keep a frame cheap in software OpenGL (Mesa's llvmpipe) without chang
   of every translucent layer instead; with boundary triangles of a few pixels the images
   differ by at most a few levels on a few pixels (docs/render_benchmark.md).
 
-pyvista is imported inside functions: the core library never needs it.
+pyvista (and VTK) are imported inside functions: the core library never needs them.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.render.boundary import boundary_mesh
-from simulator.render.frame import RenderFrame, manifold_mesh, render_frame
-from simulator.runs.io import atomic_path
+from simulator.formatting import fmt, percent
+from simulator.boundary.mesh import boundary_mesh
+from simulator.boundary.frame import RenderFrame, manifold_mesh, render_frame
+from simulator.render.headless import INSTALL_HINT, RenderingUnavailable, ensure_offscreen
+from simulator.render.palette import ARROW_COLOUR, BOUNDARY_COLOUR, MANIFOLD_COLOUR, class_colour
+from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE
+from simulator.runs.io import read_arrays, atomic_path
+from simulator.training.loop import resolve_device
 
-# matplotlib's tab10, as in the 2-D cross-sections, so class colours agree across figures.
-CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                 "#bcbd22", "#17becf"]
-BOUNDARY_COLOUR = "#f2c14e"
+# The file the attack stage stores its results in: distances per mode, and the free-mode
+# perturbation of each attacked point (`free_delta`, NaN rows where none was found) with the
+# row of data.x_test it belongs to (`point_index`).
 BOUNDARY_OPACITY = 0.55
-MANIFOLD_COLOUR = "#8fa9c4"
 MANIFOLD_OPACITY = 0.45
-ARROW_COLOUR = "#c0142c"
 LEGEND_SHADES = {BOUNDARY_COLOUR: "#b8860b", MANIFOLD_COLOUR: "#4f6f8f"}
 # Point sizes of the title (upper left) and the step/accuracy text (lower right), as given to
 # pyvista's add_text: the corner layout scales them (see CornerText).
@@ -61,14 +64,8 @@ TITLE_FONT_SIZE = 11
 CORNER_FONT_SIZE = 10
 
 
-def class_colour(c: int) -> str:
-    return CLASS_COLOURS[c % len(CLASS_COLOURS)]
-
-
 def run_device(run):
     """The device the run's scene asks for (train.device), where grids are evaluated."""
-    from simulator.training.loop import resolve_device
-
     return resolve_device(run.scene.train.device)
 
 
@@ -98,10 +95,8 @@ class BoundaryScene:
     """
 
     def __init__(self, run, frame: RenderFrame | None = None, window_size: tuple[int, int] | None = None):
-        from simulator.render.headless import ensure_offscreen
-
-        ensure_offscreen()
-        import pyvista as pv
+        ensure_offscreen()  # before pyvista makes its first render window
+        import pyvista as pv  # deferred: a heavy library only drawing needs
 
         self.run = run
         self.frame = frame or render_frame(run)
@@ -123,7 +118,7 @@ class BoundaryScene:
         actor.prop.interpolation = "gouraud"  # with the Normals from the margin gradient: smooth
         light_per_vertex(actor, self.plotter.renderer)  # boundary meshes always carry Normals
         self.legend.insert(0, ("decision boundary", BOUNDARY_COLOUR))
-        self._add_legend()
+        self.draw_legend()
         self.title = CornerText(self.plotter, "upper_left", TITLE_FONT_SIZE, "title")
         self.corner = CornerText(self.plotter, "lower_right", CORNER_FONT_SIZE, "corner")
         self.set_camera(spec.camera.azimuth, spec.camera.elevation, spec.camera.zoom)
@@ -136,7 +131,7 @@ class BoundaryScene:
     # ------------------------------------------------------------------ static parts
 
     def _add_static(self) -> None:
-        import pyvista as pv
+        import pyvista as pv  # deferred: a heavy library only drawing needs
 
         frame, run, plotter = self.frame, self.run, self.plotter
         plotter.add_mesh(pv.Box(frame.bounds).outline(), color="#9a9a9a", line_width=1, reset_camera=False)
@@ -168,7 +163,8 @@ class BoundaryScene:
         plotter.add_axes(xlabel=labels[0], ylabel=labels[1], zlabel=labels[2], line_width=2,
                          viewport=(0.0, 0.08, 0.16, 0.30))
 
-    def _add_legend(self) -> None:
+    def draw_legend(self) -> None:
+        """(Re)draw the legend from `self.legend` ([(label, colour)]), after changing the entries."""
         # Legend text takes its entry's colour, so entries use darker shades of the surfaces.
         widest = max(len(label) for label, _ in self.legend)
         width, height = min(0.6, 0.0125 * widest + 0.05), 0.045 * len(self.legend)
@@ -178,42 +174,26 @@ class BoundaryScene:
                                          background_opacity=0.85)
         legend.SetPosition(0.99 - width, 0.99 - height)  # pyvista's 'upper right' ignores the size
 
-    def add_adversarial_paths(self, model, count: int, device=None) -> int:
-        """Arrows from test points to their free minimal adversarial examples (GreedyProjectedPGD).
+    def add_adversarial_paths(self, count: int) -> int:
+        """Arrows from attacked test points to their stored free minimal adversarial examples.
 
-        Test points are the first `count` in the frame (for n > 3: nearest the slice); returns
-        how many arrows were drawn (points with no adversarial found are skipped).
+        The perturbations are those the attack stage stored for the run's last snapshot
+        (`attack_distances.npz`); the arrows are those of `adversarial_arrows`. Returns how many
+        were drawn: 0 when the run was not attacked (no stored perturbations) or none applies.
         """
-        import torch
-
-        from simulator.attacks.pgd import GreedyProjectedPGD
-        from simulator.geometry.margins import model_dtype_device
-
-        if count <= 0:
+        stored = stored_perturbations(self.run.path)
+        if stored is None or count <= 0:
             return 0
-        data = self.run.data
-        _, index, _ = self.frame.select(data.x_test, min_points=count)
-        index = index[:count]
-        if not len(index):
+        point_index, free_delta = stored
+        starts, vectors, _ = adversarial_arrows(self.frame, self.run.data.x_test, point_index, free_delta, count)
+        if not len(starts):
             return 0
-        device = device or run_device(self.run)
-        model = model.to(device).eval()
-        dtype, _ = model_dtype_device(model)
-        x = torch.as_tensor(data.x_test[index], dtype=dtype, device=device)
-        radius = float(np.max(np.linalg.norm(data.x_train - data.x_train.mean(axis=0), axis=1)))
-        result = GreedyProjectedPGD(model, mode="free", step_size=0.01 * radius, max_steps=1000)(x)
-        found = result.success.cpu().numpy().astype(bool)
-        if not found.any():
-            return 0
-        start = data.x_test[index][found]
-        end = start + result.delta.detach().double().cpu().numpy()[found]
-        start3, _ = self.frame.from_ambient(start)
-        end3, _ = self.frame.from_ambient(end)
-        self.plotter.add_arrows(start3, end3 - start3, mag=1.0, color=ARROW_COLOUR, reset_camera=False)
+        self.plotter.add_arrows(starts, vectors, mag=1.0, color=ARROW_COLOUR, reset_camera=False,
+                                name="adversarial")
         label = "free adversarial perturbation" + ("" if self.frame.ambient_dim == 3 else " (in-slice part)")
         self.legend.append((label, ARROW_COLOUR))
-        self._add_legend()
-        return int(found.sum())
+        self.draw_legend()
+        return len(starts)
 
     # ------------------------------------------------------------------ per snapshot
 
@@ -248,16 +228,14 @@ class BoundaryScene:
         if mesh is None:
             mesh = boundary_for(run, index, self.frame, device)
         self.show_boundary(mesh, snapshot_title(run, record.step, self.frame, self.slab),
-                           f"step {record.step}\ntest accuracy {record.test_accuracy:.1%}")
+                           f"step {record.step}\ntest accuracy {percent(record.test_accuracy)}")
         return mesh
 
     def screenshot(self) -> np.ndarray:
-        from simulator.render.headless import RenderingUnavailable
-
         self.plotter.render()  # screenshot() alone may return the previous frame's buffer
         image = self.plotter.screenshot(return_img=True)
         if image is None or image.size == 0:
-            raise RenderingUnavailable("the off-screen render returned no image; " + _hint())
+            raise RenderingUnavailable("the off-screen render returned no image; " + INSTALL_HINT)
         return np.asarray(image)[..., :3]
 
     def close(self) -> None:
@@ -293,7 +271,7 @@ class CornerText:
     SEARCH_LIMIT = 100
 
     def __init__(self, plotter, corner: str, font_size: int, name: str, color: str = "black"):
-        import pyvista as pv
+        import pyvista as pv  # deferred: a heavy library only drawing needs
         from vtkmodules.vtkRenderingCore import vtkActor2D, vtkTextMapper
 
         if corner not in self._ANCHORS:
@@ -331,8 +309,6 @@ class CornerText:
 
     def _layout(self, text: str, renderer, width: int, height: int) -> int:
         """vtkCornerAnnotation's font size for `text` in a (width, height) viewport (see the class)."""
-        import math
-
         if not text:
             return 0
         prop = self.mapper.GetTextProperty()
@@ -433,10 +409,34 @@ def light_per_vertex(actor, renderer) -> bool:
     return True
 
 
-def _hint() -> str:
-    from simulator.render.headless import INSTALL_HINT
+def stored_perturbations(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(point_index (N,) int, free_delta (N, n) float64) as the attack stage stored them, or None
+    when the run holds none (attacks off, or a run from before perturbations were stored)."""
+    path = Path(run_dir) / ATTACK_FILE
+    if not path.is_file():
+        return None
+    stored = read_arrays(path)
+    if not all(key in stored for key in ATTACK_EXTRAS):
+        return None
+    return stored["point_index"].astype(int), stored["free_delta"].astype(float)
 
-    return INSTALL_HINT
+
+def adversarial_arrows(frame: RenderFrame, x_test: np.ndarray, point_index: np.ndarray, free_delta: np.ndarray,
+                       count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arrows to draw: (starts (m, 3), vectors (m, 3) in frame coordinates, rows (m,) of the stored arrays).
+
+    Of the attacked points (x_test[point_index]) the first `count` that the frame shows (for
+    n > 3: those `frame.select` keeps near the slice) are taken; points whose attack found no
+    adversarial (NaN rows of free_delta) are skipped, so m <= count. An arrow runs from the
+    point to point + free_delta, both mapped into the frame (for n > 3: the in-slice part).
+    """
+    attacked = x_test[point_index]
+    _, shown, _ = frame.select(attacked, min_points=count)
+    rows = shown[:count]
+    rows = rows[np.all(np.isfinite(free_delta[rows]), axis=1)]
+    starts, _ = frame.from_ambient(attacked[rows])
+    ends, _ = frame.from_ambient(attacked[rows] + free_delta[rows])
+    return starts, ends - starts, rows
 
 
 def _short_label(name: str) -> str:
@@ -446,7 +446,7 @@ def _short_label(name: str) -> str:
 def snapshot_title(run, step: int, frame: RenderFrame, slab: float = 0.0) -> str:
     title = f"{run.scene.name}: decision boundary at step {step}"
     if frame.ambient_dim > 3:
-        title += f"\n{frame.description};\ntraining points within {slab:.2g} of the slice, projected onto it"
+        title += f"\n{frame.description};\ntraining points within {fmt(slab, 2)} of the slice, projected onto it"
     return title
 
 
@@ -455,7 +455,7 @@ def snapshot_title(run, step: int, frame: RenderFrame, slab: float = 0.0) -> str
 
 def write_png(image: np.ndarray, path: Path) -> Path:
     """Write an (h, w, 3) uint8 image as PNG, atomically."""
-    import imageio.v3 as iio
+    import imageio.v3 as iio  # deferred: a heavy library only drawing needs
 
     path = Path(path)
     with atomic_path(path) as temporary:
@@ -469,7 +469,7 @@ def write_vtp(mesh, path: Path) -> Path:
     VTK's writer is called directly because pyvista's save() picks the format from the file
     extension, and the temporary file of an atomic write ends in .tmp.
     """
-    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter  # deferred: a heavy library only drawing needs
 
     path = Path(path)
     with atomic_path(path) as temporary:
@@ -483,20 +483,27 @@ def write_vtp(mesh, path: Path) -> Path:
     return path
 
 
+def read_vtp(path: Path):
+    """A mesh written by `write_vtp`, as PolyData."""
+    import pyvista as pv  # heavy: loaded only when a mesh is read
+
+    return pv.read(str(path))
+
+
 def render_run(run, snapshot_index: int = -1, path: str | Path | None = None, boundary=None) -> Path:
     """Render one snapshot (default the final one) to a PNG; returns its path.
 
     path: default `<run>/boundary3d_step<step>.png`. boundary: a precomputed boundary mesh of
-    that snapshot (from `boundary_for`), to skip the grid evaluation. Adds
-    render.adversarial_paths arrows when that is > 0.
+    that snapshot (from `boundary_for`), to skip the grid evaluation. The final snapshot (the
+    one the attack stage attacks) gets render.adversarial_paths arrows of stored perturbations.
     """
     index = _index(run, snapshot_index)
     step = run.snapshots[index].step
     path = Path(path) if path is not None else Path(run.path) / f"boundary3d_step{step}.png"
     with BoundaryScene(run) as scene:
         scene.show_snapshot(index, boundary)
-        if run.scene.render.adversarial_paths:
-            scene.add_adversarial_paths(run.model_at(index), run.scene.render.adversarial_paths)
+        if run.scene.render.adversarial_paths and index == len(run.snapshots) - 1:
+            scene.add_adversarial_paths(run.scene.render.adversarial_paths)
         image = scene.screenshot()
     return write_png(image, path)
 

@@ -1,6 +1,6 @@
 """seed_boundaries.png: the decision boundaries of several seeds in one picture (pyvista, off
 screen), beside a view from above of their parts near the manifold. Used by
-`simulator.experiments.seed_agreement`."""
+`simulator.experiments.seed_agreement`. One colour per model (`palette.seed_colour`)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-# Boundary colours, one per model: tab10 without its first two (the class colours of two-class
-# scenes), then evenly spaced viridis colours when there are more models than these.
-SEED_COLOURS = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+from simulator.formatting import fmt, percent
+from simulator.render.palette import SEED_COLOURS, seed_colour
+from simulator.render.scene3d import BoundaryScene, write_png
+
 # The second view is seen from TOP_ELEVATION degrees (90 would make the camera's up vector
 # parallel to the view direction).
 TOP_ELEVATION = 80.0
-
-
-def seed_colour(index: int, count: int) -> str:
-    if count <= len(SEED_COLOURS):
-        return SEED_COLOURS[index]
-    import matplotlib
-
-    return matplotlib.colors.to_hex(matplotlib.colormaps["viridis"](index / (count - 1)))
 
 
 def render_seed_boundaries(run, frame, meshes, seeds, band: float, frame_disagreement: float,
@@ -29,9 +22,7 @@ def render_seed_boundaries(run, frame, meshes, seeds, band: float, frame_disagre
     """All S boundaries in one off-screen picture (manifold and data as in the 3-D render), beside
     a view from above of only their parts within `band` of the manifold: translucent walls pile
     up in the first view, while the second shows where each seed's boundary crosses the data."""
-    import pyvista as pv
-
-    from simulator.render.scene3d import BoundaryScene, write_png
+    import pyvista as pv  # deferred: a heavy library that only 3-D pictures need
 
     manifold = run.manifold()
     with BoundaryScene(run, frame) as picture:
@@ -53,12 +44,12 @@ def render_seed_boundaries(run, frame, meshes, seeds, band: float, frame_disagre
                 picture.legend.insert(i, (f"model {i} (seed {seed})", colour))
         if len(meshes) > len(SEED_COLOURS):
             picture.legend.insert(0, (f"{len(meshes)} boundaries (viridis by model)", seed_colour(0, len(meshes))))
-        picture._add_legend()
+        picture.draw_legend()
         title = f"{run.scene.name}: {len(meshes)} seeds"
         if frame.ambient_dim > 3:
             title += f"\n{frame.description}"
-        picture.show_boundary(pv.PolyData(), title,
-                              f"disagreement in the frame {frame_disagreement:.1%}\nmean Chamfer {mean_chamfer:.3g}")
+        corner = f"disagreement in the frame {percent(frame_disagreement)}\nmean Chamfer {fmt(mean_chamfer, 3)}"
+        picture.show_boundary(pv.PolyData(), title, corner)
         views = [picture.screenshot()]
         for actor in walls:
             actor.visibility = False
@@ -66,7 +57,7 @@ def render_seed_boundaries(run, frame, meshes, seeds, band: float, frame_disagre
             actor.visibility = True
         camera = run.scene.render.camera
         picture.set_camera(camera.azimuth, TOP_ELEVATION, camera.zoom)
-        picture.show_boundary(pv.PolyData(), f"from above: within {band:.2g}\nof the manifold", "")
+        picture.show_boundary(pv.PolyData(), f"from above: within {fmt(band, 2)}\nof the manifold", "")
         views.append(picture.screenshot())
     return write_png(np.concatenate(views, axis=1), Path(run.path) / "seed_boundaries.png")
 

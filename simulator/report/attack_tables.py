@@ -3,8 +3,7 @@ for the terminal (rich) and markdown, drawn from a stored attack record."""
 
 from __future__ import annotations
 
-import numpy as np
-
+from simulator.formatting import fmt, percent
 
 PAPER_ROWS = {  # mode -> (row label, subspace)
     "free": ("PGD (unconstrained)", "R^n"),
@@ -22,7 +21,7 @@ def specificity_summary(report: dict):
     tables use (sim compare, sweeps, the adversarial-training comparison)."""
     bound = report.get("manifold_specificity_bound")
     if report.get("manifold_specificity") is None and bound:
-        return f"{'>=' if bound['kind'] == 'lower' else '<='} {bound['value']:.3g}"
+        return f"{'>=' if bound['kind'] == 'lower' else '<='} {fmt(bound['value'], 3)}"
     return report.get("manifold_specificity")
 
 
@@ -37,9 +36,9 @@ def attack_table(report: dict, title: str):
     for column in ("mode", "dim", "median L2", "mean L2", "found", "steps", "/ free", "dim-only"):
         table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
     for mode, summary in report["modes"].items():
-        table.add_row(mode, str(summary["subspace_dim"]), _fmt(summary["median_distance_counting_failures"]),
-                      _fmt(summary["mean_distance"]), f"{summary['success_rate']:.0%}", _fmt(summary["median_steps"]),
-                      _fmt(summary.get("ratio_to_free")), _fmt(summary.get("dimension_only_ratio")))
+        table.add_row(mode, str(summary["subspace_dim"]), fmt(summary["median_distance_counting_failures"]),
+                      fmt(summary["mean_distance"]), percent(summary["success_rate"], 0), fmt(summary["median_steps"]),
+                      fmt(summary.get("ratio_to_free")), fmt(summary.get("dimension_only_ratio")))
     return table
 
 
@@ -48,9 +47,10 @@ def attack_markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for mode, summary in report["modes"].items():
         label, subspace = PAPER_ROWS[mode]
-        lines.append(f"| {label} | {subspace} | {_fmt(summary['median_distance_counting_failures'])} | "
-                     f"{_fmt(summary['mean_distance'])} | {summary['success_rate']:.0%} | {_fmt(summary['median_steps'])} | "
-                     f"{_fmt(summary.get('ratio_to_free'))} | {_fmt(summary.get('dimension_only_ratio'))} |")
+        lines.append(f"| {label} | {subspace} | {fmt(summary['median_distance_counting_failures'])} | "
+                     f"{fmt(summary['mean_distance'])} | {percent(summary['success_rate'], 0)} | "
+                     f"{fmt(summary['median_steps'])} | {fmt(summary.get('ratio_to_free'))} | "
+                     f"{fmt(summary.get('dimension_only_ratio'))} |")
     lines.append("")
     lines.append(f"MS = {specificity_text(report)}")
     return "\n".join(lines) + "\n"
@@ -67,20 +67,14 @@ def specificity_text(report: dict) -> str:
         return "undefined (a median distance was 'not found'; raise measure.attacks.max_steps)"
     interval = report.get("manifold_specificity_interval")
     if interval is None:
-        return f"{value:.3g}"
+        return fmt(value, 3)
     low, high = interval
     level = report.get("manifold_specificity_confidence", 0.95)
-    return f"{value:.3g} [{_fmt(low)}, {_fmt(high)}] ({level:.0%} bootstrap interval over points)"
+    return f"{fmt(value, 3)} [{fmt(low)}, {fmt(high)}] ({percent(level, 0)} bootstrap interval over points)"
 
 
 def specificity_bound_text(bound: dict) -> str:
     sign = ">=" if bound["kind"] == "lower" else "<="
     where = "on-manifold" if bound["missing_mode"] == "on" else "off-manifold"
-    return (f"{sign} {bound['value']:.3g} (the {where} attack found no label change for "
-            f"{bound['share_not_found']:.0%} of points; those count as its reach {bound['reach']:.3g})")
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.4g}"
+    return (f"{sign} {fmt(bound['value'], 3)} (the {where} attack found no label change for "
+            f"{percent(bound['share_not_found'], 0)} of points; those count as its reach {fmt(bound['reach'], 3)})")

@@ -11,15 +11,18 @@ report) and comparison.png.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from simulator.config.loading import parse_yaml
 from simulator.errors import RunError
-from simulator.runs.loading import RUN_FORMAT_VERSION
-from simulator.runs.io import atomic_path, write_text
-from simulator.config.scene import parse_yaml
+from simulator.formatting import fmt, percent
+from simulator.render.pyplot import pyplot, save_png
+from simulator.report.attack_tables import specificity_summary
+from simulator.report.html import Section, figure_html, html_page, html_table
+from simulator.runs.io import write_text
+from simulator.runs.format import read_metrics
 
 COLUMNS = ["run", "kind", "data", "k", "n", "test_accuracy", "tau_ratio", "on", "off", "random_on",
            "random_on_dimension_only", "random_off", "ms", "clinging"]
@@ -43,27 +46,13 @@ def median_distance_cell(metrics: dict, mode: str):
     if summary is None:
         return None
     value = summary.get("median_distance_counting_failures")
-    return value if value is not None else f"not found ({1 - summary['success_rate']:.0%})"
-
-
-def cell_text(value) -> str:
-    """A table cell: floats to 4 significant digits, text as is, None as n/a."""
-    if value is None:
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return value if value is not None else f"not found ({percent(1 - summary['success_rate'], 0)})"
 
 
 def run_summary(path: str | Path) -> dict:
     """The comparison row of one run directory (numbers as floats or None; `ms_interval` apart)."""
     path = Path(path)
-    metrics_file = path / "metrics.json"
-    if not metrics_file.is_file():
-        raise RunError(f"{path}: no metrics.json here; pass run directories written by `sim run`.")
-    metrics = json.loads(metrics_file.read_text())
-    version = metrics.get("format_version")
-    if not isinstance(version, int) or not 1 <= version <= RUN_FORMAT_VERSION:
-        raise RunError(f"{path}: run format version {version!r} is not one this simulator reads "
-                       f"(1..{RUN_FORMAT_VERSION}); rerun it with this version.")
+    metrics = read_metrics(path)
     scene = parse_yaml((path / "scene.yaml").read_text()) if (path / "scene.yaml").is_file() else {}
     real = metrics.get("kind") == "real"
     if real:
@@ -94,26 +83,20 @@ def run_summary(path: str | Path) -> dict:
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
-        from simulator.report.attack_tables import specificity_summary
-
         summary = specificity_summary({"manifold_specificity": value, "manifold_specificity_bound": row.get("ms_bound")})
         if isinstance(summary, str):  # one median not found: a one-sided bound
             return summary
         if value is None:
-            return "n/a"
+            return fmt(value)
         interval = row.get("ms_interval")
-        text = f"{value:.3g}"
+        text = fmt(value, 3)
         if interval:  # an end that is "not found" (infinite resamples) prints as such
-            low, high = (f"{end:.3g}" if end is not None else "not found" for end in interval)
+            low, high = (fmt(end, 3) if end is not None else "not found" for end in interval)
             text += f" [{low}, {high}]"
         return text
-    if value is None:
-        return "n/a"
     if column == "test_accuracy":
-        return f"{value:.1%}"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+        return percent(value)
+    return fmt(value, 3)
 
 
 def comparison_markdown(rows: list[dict]) -> str:
@@ -124,10 +107,7 @@ def comparison_markdown(rows: list[dict]) -> str:
 
 def plot_comparison(rows: list[dict], path: Path, specificity_line: float = 2.0) -> Path:
     """MS with intervals (log scale) and the tau ratio per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [row["run"] for row in rows]
     positions = np.arange(len(rows))
@@ -157,16 +137,11 @@ def plot_comparison(rows: list[dict], path: Path, specificity_line: float = 2.0)
     tau_axis.legend(fontsize=8, loc="lower right")
     figure.suptitle("synthetic (blue) and real (orange) runs", fontsize=10)
     figure.tight_layout()
-    with atomic_path(Path(path)) as temporary:
-        figure.savefig(temporary, dpi=120, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path, dpi=120)
 
 
 def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
     """Write comparison.md / comparison.html / comparison.png into out_dir."""
-    from simulator.report.run_report import Section, figure_html, html_page, html_table
-
     if not run_dirs:
         raise RunError("sim compare needs at least one run directory (e.g. renders/sheet_two_class).")
     rows = [run_summary(path) for path in run_dirs]

@@ -13,43 +13,42 @@ no attacks, no 3-D files) is said in its section; the report is written anyway.
 `report.html` is one self-contained file: images are embedded as data URIs and plotly.js is
 inline, so it opens offline and can be mailed around. `report.md` links the files beside it.
 
-The HTML building blocks (`html_page`, `Section`, `html_table`, `figure_html`, `details_html`,
-`code_html`, `html_columns`, `interactive_mesh_html`) and the per-run pieces (`find_artifacts`,
-`scene_rows`, `geometry_rows`, `attack_rows`, `verdict_html`, `attack_html`,
-`interactive_view_html`) are public so that other pages (`sim compare`) share one style.
+The per-run pieces (`find_artifacts`, `scene_rows`, `geometry_rows`, `attack_rows`,
+`verdict_html`, `attack_html`, `interactive_view_html`) are public so that other pages (the
+real-image report, `sim compare`) show runs the same way; the page itself is built from the
+HTML kit in `simulator.report.html`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
+from simulator.formatting import fmt, percent
+from simulator.render.interactive import MeshLayer, PointLayer, camera_eye, frame_of_mesh, interactive_mesh_html
+from simulator.render.palette import MANIFOLD_COLOUR
 from simulator.report.attack_tables import PAPER_ROWS, attack_markdown, specificity_text
-from simulator.render.interactive import (
-    MANIFOLD_COLOR,
-    PLOTLY_MARKER,
-    MeshLayer,
-    PointLayer,
-    camera_eye,
-    frame_of_mesh,
-    interactive_mesh_html,
-    plotly_js_html,
-    points_in_frame,
+from simulator.report.html import (
+    Section,
+    code_html,
+    details_html,
+    escape,
+    figure_html,
+    html_page,
+    html_table,
+    md_table,
+    not_measured_html,
 )
-from simulator.runs.loading import Run, load_run
-from simulator.runs.io import write_text
+from simulator.report.seed_agreement_tables import agreement_rows
 from simulator.report.verdict_tables import ROW_EXPLANATIONS, verdict_markdown
+from simulator.runs.io import write_text
+from simulator.runs.loading import Run, load_run
 
 __all__ = [
-    "FIGURES", "RunArtifacts", "Section", "attack_html", "attack_rows", "code_html", "details_html", "figure_html",
-    "find_artifacts", "fmt", "geometry_rows", "html_columns", "html_page", "html_table", "interactive_mesh_html",
-    "interactive_view_html", "md_table", "not_measured_html", "scene_rows", "verdict_html", "write_report",
-    "build_report", "data_uri",
+    "FIGURES", "RunArtifacts", "attack_html", "attack_rows", "build_report", "find_artifacts", "geometry_rows",
+    "interactive_view_html", "relabel_reading", "scene_rows", "verdict_html", "write_report",
 ]
 
 # The 2-D figures a run may hold, in report order, with what each shows.
@@ -64,201 +63,6 @@ FIGURES = {
 
 # Figures that an experiment's own section shows (kept out of the general Figures section).
 SECTION_FIGURES = {"seed_boundaries.png", "relabel.png"}  # shown in their own sections
-
-EMBED_LIMIT_BYTES = 40 * 2**20  # larger images/animations are linked instead of embedded
-
-# --------------------------------------------------------------------------- formatting
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers to 4 significant digits; None/NaN/inf as '-'; lists element-wise; the rest as str."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if math.isfinite(value) else "-"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt(item, digits) for item in value) + "]"
-    return str(value)
-
-
-def _percent(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
-
-
-def _escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
-
-
-# --------------------------------------------------------------------------- HTML building blocks
-
-CSS = """
-:root { --fg: #1f2328; --muted: #57606a; --line: #d0d7de; --soft: #f6f8fa; --accent: #0969da; }
-* { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: #fff; line-height: 1.45;
-       font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
-h1 { font-size: 1.7rem; margin: .4rem 0 .2rem; }
-h2 { font-size: 1.3rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
-h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
-p.subtitle { color: var(--muted); margin: 0 0 .8rem; }
-nav.toc { font-size: .92rem; margin: .6rem 0 1rem; }
-nav.toc a { color: var(--accent); text-decoration: none; margin-right: 1.1rem; white-space: nowrap; }
-table { border-collapse: collapse; margin: .4rem 0 1rem; font-size: .9rem; }
-th, td { border: 1px solid var(--line); padding: .28rem .55rem; text-align: left; vertical-align: top; }
-th { background: var(--soft); font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: .3rem; }
-figure { margin: 1rem 0 1.4rem; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figcaption { color: var(--muted); font-size: .88rem; margin-top: .25rem; }
-.missing { color: var(--muted); font-style: italic; }
-.note { color: var(--muted); font-size: .9rem; }
-.ms { font-size: 1.02rem; margin: .4rem 0 1rem; }
-pre { background: var(--soft); padding: .8rem; overflow: auto; font-size: .82rem; border-radius: 4px; }
-details { margin: .5rem 0 1rem; }
-details > summary { cursor: pointer; color: var(--accent); }
-.columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1rem; }
-.view3d { border: 1px solid #eaeef2; margin: .5rem 0 1rem; }
-"""
-
-
-@dataclass
-class Section:
-    """One `<section>` of a page: a heading and HTML content; `anchor` defaults to a slug."""
-
-    title: str
-    body: str
-    anchor: str | None = None
-
-    def id(self) -> str:
-        return self.anchor or _slug(self.title)
-
-    def html(self) -> str:
-        return f'<section id="{_escape(self.id())}">\n<h2>{_escape(self.title)}</h2>\n{self.body}\n</section>'
-
-
-def html_page(title: str, sections: Sequence[Section], subtitle: str = "", toc: bool = True) -> str:
-    """A complete, self-contained HTML document (inline CSS; plotly.js inline when needed)."""
-    body = "\n".join(section.html() for section in sections)
-    needs_plotly = PLOTLY_MARKER in body
-    nav = ""
-    if toc and len(sections) > 1:
-        nav = '<nav class="toc">' + "".join(f'<a href="#{_escape(s.id())}">{_escape(s.title)}</a>'
-                                             for s in sections) + "</nav>"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_escape(title)}</title>",
-        f"<style>{CSS}</style>",
-        plotly_js_html() if needs_plotly else "",
-        "</head>",
-        "<body>",
-        "<main>",
-        f"<h1>{_escape(title)}</h1>",
-        f'<p class="subtitle">{_escape(subtitle)}</p>' if subtitle else "",
-        nav,
-        body,
-        "</main>",
-        "</body>",
-        "</html>",
-        "",
-    ])
-
-
-def html_table(rows: Iterable[dict | Sequence], columns: Sequence[str] | None = None,
-               headers: Sequence[str] | None = None, caption: str | None = None,
-               numeric: Sequence[str] = ()) -> str:
-    """A table of rows (dicts keyed by `columns`, or sequences). Cells are escaped text;
-    columns named in `numeric` are right-aligned."""
-    rows = list(rows)
-    if columns is None:
-        columns = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else \
-            [str(i) for i in range(len(rows[0]) if rows else 0)]
-    headers = list(headers) if headers is not None else list(columns)
-    parts = ["<table>"]
-    if caption:
-        parts.append(f"<caption>{_escape(caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{_escape(h)}</th>" for h in headers) + "</tr></thead>")
-    parts.append("<tbody>")
-    for row in rows:
-        values = [row.get(c, "") for c in columns] if isinstance(row, dict) else list(row)
-        cells = []
-        for column, value in zip(columns, values):
-            css = ' class="num"' if column in numeric else ""
-            cells.append(f"<td{css}>{_escape(fmt(value))}</td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</tbody></table>")
-    return "\n".join(parts)
-
-
-def md_table(rows: Iterable[dict | Sequence], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
-    """The same table in GitHub markdown (pipes in cells escaped)."""
-    headers = list(headers) if headers is not None else list(columns)
-
-    def cell(value):
-        return fmt(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        values = [row.get(c, "") for c in columns] if isinstance(row, dict) else list(row)
-        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
-    return "\n".join(lines) + "\n"
-
-
-MIME_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-              ".svg": "image/svg+xml", ".webp": "image/webp"}
-
-
-def data_uri(path: str | Path) -> str:
-    path = Path(path)
-    mime = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def figure_html(path: str | Path, caption: str | None = None, alt: str | None = None,
-                max_embed_bytes: int = EMBED_LIMIT_BYTES) -> str:
-    """An embedded image (data URI) with a caption; a note when the file is missing; a relative
-    link when it is larger than `max_embed_bytes`."""
-    path = Path(path)
-    alt = alt or caption or path.name
-    if not path.is_file():
-        return not_measured_html(f"{path.name}: not found")
-    label = f"{_escape(caption)} " if caption else ""
-    if path.stat().st_size > max_embed_bytes:
-        return (f'<figure><p class="note">{path.name} ({path.stat().st_size / 2**20:.0f} MiB) is too large to embed: '
-                f'<a href="{_escape(path.name)}">open it beside this page</a>.</p>'
-                f"<figcaption>{label}<code>{_escape(path.name)}</code></figcaption></figure>")
-    return (f'<figure><img src="{data_uri(path)}" alt="{_escape(alt)}" loading="lazy">'
-            f"<figcaption>{label}<code>{_escape(path.name)}</code></figcaption></figure>")
-
-
-def details_html(summary: str, body: str, open_: bool = False) -> str:
-    """A collapsible block; `body` is HTML."""
-    return f"<details{' open' if open_ else ''}><summary>{_escape(summary)}</summary>\n{body}\n</details>"
-
-
-def code_html(text: str) -> str:
-    return f"<pre><code>{_escape(text)}</code></pre>"
-
-
-def html_columns(parts: Sequence[str]) -> str:
-    """Side-by-side blocks (a responsive grid): for comparison pages."""
-    return '<div class="columns">' + "".join(f"<div>{part}</div>" for part in parts) + "</div>"
-
-
-def not_measured_html(text: str) -> str:
-    return f'<p class="missing">{_escape(text)}</p>'
 
 
 # --------------------------------------------------------------------------- what a run directory holds
@@ -336,7 +140,7 @@ def scene_rows(run: Run) -> list[tuple[str, str]]:
         ("training", f"{training.get('steps', scene.train.steps)} steps of {scene.train.optimizer} "
                      f"(lr {fmt(scene.train.lr)}, batch {scene.train.batch_size}) in {fmt(training.get('seconds'), 3)} s "
                      f"on {metrics.get('device', '?')}"),
-        ("final accuracy", f"train {_percent(final.get('train_accuracy'))}, test {_percent(final.get('test_accuracy'))} "
+        ("final accuracy", f"train {percent(final.get('train_accuracy'))}, test {percent(final.get('test_accuracy'))} "
                            f"(loss {fmt(final.get('loss'))})"),
         ("snapshots", f"{len(metrics.get('snapshots', []))} ({scene.snapshots.schedule} schedule)"),
         ("seed", str(scene.seed)),
@@ -368,19 +172,17 @@ def verdict_html(rows: list[dict]) -> str:
 
 def attack_rows(report: dict) -> list[dict]:
     """The paper's table (same columns and formatting as `attack_markdown`)."""
-    from simulator.report.attack_tables import _fmt
-
     rows = []
     for mode, summary in report["modes"].items():
         label, subspace = PAPER_ROWS.get(mode, (mode, "?"))
         rows.append({
             "attack": label, "subspace": subspace,
-            "median L2": _fmt(summary.get("median_distance_counting_failures")),
-            "mean L2": _fmt(summary.get("mean_distance")),
-            "success": f"{summary['success_rate']:.0%}" if summary.get("success_rate") is not None else "-",
-            "median steps": _fmt(summary.get("median_steps")),
-            "ratio to free": _fmt(summary.get("ratio_to_free")),
-            "dimension-only": _fmt(summary.get("dimension_only_ratio")),
+            "median L2": fmt(summary.get("median_distance_counting_failures")),
+            "mean L2": fmt(summary.get("mean_distance")),
+            "success": percent(summary.get("success_rate"), 0),
+            "median steps": fmt(summary.get("median_steps")),
+            "ratio to free": fmt(summary.get("ratio_to_free")),
+            "dimension-only": fmt(summary.get("dimension_only_ratio")),
         })
     return rows
 
@@ -398,7 +200,7 @@ def _attack_extras(report: dict) -> list[str]:
                      f"median relative difference PGD vs DeepFool "
                      f"{fmt(deepfool.get('median_relative_difference_pgd_vs_deepfool'), 3)}, "
                      f"share of PGD distances within 1% of DeepFool or shorter "
-                     f"{_percent(deepfool.get('share_pgd_within_1pct_or_shorter'))}.")
+                     f"{percent(deepfool.get('share_pgd_within_1pct_or_shorter'))}.")
     alignment = report.get("stretch_alignment")
     if alignment:
         lines.append(f"Free attack direction vs the most stretched feature direction v_1: mean |cos| "
@@ -411,9 +213,9 @@ def _attack_extras(report: dict) -> list[str]:
                      f"{fmt(report['feature_alignment']['random_baseline'], 3)}).")
     robust = report.get("robust_accuracy")
     if robust:
-        parts = ", ".join(f"eps {fmt(row['epsilon'], 3)}: {_percent(row['minimal_distance'])} "
-                          f"(PGD-{robust['pgd_steps']} {_percent(row['pgd'])})" for row in robust["epsilons"])
-        lines.append(f"Robust accuracy at {robust['n_points']} attacked points (clean {_percent(robust['clean'])}; "
+        parts = ", ".join(f"eps {fmt(row['epsilon'], 3)}: {percent(row['minimal_distance'])} "
+                          f"(PGD-{robust['pgd_steps']} {percent(row['pgd'])})" for row in robust["epsilons"])
+        lines.append(f"Robust accuracy at {robust['n_points']} attacked points (clean {percent(robust['clean'])}; "
                      f"minimal-distance attack, fixed-budget PGD in brackets): {parts}.")
     return lines
 
@@ -433,12 +235,12 @@ def attack_html(attacks: dict) -> str:
     parts = [html_table(attack_rows(final), ATTACK_COLUMNS, numeric=ATTACK_COLUMNS[2:],
                         caption=f"Minimal adversarial L2 distances at {fmt(_attack_points(attacks))} test points, "
                                 f"step {fmt(final.get('step'))}"),
-             f'<p class="ms"><strong>MS</strong> = {_escape(specificity_text(final))}</p>',
+             f'<p class="ms"><strong>MS</strong> = {escape(specificity_text(final))}</p>',
              '<p class="note">MS = (d_on / d_off) / (d_rand_on / d_rand_off) from the median distances. MS ~ 1: the '
              "on/off gap is a dimension effect (the critique); MS &gt;&gt; 1: the manifold is specially robust (the "
              "dimpled model); MS &lt; 1: manifold directions are the weak ones. Points where a mode finds nothing "
              "count as infinitely far.</p>"]
-    parts += [f"<p>{_escape(line)}</p>" for line in _attack_extras(final)]
+    parts += [f"<p>{escape(line)}</p>" for line in _attack_extras(final)]
     if settings:
         parts.append(details_html("attack settings", html_table(sorted(settings.items()), ["setting", "value"])))
     return "\n".join(parts)
@@ -506,13 +308,13 @@ def interactive_view_html(run: Run, artifacts: RunArtifacts | None = None, div_i
     layers = [MeshLayer(f"decision boundary{f' (step {step})' if step is not None else ''}",
                         artifacts.boundary_mesh, max_faces=max_faces)]
     if artifacts.manifold_mesh is not None:
-        layers.insert(0, MeshLayer("manifold", artifacts.manifold_mesh, color=MANIFOLD_COLOR, opacity=0.45,
+        layers.insert(0, MeshLayer("manifold", artifacts.manifold_mesh, color=MANIFOLD_COLOUR, opacity=0.45,
                                    max_faces=max_faces))
     points = None
     frame = frame_of_mesh(artifacts.boundary_mesh)
-    if frame is not None and frame["origin"].size == run.data.ambient_dim:
-        coords, index, slab = points_in_frame(run.data.x_train, frame)
-        name = "train" if run.data.ambient_dim == 3 else f"train (within {slab:.2g} of the slice)"
+    if frame is not None and frame.ambient_dim == run.data.ambient_dim:
+        coords, index, slab = frame.select(run.data.x_train)
+        name = "train" if run.data.ambient_dim == 3 else f"train (within {fmt(slab, 2)} of the slice)"
         points = PointLayer(coords, run.data.y_train[index], name=name)
     elif run.data.ambient_dim == 3:  # no frame stored: for n = 3 frame coordinates are the data's own
         points = PointLayer(run.data.x_train, run.data.y_train, name="train")
@@ -573,7 +375,7 @@ def _section_geometry(run: Run) -> tuple[str, Section]:
     md, body = [f"## {title}", ""], []
     for group, pairs in geometry_rows(final).items():
         md += [f"### {group}", "", md_table(pairs, ["quantity", "value"]).rstrip(), ""]
-        body.append(f"<h3>{_escape(group)}</h3>\n" + html_table(pairs, ["quantity", "value"], numeric=["value"]))
+        body.append(f"<h3>{escape(group)}</h3>\n" + html_table(pairs, ["quantity", "value"], numeric=["value"]))
     if len(body) == 0:
         text = "no geometry summary in metrics.json for the final snapshot"
         md.append(text + "\n")
@@ -615,8 +417,8 @@ def _section_3d(run: Run, artifacts: RunArtifacts, max_faces: int) -> tuple[str,
                 frame = ("coordinates are those of a 3-D slice through R^n; data points are not drawn "
                          "(the mesh does not record its slice)")
             body.append(f'<p class="note">Drag to rotate, scroll to zoom, click legend entries to hide layers. '
-                        f"Shows {_escape(what)}; {_escape(frame)}. Meshes: "
-                        + ", ".join(f"<code>{_escape(p.name)}</code>" for p in artifacts.meshes)
+                        f"Shows {escape(what)}; {escape(frame)}. Meshes: "
+                        + ", ".join(f"<code>{escape(p.name)}</code>" for p in artifacts.meshes)
                         + " (ParaView opens them).</p>")
             md.append("Interactive view: open `report.html` beside this file.")
         except Exception as error:  # a broken mesh or a missing plotly must not cost the whole report
@@ -650,15 +452,13 @@ def _section_animation(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]
     if artifacts.videos:
         md.append("Video: " + ", ".join(f"[{p.name}]({p.name})" for p in artifacts.videos) + "\n")
         body.append('<p class="note">Video beside this page: '
-                    + ", ".join(f'<a href="{_escape(p.name)}">{_escape(p.name)}</a>' for p in artifacts.videos)
+                    + ", ".join(f'<a href="{escape(p.name)}">{escape(p.name)}</a>' for p in artifacts.videos)
                     + "</p>")
     return "\n".join(md), Section(title, "\n".join(body), "animation")
 
 
 def _section_seed_agreement(run: Run) -> tuple[str, Section]:
     """The seed-agreement experiment (metrics["seed_agreement"]): summary, figure, pairwise matrices."""
-    from simulator.experiments.seed_agreement import agreement_rows
-
     result = run.metrics["seed_agreement"]
     title = "Seed agreement"
     rows = agreement_rows(result)
@@ -673,7 +473,7 @@ def _section_seed_agreement(run: Run) -> tuple[str, Section]:
                    "both ways, averaged; values near the grid spacing are at the resolution limit. If training "
                    "reached the same boundary from any initialisation, all of these would be near 0.")
     md = [f"## {title}", "", md_table(rows, ["quantity", "value"]).rstrip(), "", explanation, ""]
-    body = [html_table(rows, ["quantity", "value"]), f'<p class="note">{_escape(explanation)}</p>']
+    body = [html_table(rows, ["quantity", "value"]), f'<p class="note">{escape(explanation)}</p>']
     figure = run.path / "seed_boundaries.png"
     if figure.is_file():
         md += [f"![decision boundaries of every seed]({figure.name})", ""]
@@ -705,12 +505,12 @@ def _section_relabel(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]:
     low, high = report["clean_test_accuracy_interval"]
     text = (f"Every training point was moved by a targeted L2 PGD ({settings['steps']} steps, budget "
             f"{fmt(settings['epsilon'], 3)}) towards a {settings['target']} target class and relabelled with it "
-            f"({_percent(report['target_reached'])} reached the target; the target equals the true class for "
-            f"{_percent(report['target_equals_true_class'])}). A fresh model trained on that set alone reaches "
-            f"{_percent(report['fresh_model_clean_test_accuracy'])} [{_percent(low)}, {_percent(high)}, 95% Wilson] "
-            f"on the clean test set, against chance {_percent(report['chance'])} and the original model's "
-            f"{_percent(report['original_model_test_accuracy'])}. {relabel_reading(report)}")
-    body = f"<p>{_escape(text)}</p>"
+            f"({percent(report['target_reached'])} reached the target; the target equals the true class for "
+            f"{percent(report['target_equals_true_class'])}). A fresh model trained on that set alone reaches "
+            f"{percent(report['fresh_model_clean_test_accuracy'])} [{percent(low)}, {percent(high)}, 95% Wilson] "
+            f"on the clean test set, against chance {percent(report['chance'])} and the original model's "
+            f"{percent(report['original_model_test_accuracy'])}. {relabel_reading(report)}")
+    body = f"<p>{escape(text)}</p>"
     md = f"## Features-not-bugs relabelling\n\n{text}\n"
     figure = run.path / "relabel.png"
     if figure.is_file():
@@ -727,7 +527,7 @@ def build_report(run: Run, max_faces: int = 40_000) -> tuple[str, str]:
     final = training.get("final", {})
     subtitle = (f"{run.scene.manifold.family} manifold, k = {run.scene.manifold_dim()}, "
                 f"n = {run.scene.manifold.ambient_dim}; {training.get('steps', '?')} steps, test accuracy "
-                f"{_percent(final.get('test_accuracy'))}.")
+                f"{percent(final.get('test_accuracy'))}.")
     parts = [_section_scene(run), _section_verdict(run), _section_3d(run, artifacts, max_faces),
              _section_attacks(run), _section_geometry(run), _section_figures(run, artifacts),
              _section_animation(run, artifacts)]

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 
 
 
@@ -48,6 +50,18 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def write_arrays(path: Path, arrays: dict) -> None:
+    """A compressed .npz of named numpy arrays (np.load reads it), atomically."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def read_arrays(path: Path, exclude: tuple[str, ...] = ()) -> dict:
+    """The arrays of an .npz written by `write_arrays` (pickled objects refused), minus `exclude`."""
+    with np.load(path, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files if key not in exclude}
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -14,22 +14,22 @@ so a failed or interrupted run never leaves a half-written directory. Later comm
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from simulator.data import Dataset
 from simulator.errors import RunError, SceneError
-from simulator.runs.io import atomic_path, write_json, write_text
+from simulator.geometry.scale import data_radius
+from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE, RUN_FORMAT_VERSION, check_files, read_metrics
+from simulator.runs.io import atomic_path, read_arrays, write_json, write_text
 from simulator.models import MLP
-from simulator.config.scene import Scene, scene_from_dict
+from simulator.config.loading import scene_from_dict
+from simulator.config.scene import Scene
 from simulator.training.loop import TrainingResult, load_snapshot_model
-
-# Bump when the layout or the meaning of a stored field changes; load_run refuses newer ones.
-RUN_FORMAT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- writing
@@ -47,6 +47,7 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
     final = result.snapshots[-1]
     metrics = {
         "format_version": RUN_FORMAT_VERSION,
+        "kind": "synthetic",
         "scene": scene.name,
         "device": result.device,
         "training": {
@@ -96,38 +97,37 @@ class Run:
     def final_model(self) -> MLP:
         return self.model_at(len(self.snapshots) - 1)
 
+    @property
+    def name(self) -> str:
+        return self.scene.name
+
     def manifold(self):
         return self.scene.manifold.build()
+
+    def data_radius(self) -> float:
+        """The scale of every default length: the training points' exact manifold positions'
+        largest distance from their centroid."""
+        return data_radius(self.manifold().immersion(self.data.u_train))
+
+    def stored_attack_distances(self) -> dict[str, np.ndarray]:
+        """attack_distances.npz: {mode: (N,) distances} of the last attacked snapshot."""
+        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
 
     def save_metrics(self) -> None:
         write_json(self.path / "metrics.json", self.metrics)
 
 
 def load_run(path: str | Path) -> Run:
-    """Load a run directory written by `sim run` (any tool can then re-measure it)."""
+    """Load a run directory written by `sim run` on a scene (any tool can then re-measure it)."""
     path = Path(path)
-    if not path.is_dir():
-        raise RunError(f"{path}: no such run directory. Create one with `sim run SCENE.yaml` (default renders/<scene-name>/).")
-    if (path / "metrics.json").is_file() and '"kind": "real"' in (path / "metrics.json").read_text()[:2000]:
+    metrics = read_metrics(path)
+    if metrics.get("kind", "synthetic") != "synthetic":
         raise RunError(
-            f"{path}: this is a real-image run (kind: real); load_run reads synthetic runs. Load it with "
+            f"{path}: this is a {metrics['kind']}-image run; load_run reads synthetic runs. Load it with "
             f"simulator.real.rerun.load_real_run; `sim measure`, `sim attack`, `sim render`, `sim report` "
             f"and `sim compare` handle both kinds."
         )
-    missing = [name for name in ("scene.yaml", "data.npz", "snapshots.pt", "metrics.json") if not (path / name).is_file()]
-    if missing:
-        raise RunError(f"{path}: not a complete run directory (missing {', '.join(missing)}); rerun `sim run` on its scene.")
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except json.JSONDecodeError as error:
-        raise RunError(f"{path / 'metrics.json'}: not valid JSON ({error}); rerun `sim run` on its scene.") from None
-    version = metrics.get("format_version")
-    if not isinstance(version, int) or version > RUN_FORMAT_VERSION or version < 1:
-        raise RunError(
-            f"{path}: run format version {version!r} is not one this simulator reads (it reads "
-            f"1..{RUN_FORMAT_VERSION}); it was written by a newer or unknown version. Upgrade the "
-            f"simulator or rerun the scene with this one."
-        )
+    check_files(path, "synthetic")
     try:
         scene = scene_from_dict(yaml.safe_load((path / "scene.yaml").read_text()), source=str(path / "scene.yaml"))
     except SceneError as error:

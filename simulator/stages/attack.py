@@ -19,11 +19,15 @@ reported as null, and so is any ratio built from it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from simulator.attacks.pgd import BoundedProjectedPGD, DeepFoolL2, GreedyProjectedPGD
+from simulator.attacks.bounded_pgd import BoundedProjectedPGD
+from simulator.attacks.deepfool import DeepFoolL2
+from simulator.attacks.greedy_pgd import GreedyProjectedPGD
+from simulator.attacks.subspaces import SPECIFICITY_MODES, subspace_dim
 from simulator.attacks.statistics import (
     bootstrap_interval,
     dimension_only_ratio,
@@ -33,88 +37,125 @@ from simulator.attacks.statistics import (
     random_alignment_baseline,
     specificity_bound,
 )
+from simulator.config.resolve import AttackSettings
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar
 from simulator.runs.loading import Run
-from simulator.runs.io import atomic_path, write_json
-from simulator.seeding import numpy_rng, torch_seed
-from simulator.training.loop import resolve_device
+from simulator.seeding import numpy_rng
 
 
-def attack_model(model: torch.nn.Module, run: Run, settings: dict, device: torch.device,
-                 feature_directions: dict | None = None) -> dict:
-    """Run every mode on one model of a synthetic run; return the report dict (per-point
-    distances included). `feature_directions`: the scene's named class features at the attacked
-    points, if already computed (they are the same for every snapshot)."""
-    from simulator.stages.measure import class_feature_directions
+@dataclass
+class AttackRecord:
+    """The attack stage's result for one run: a stored report per attacked snapshot, and the
+    last snapshot's per-point arrays (stored in attack_distances.npz)."""
 
-    count = settings["n_points"]
-    if feature_directions is None:
-        feature_directions = class_feature_directions(run, count)
-    return attack_arrays(model, run.data.x_test[:count], run.data.tangent_test[:count], run.scene.measure.attacks,
-                         settings, run.scene.seed, device, labels=run.data.y_test[:count],
-                         feature_directions=feature_directions)
+    settings: AttackSettings
+    seconds: float
+    device: str
+    snapshots: list[dict]  # per attacked snapshot, what metrics.json stores (no arrays)
+    distances: dict[str, np.ndarray]  # mode -> (N,) minimal distance, NaN = not found
+    free_delta: np.ndarray | None  # (N, n) free-mode perturbations, NaN rows where none was found
+    point_index: np.ndarray  # (N,) the attacked points' rows in the test set
+
+    def as_record(self) -> dict:
+        return {"settings": self.settings.as_record(), "seconds": self.seconds, "device": self.device,
+                "final": self.snapshots[-1], "snapshots": self.snapshots}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        arrays = dict(self.distances, point_index=self.point_index)
+        if self.free_delta is not None:
+            arrays["free_delta"] = self.free_delta
+        return arrays
 
 
-def attack_arrays(model: torch.nn.Module, x, bases, spec, settings: dict, seed: int, device: torch.device,
-                  labels=None, feature_directions: dict | None = None) -> dict:
+def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, feature_directions: dict,
+                     progress: bool = False) -> AttackRecord:
+    """Attack the first `settings.n_points` test points of a synthetic run with the last
+    snapshot's model (every snapshot's with `every_snapshot`). `feature_directions`: the scene's
+    named class features at those points ({} when its label rule has none)."""
+    count = settings.n_points
+    x, bases, labels = run.data.x_test[:count], run.data.tangent_test[:count], run.data.y_test[:count]
+    records = run.snapshots if settings.every_snapshot else run.snapshots[-1:]
+    started = time.perf_counter()
+    reports = []
+    with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
+        for record in records:
+            report = attack_arrays(record.model(), x, bases, settings, run.scene.seed, device, labels=labels,
+                                   feature_directions=feature_directions)
+            report["step"] = record.step
+            reports.append(report)
+            advance()
+    final = reports[-1]
+    distances, free_delta = final["distances"], final.get("free_delta")
+    stored = [{key: value for key, value in report.items() if key not in ("distances", "free_delta")}
+              for report in reports]
+    return AttackRecord(settings, time.perf_counter() - started, str(device), stored, distances, free_delta,
+                        np.arange(len(x)))
+
+
+def attack_arrays(model: torch.nn.Module, x, bases, settings: AttackSettings, seed: int, device: torch.device,
+                  labels=None, feature_directions: dict | None = None, dim: int | None = None) -> dict:
     """`attack_points` for arrays or tensors (any kind of run): moves the model to `device` in
-    evaluation mode and the points (N, n), bases (N, n, k) and labels (N,) beside it."""
+    evaluation mode and the points (N, n), tangent bases (N, n, k) and labels (N,) beside it.
+    Without a manifold estimate pass `bases=None` and the random subspaces' dimension `dim`."""
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
     x = torch.as_tensor(x, dtype=dtype, device=device)
-    if isinstance(bases, torch.Tensor) and bases.numel() and not any(bases.stride()):
-        # A zero stand-in expanded from one number (no manifold estimate): rebuild it on the
-        # device instead of copying, which would materialise N x n x k zeros there.
-        bases = torch.zeros((), dtype=dtype, device=device).expand(bases.shape)
-    else:
-        bases = torch.as_tensor(bases, dtype=dtype, device=device)
+    bases = None if bases is None else torch.as_tensor(bases, dtype=dtype, device=device)
     labels = None if labels is None else torch.as_tensor(labels, device=device)
-    return attack_points(model, x, bases, spec, settings, seed, labels=labels, feature_directions=feature_directions)
+    return attack_points(model, x, bases, settings, seed, labels=labels, feature_directions=feature_directions,
+                         dim=dim)
 
 
-def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor, spec, settings: dict, seed: int,
-                  labels: torch.Tensor | None = None, feature_directions: dict | None = None) -> dict:
-    """Every mode of `spec` (a measure.attacks section) at points x (N, n) with tangent bases
-    (N, n, k), for any kind of run. With the points' true `labels`, robust accuracy at
-    settings["robust_epsilons"]; with named `feature_directions` ({name: (N, n)}), how much of
-    each free perturbation goes along each feature."""
-    k, n = bases.shape[-1], x.shape[1]
+def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor | None, settings: AttackSettings,
+                  seed: int, labels: torch.Tensor | None = None, feature_directions: dict | None = None,
+                  dim: int | None = None) -> dict:
+    """Every mode of `settings.modes` at points x (N, n) with tangent bases (N, n, k) (or None
+    and the subspace dimension `dim`, for runs without a manifold estimate: no on/off modes),
+    for any kind of run. `seed`: the scene's seed (the bootstrap's stream). With the points' true
+    `labels`, robust accuracy at `settings.robust_epsilons`; with named `feature_directions`
+    ({name: (N, n)}), how much of each free perturbation goes along each feature.
+
+    Returns the report: per mode a summary, "distances" {mode: (N,)} and "free_delta" (N, n)."""
+    n = x.shape[1]
+    k = dim if bases is None else bases.shape[-1]
     report: dict = {"modes": {}, "distances": {}}
     free_delta = None
-    for mode in spec.modes:
-        attack = GreedyProjectedPGD(model, mode=mode, step_size=settings["step_size"], max_steps=spec.max_steps,
-                                    refine_steps=spec.refine_steps, loss=spec.loss, dim=k, seed=settings["seed"],
-                                    normal_rounds=spec.normal_rounds)
+    for mode in settings.modes:
+        attack = GreedyProjectedPGD(model, mode=mode, step_size=settings.step_size, max_steps=settings.max_steps,
+                                    refine_steps=settings.refine_steps, loss=settings.loss, dim=k,
+                                    seed=settings.seed, normal_rounds=settings.normal_rounds)
         result = attack(x, tangent_bases=bases)
         distance = result.distance.double().cpu().numpy()
         summary = result.summary()
         summary["median_distance_counting_failures"] = finite_or_none(median_counting_failures(distance))
-        summary["subspace_dim"] = {"free": n, "on": k, "random_on": k, "coordinate_on": k}.get(mode, n - k)
+        summary["subspace_dim"] = subspace_dim(mode, k, n)
         report["modes"][mode] = summary
         report["distances"][mode] = distance
         if mode == "free":
             free_delta = result.delta.detach()
             report["attack_settings"] = repr(attack)
+            found = np.isfinite(distance)[:, None]
+            report["free_delta"] = np.where(found, free_delta.double().cpu().numpy(), np.nan)
     _add_ratios(report, k, n)
     distances = report["distances"]
-    if all(mode in distances for mode in ("on", "off", "random_on", "random_off")):
+    if all(mode in distances for mode in SPECIFICITY_MODES):
         report["manifold_specificity"] = manifold_specificity(distances)
-        interval = bootstrap_interval(distances, spec.bootstrap, spec.confidence, numpy_rng(seed, "attacks"))
+        interval = bootstrap_interval(distances, settings.bootstrap, settings.confidence, numpy_rng(seed, "attacks"))
         report["manifold_specificity_interval"] = interval
-        report["manifold_specificity_confidence"] = spec.confidence
+        report["manifold_specificity_confidence"] = settings.confidence
         if report["manifold_specificity"] is None:
-            report["manifold_specificity_bound"] = specificity_bound(distances, spec.max_steps * settings["step_size"])
+            report["manifold_specificity_bound"] = specificity_bound(distances, settings.reach)
     if free_delta is not None:
-        if spec.check_with_deepfool:
+        if settings.check_with_deepfool:
             report["deepfool_check"] = _deepfool_check(model, x, distances["free"])
         if hasattr(model, "features"):
             report["stretch_alignment"] = _stretch_alignment(model, x, free_delta, distances["free"], n)
         if feature_directions:
             report["feature_alignment"] = feature_alignment(free_delta, distances["free"], feature_directions)
-        if labels is not None and settings.get("robust_epsilons"):
+        if labels is not None and settings.robust_epsilons:
             report["robust_accuracy"] = robust_accuracy(model, x, labels, distances["free"],
-                                                        settings["robust_epsilons"])
+                                                        settings.robust_epsilons)
     return report
 
 
@@ -192,85 +233,3 @@ def _stretch_alignment(model, x, free_delta, free_distance, ambient_dim: int) ->
     alignment = (direction * top_direction).sum(dim=1).abs().cpu().numpy()
     return {"mean_alignment": float(alignment.mean()), "median_alignment": float(np.median(alignment)),
             "random_baseline": random_alignment_baseline(ambient_dim)}
-
-
-def attack_settings(spec, seed: int, n_points: int, data_radius: float) -> dict:
-    """Resolved attack settings (`spec` a scene's measure.attacks) for any kind of run."""
-    return {
-        "n_points": n_points,
-        "step_size": spec.step_size or 0.01 * data_radius,
-        "seed": torch_seed(seed, "attacks") % 2**31,
-        "max_steps": spec.max_steps,
-        "refine_steps": spec.refine_steps,
-        "normal_rounds": spec.normal_rounds,
-        "loss": spec.loss,
-        "modes": list(spec.modes),
-        "bootstrap": spec.bootstrap,
-        "confidence": spec.confidence,
-        "robust_epsilons": sorted(spec.robust_epsilons or [share * data_radius for share in ROBUST_EPSILON_SHARES]),
-    }
-
-
-ROBUST_EPSILON_SHARES = (0.025, 0.05, 0.1, 0.2)  # default robust-accuracy radii, x the data radius
-
-
-def resolve_attack_settings(run: Run, data_radius: float) -> dict:
-    spec = run.scene.measure.attacks
-    settings = attack_settings(spec, run.scene.seed, spec.n_points or run.scene.measure.n_points, data_radius)
-    # Always report the radius the model was trained for, and a given train.adversarial.epsilon
-    # even when adversarial training is off (so a plain baseline is measured at the same radius).
-    trained = (run.metrics.get("training", {}).get("adversarial") or {}).get("epsilon")
-    for epsilon in (trained, run.scene.train.adversarial.epsilon):
-        if epsilon is not None and spec.robust_epsilons is None:
-            settings["robust_epsilons"] = sorted(set(settings["robust_epsilons"]) | {epsilon})
-    return settings
-
-
-def attack_run(run: Run, progress: bool = True) -> dict:
-    """Attack the last snapshot (every snapshot when asked); write metrics["attacks"],
-    attack_norms.png, attack_distances.npz and the verdict with MS."""
-    from simulator.geometry.scale import data_radius
-
-    settings = resolve_attack_settings(run, data_radius(run.manifold().immersion(run.data.u_train)))
-    device = resolve_device(run.scene.train.device)
-    records = run.snapshots if run.scene.measure.attacks.every_snapshot else run.snapshots[-1:]
-    started = time.perf_counter()
-    per_snapshot = []
-    from simulator.stages.measure import class_feature_directions
-
-    directions = class_feature_directions(run, settings["n_points"])
-    with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
-        for record in records:
-            report = attack_model(record.model(), run, settings, device, directions)
-            report["step"] = record.step
-            per_snapshot.append(report)
-            advance()
-    final = per_snapshot[-1]
-    seconds = time.perf_counter() - started
-    with atomic_path(run.path / "attack_distances.npz") as temporary, open(temporary, "wb") as handle:
-        np.savez_compressed(handle, **{mode: d for mode, d in final["distances"].items()})
-    stored = [{key: value for key, value in report.items() if key != "distances"} for report in per_snapshot]
-    run.metrics["attacks"] = {"settings": settings, "seconds": seconds, "device": str(device),
-                              "final": stored[-1], "snapshots": stored}
-    _update_verdicts(run, stored)
-    run.save_metrics()
-    from simulator.render.attack_plots import plot_attack_norms
-
-    plot_attack_norms(run, final["distances"], run.path / "attack_norms.png")
-    return run.metrics["attacks"]
-
-
-def _update_verdicts(run: Run, stored: list[dict]) -> None:
-    """Fold MS and stretch alignment into the verdict rows of the attacked snapshots."""
-    from simulator.stages.verdict import verdict_rows
-
-    geometry = run.metrics.get("geometry")
-    if not geometry:
-        return
-    by_step = {report["step"]: report for report in stored}
-    for summary in geometry["snapshots"]:
-        if summary["step"] in by_step:
-            summary["verdict"] = verdict_rows(summary, geometry["settings"]["thresholds"], by_step[summary["step"]])
-    write_json(run.path / "verdict.json", geometry["snapshots"][-1]["verdict"])
-
-

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import math
 
-
-def _fmt(value, digits=3):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}g}"
+from simulator.formatting import fmt
 
 
 def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -> list[dict]:
@@ -26,7 +22,7 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             "measurement": "clinging fraction",
             "dimpled": f">= {cling_line:g}",
             "stretchy": "no prediction",
-            "measured": f"{_fmt(clinging)} (eps = {_fmt(height['clinging_epsilon'])})",
+            "measured": f"{fmt(clinging, 3)} (eps = {fmt(height['clinging_epsilon'], 3)})",
             "reading": "clings (dimpled)" if clinging >= cling_line else "does not cling (against dimpled)",
         })
         depth = height["dimple_depth"]
@@ -34,7 +30,7 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             "measurement": "dimple depth",
             "dimpled": "> 0, shallow",
             "stretchy": "no prediction",
-            "measured": _fmt(depth),
+            "measured": fmt(depth, 3),
             "reading": "n/a: no boundary within t_max" if depth is None else
             ("deeper at data (dimples)" if depth > 0 else "not deeper at data (no dimples)"),
         })
@@ -44,7 +40,7 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
         measured, reading = "no manifold estimate", "n/a"
     else:
         ratio = tangent["ratio_to_baseline"]
-        measured = f"{_fmt(ratio)} (tau {_fmt(tangent['rms_tau'])}, random {_fmt(tangent['baseline_rms_tau'])})"
+        measured = f"{fmt(ratio, 3)} (tau {fmt(tangent['rms_tau'], 3)}, random {fmt(tangent['baseline_rms_tau'], 3)})"
         random_share = tangent["baseline_rms_tau"] ** 2  # k/n
         along_line = random_share + thresholds["tangent_along"] * (1 - random_share)
         if math.isnan(ratio):
@@ -74,10 +70,10 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
     elif attacks["manifold_specificity"] is None and attacks.get("manifold_specificity_bound"):
         bound = attacks["manifold_specificity_bound"]
         if bound["kind"] == "lower":
-            measured = f">= {_fmt(bound['value'])} (on-manifold: no crossing within reach)"
+            measured = f">= {fmt(bound['value'], 3)} (on-manifold: no crossing within reach)"
             reading = "manifold specially robust (dimpled)" if bound["value"] >= ms_line else "n/a (bound too loose)"
         else:
-            measured = f"<= {_fmt(bound['value'])} (off-manifold: no crossing within reach)"
+            measured = f"<= {fmt(bound['value'], 3)} (off-manifold: no crossing within reach)"
             reading = "manifold directions are the weak ones" if bound["value"] <= 1 / ms_line else "n/a (bound too loose)"
         row.update(measured=measured, reading=reading)
     elif attacks["manifold_specificity"] is None:
@@ -85,7 +81,7 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
     else:
         value = attacks["manifold_specificity"]
         interval = attacks.get("manifold_specificity_interval")
-        measured = _fmt(value) + (f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else "")
+        measured = fmt(value, 3) + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else "")
         if value >= ms_line:
             reading = "manifold specially robust (dimpled)"
         elif value <= 1 / ms_line:
@@ -102,7 +98,7 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             "measurement": "free attack along v_1",
             "dimpled": "no prediction",
             "stretchy": f">= {line:g}",
-            "measured": f"{_fmt(value)} (random {_fmt(alignment['random_baseline'])})",
+            "measured": f"{fmt(value, 3)} (random {fmt(alignment['random_baseline'], 3)})",
             "reading": "pushes the most stretched feature (stretchy)" if value >= line else "not along v_1",
         })
     stretch = summary.get("stretch")
@@ -112,9 +108,16 @@ def verdict_rows(summary: dict, thresholds: dict, attacks: dict | None = None) -
             "measurement": "off-manifold feature energy",
             "dimpled": f"> (n-k)/n",
             "stretchy": "either",
-            "measured": f"{_fmt(share)} (isotropic {_fmt(baseline)})",
+            "measured": f"{fmt(share, 3)} (isotropic {fmt(baseline, 3)})",
             "reading": "above baseline" if share > baseline else "at or below baseline",
         })
     return rows
 
 
+
+
+def snapshot_verdicts(geometry_snapshots: list[dict], thresholds: dict, attack_snapshots: list[dict] = ()) -> list[list[dict]]:
+    """The verdict rows of every measured snapshot, each with the attack report of the same
+    training step when that step was attacked (MS and stretch alignment need the attacks)."""
+    by_step = {report["step"]: report for report in attack_snapshots}
+    return [verdict_rows(summary, thresholds, by_step.get(summary["step"])) for summary in geometry_snapshots]

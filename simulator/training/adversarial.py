@@ -15,15 +15,14 @@ import math
 
 import torch
 
-from simulator.attacks.pgd import BoundedProjectedPGD, bounded_budget
+from simulator.attacks.bounded_pgd import BoundedProjectedPGD, bounded_budget
 from simulator.data import Dataset
+from simulator.geometry.scale import data_radius
 from simulator.config.scene import Scene
 
 
 def resolved_adversarial_settings(scene: Scene, data: Dataset) -> dict:
     """`train.adversarial` with its data-dependent defaults filled in (input units)."""
-    from simulator.geometry.scale import data_radius
-
     spec = scene.train.adversarial
     radius = data_radius(scene.manifold.build().immersion(data.u_train))
     budget = bounded_budget(spec.epsilon, spec.steps, spec.step_size, radius)

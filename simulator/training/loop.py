@@ -21,6 +21,8 @@ from simulator.errors import TrainingError
 from simulator.models import MLP, build_model
 from simulator.config.scene import Scene, SnapshotSpec
 from simulator.seeding import torch_generator, torch_seed
+from simulator.training.optimizers import make_optimizer
+from simulator.training.adversarial import AdversarialBatches, resolved_adversarial_settings
 
 
 @dataclass
@@ -110,18 +112,13 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     y_train = torch.as_tensor(data.y_train, dtype=torch.long, device=device)
     x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=device)
     y_test = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
-    if spec.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                    weight_decay=spec.weight_decay)
+    optimizer = make_optimizer(model.parameters(), spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+                               weight_decay=spec.weight_decay)
     batch_size = min(spec.batch_size, len(x_train))
     batches = torch_generator(scene.seed, "batches")  # on the CPU: same order on every device
     schedule = set(snapshot_steps(scene.snapshots, spec.steps))
     adversary = adversarial_settings = None
     if spec.adversarial.enabled:
-        from simulator.training.adversarial import AdversarialBatches, resolved_adversarial_settings
-
         adversarial_settings = resolved_adversarial_settings(scene, data)
         tangent = torch.as_tensor(data.tangent_train, dtype=torch.float32, device=device)
         adversary = AdversarialBatches(adversarial_settings, tangent)

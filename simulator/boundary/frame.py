@@ -1,4 +1,5 @@
-"""The render frame: the 3-D box of input space that a 3-D picture shows.
+"""The frames pictures are drawn in: the 3-D box of input space that a 3-D picture shows
+(`RenderFrame`), and the plane of the 2-D cross-section (`SectionFrame`).
 
 A frame is an affine map from 3-D frame coordinates p to the input space R^n,
 
@@ -16,7 +17,7 @@ How the frame is chosen (`render_frame`):
   padded on each side by `render.padding` times that side's length.
 * n > 3: an affine 3-D slice through one training point x0 = phi(u0) (`render.slice_point`,
   default the one nearest the chart-box centre, the same point as the 2-D cross-section:
-  `cross_section.default_frame`). It is spanned by the first two tangent directions at x0 and
+  `default_frame`). It is spanned by the first two tangent directions at x0 and
   the unit normal there (k = 1: the tangent, the normal, and the coordinate direction most
   orthogonal to both). These are the directions of the dimpled-manifold picture: along the
   data and straight off it. Half-size a = `render.slice_half_width` (default 0.6 x the data
@@ -43,7 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.errors import SimulatorError
+from simulator.geometry.scale import data_radius
 
+# Half-width of the cross-section (and of the 3-D slice for n > 3) when the scene sets none, as
+# a multiple of the data radius: the data's own extent, with a margin.
+DEFAULT_HALF_WIDTH = 0.6
 # A flat sheet's box is at least this fraction as thick as it is wide (see the docstring).
 MIN_THICKNESS_RATIO = 0.5
 # Chart-grid points per axis for the manifold surface (per component); curves get 4x.
@@ -137,6 +142,47 @@ class RenderFrame:
                 "frame_high": self.high}
 
 
+# --------------------------------------------------------------------------- the 2-D section
+
+
+@dataclass
+class SectionFrame:
+    """The affine plane x0 + s * tangent + r * normal. Shapes: (n,) each."""
+
+    origin: np.ndarray
+    tangent: np.ndarray
+    normal: np.ndarray
+    chart_point: np.ndarray  # chart coordinates of `origin`
+    half_width: float
+
+    def points(self, s: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Ambient points for in-plane coordinates s, r (same shape) -> (..., n)."""
+        return self.origin + s[..., None] * self.tangent + r[..., None] * self.normal
+
+    def coordinates(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """In-plane coordinates (s, r) of points x (N, n) and their distance from the plane."""
+        offset = x - self.origin
+        s, r = offset @ self.tangent, offset @ self.normal
+        out_of_plane = np.linalg.norm(offset - s[:, None] * self.tangent - r[:, None] * self.normal, axis=1)
+        return s, r, out_of_plane
+
+
+def default_frame(manifold, x_train: np.ndarray, u_train: np.ndarray, half_width: float | None) -> SectionFrame:
+    """The 2-D cross-section's plane (and the 3-D slice's centre): through the training point
+    nearest the chart-box centre, along the first chart direction and the normal there.
+    half_width None: DEFAULT_HALF_WIDTH x the data radius."""
+    centre = (np.asarray(manifold.chart_low) + np.asarray(manifold.chart_high)) / 2
+    index = int(np.argmin(np.linalg.norm((u_train - centre) / (manifold.chart_high - manifold.chart_low), axis=1)))
+    u0 = u_train[index]
+    origin = manifold.immersion(u0)
+    if half_width is None:
+        half_width = DEFAULT_HALF_WIDTH * data_radius(x_train)
+    return SectionFrame(origin, manifold.tangent_basis(u0)[:, 0], manifold.unit_normal(u0), u0, float(half_width))
+
+
+# --------------------------------------------------------------------------- choosing the 3-D frame
+
+
 def render_frame(source, manifold=None, data=None) -> RenderFrame:
     """The frame of a run (`render_frame(run)`) or of (scene, manifold, data).
 
@@ -173,8 +219,6 @@ def _box_frame(x: np.ndarray, padding: float) -> RenderFrame:
 
 
 def _slice_frame(manifold, data, slice_point: int | None, half_width: float | None) -> RenderFrame:
-    from simulator.render.cross_section import default_frame
-
     section = default_frame(manifold, data.x_train, data.u_train, half_width)
     if slice_point is None:
         index = int(np.argmin(np.linalg.norm(data.u_train - section.chart_point, axis=1)))
@@ -219,7 +263,7 @@ def manifold_mesh(frame: RenderFrame, manifold, resolution: int | None = None):
     resolution: grid points per axis (default SURFACE_RESOLUTION, FLAT_RESOLUTION for a flat).
     Point data "component" holds the connected component. Field data holds the frame.
     """
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     if resolution is None:
         resolution = FLAT_RESOLUTION if getattr(manifold, "family", None) == "flat" else SURFACE_RESOLUTION
@@ -257,7 +301,7 @@ def _component_ranges(manifold, resolution: int) -> list[np.ndarray]:
 
 
 def _chart_mesh(frame: RenderFrame, manifold, resolution: int):
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     tol = 1e-6 * frame.size
     pieces = []
@@ -288,7 +332,7 @@ def _chart_mesh(frame: RenderFrame, manifold, resolution: int):
 
 def _keep_uniform_cells(mesh):
     """Drop cells that join two components or leave the slice."""
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     if mesh.n_cells == 0:
         return mesh
@@ -315,7 +359,7 @@ def _cell_point_ids(mesh) -> np.ndarray:
 
 def _trace_mesh(frame: RenderFrame, manifold, resolution: int):
     """k >= 3: project a grid over the two tangent axes onto the manifold; keep what stays in the slice."""
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     s = np.linspace(frame.low[0], frame.high[0], resolution)
     t = np.linspace(frame.low[1], frame.high[1], resolution)

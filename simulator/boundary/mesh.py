@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 from simulator.geometry.margins import class_margins, model_dtype_device
-from simulator.render.frame import RenderFrame
+from simulator.models import MLP
+from simulator.boundary.frame import RenderFrame
 
 # Numbers per activation tensor: a network call gets ACTIVATION_BUDGET // (widest layer)
 # points (at least 1024). 2^18 float32 = 1 MiB stays in cache, which for the small MLPs here is
@@ -221,8 +222,6 @@ class _Layers:
 
 def _folded(model: torch.nn.Module, frame: RenderFrame, dtype, device):
     """A callable mapping frame coordinates (M, 3) to the model's logits (see `_Evaluator`)."""
-    from simulator.models import MLP
-
     if isinstance(model, MLP) and len(model.body) and isinstance(model.body[0], torch.nn.Linear):
         first = model.body[0]
         weight = first.weight.detach().double().cpu().numpy()
@@ -369,7 +368,7 @@ def contour_boundary(grid: MarginGrid, model: torch.nn.Module | None = None, dev
     For C > 2 classes, `model` is needed to keep each face once (see the module docstring).
     Point normals come from the margin gradient (smooth shading); field data holds the frame.
     """
-    import pyvista as pv
+    import pyvista as pv  # deferred: a heavy library only drawing needs
 
     frame, n = grid.frame, grid.resolution
     image = pv.ImageData(dimensions=(n, n, n), spacing=tuple(grid.spacing), origin=tuple(frame.low))

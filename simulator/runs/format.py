@@ -1,0 +1,132 @@
+"""The run format: what metrics.json holds, its kind and version, and the one format check.
+
+Every run directory, synthetic or real-image, has a metrics.json whose top level is described
+by `RunMetrics` (`sim runs schema` prints its JSON Schema). `kind` says which stages wrote it:
+"synthetic" (a scene: data.npz, snapshots.pt) or "real" (an image experiment: points.npz,
+models.pt). Runs written before `kind` existed are synthetic unless they say otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simulator.errors import RunError
+
+# Bump when the layout or the meaning of a stored field changes; loaders refuse newer ones.
+RUN_FORMAT_VERSION = 1
+
+RunKind = Literal["synthetic", "real"]
+
+# attack_distances.npz holds one (N,) array of minimal distances per attack mode, and beside
+# them these: the free-mode perturbations (N, n) and the attacked points' rows in the test set.
+ATTACK_FILE = "attack_distances.npz"
+ATTACK_EXTRAS = ("free_delta", "point_index")
+
+KIND_NAMES = {"synthetic": "synthetic", "real": "real-image"}
+
+# The files each kind of run must hold besides metrics.json and scene.yaml.
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "synthetic": ("data.npz", "snapshots.pt"),
+    "real": ("points.npz", ATTACK_FILE),  # + models.pt unless the classifier is pretrained
+}
+
+
+class _Open(BaseModel):
+    # Sections grow as measurements are added; the schema pins the structure readers rely on.
+    model_config = ConfigDict(extra="allow")
+
+
+class SnapshotScalars(_Open):
+    step: int
+    loss: float | None = None
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+
+class TrainingSection(_Open):
+    seconds: float
+    steps: int
+    final: SnapshotScalars
+    history: list[dict]
+
+
+class StageSection(_Open):
+    """A stage's stored record: its resolved settings, cost and per-snapshot results."""
+
+    settings: dict
+    seconds: float
+    device: str
+    snapshots: list[dict]
+
+
+class AttackSection(StageSection):
+    final: dict = Field(description="The last attacked snapshot's report (also the last of `snapshots`).")
+
+
+class RunMetrics(_Open):
+    """metrics.json of a run directory (either kind)."""
+
+    format_version: int = Field(description=f"Run format version (this simulator writes {RUN_FORMAT_VERSION}).")
+    kind: RunKind = Field("synthetic", description="Which stages wrote the run: a synthetic scene or a real-image "
+                                                   "experiment.")
+    scene: str = Field(description="The scene's (or experiment's) name.")
+    device: str
+    training: TrainingSection
+    snapshots: list[SnapshotScalars]
+    geometry: StageSection | None = None
+    attacks: AttackSection | None = None
+    relabel: dict | None = None
+    seed_agreement: dict | None = None
+    real: dict | None = Field(None, description="Real-image runs only: data set, autoencoder, tangent spaces.")
+
+
+def run_metrics_schema() -> dict:
+    return RunMetrics.model_json_schema()
+
+
+def read_metrics(path: str | Path) -> dict:
+    """metrics.json of the run directory `path`, format-checked (RunError with the fix otherwise)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: no such run directory. Create one with `sim run SCENE.yaml` "
+                       f"(default renders/<scene-name>/).")
+    file = path / "metrics.json"
+    try:
+        metrics: Any = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"{file}: missing or not valid JSON ({error}); rerun `sim run` on its scene.") from None
+    if not isinstance(metrics, dict):
+        raise RunError(f"{file}: expected a JSON object, found {type(metrics).__name__}; rerun `sim run` on its scene.")
+    version = metrics.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= RUN_FORMAT_VERSION:
+        raise RunError(
+            f"{path}: run format version {version!r} is not one this simulator reads (it reads "
+            f"1..{RUN_FORMAT_VERSION}); it was written by a newer or unknown version. Upgrade the "
+            f"simulator or rerun the scene with this one."
+        )
+    try:
+        RunMetrics.model_validate(metrics)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise RunError(f"{file}: {where}: {first['msg']} ({error.error_count()} problem(s) in all); the file is "
+                       f"damaged or was edited. Rerun `sim run` on its scene.") from None
+    return metrics
+
+
+def run_kind(path: str | Path) -> RunKind:
+    """"synthetic" or "real", read from the run's metrics.json (format-checked)."""
+    return read_metrics(path).get("kind", "synthetic")
+
+
+def check_files(path: Path, kind: RunKind, extra: tuple[str, ...] = ()) -> None:
+    """RunError naming every file a run of `kind` needs but lacks."""
+    needed = ("scene.yaml", "metrics.json") + REQUIRED_FILES[kind] + extra
+    missing = [name for name in needed if not (Path(path) / name).is_file()]
+    if missing:
+        raise RunError(f"{path}: not a complete {KIND_NAMES[kind]} run directory (missing {', '.join(missing)}); "
+                       f"rerun `sim run` on its scene.")
