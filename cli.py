@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from simulator.errors import SimulatorError
 from simulator.config.loading import parse_yaml
+from simulator.errors import SimulatorError
 
 console = Console()
 errors = Console(stderr=True)
@@ -108,9 +108,9 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
 
 def _run_baseline(baseline, summary, out_root: Path, quiet: bool) -> None:
     """`sim run --compare-baseline`: the plain-training twin and the side-by-side report."""
-    from simulator.report.adversarial_training import write_adversarial_comparison
     from simulator.formatting import fmt
     from simulator.pipeline import run_scene
+    from simulator.report.adversarial_training import write_adversarial_comparison
 
     console.print(f"training the baseline (plain training): {baseline.name}")
     plain = run_scene(baseline, out_root=out_root, progress=not quiet)
@@ -174,9 +174,9 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
     """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
     of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
     from simulator.experiments.sweep import sweep_scenes
-    from simulator.report.sweep_report import SWEEP_COLUMNS, write_sweep_report
     from simulator.formatting import fmt
     from simulator.pipeline import load_experiment, run_scene
+    from simulator.report.sweep_report import SWEEP_COLUMNS, write_sweep_report
 
     separator = ";" if ";" in values_text else ","
     values = [_yaml_value(part.strip(), "--values", "list values are separated by ';', e.g. --values '[64];[64,64]'")
@@ -264,8 +264,8 @@ def seeds(run_dir: Path, count: int | None, seed_list: str | None, quiet: bool):
     run's data, measure where they disagree (on the manifold, at the test points, in the render
     frame) and the Chamfer distance between their boundaries, and draw the boundaries together
     (seed_boundaries.png, seed_boundary_<i>.vtp)."""
-    from simulator.report.seed_agreement_tables import agreement_table
     from simulator.pipeline import rerun_seed_agreement
+    from simulator.report.seed_agreement_tables import agreement_table
 
     prefix = "experiments.seed_agreement."
     overrides = {}
@@ -327,7 +327,11 @@ def compare(run_dirs: tuple[Path, ...], out_dir: Path):
     """Compare runs (synthetic scenes and real-image experiments): tangent fraction against the
     random baseline, on/off/random attack ratios, manifold specificity MS with its interval,
     clinging fraction where defined. Writes a markdown and a self-contained HTML page."""
-    from simulator.report.comparison import comparison_markdown, run_summary, write_comparison
+    from simulator.report.comparison import (
+        comparison_markdown,
+        run_summary,
+        write_comparison,
+    )
 
     markdown, html = write_comparison(list(run_dirs), out_dir)
     console.print(comparison_markdown([run_summary(path) for path in run_dirs]), highlight=False, soft_wrap=True)

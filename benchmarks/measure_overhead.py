@@ -21,7 +21,7 @@ import torch
 
 from simulator import load_run, load_scene, run_scene
 from simulator.config.resolve import resolve_measure_settings
-from simulator.pipeline import measure
+from simulator.pipeline import measure_step
 from simulator.stages.measure import class_feature_directions, measure_snapshots
 
 
@@ -49,7 +49,7 @@ def main() -> None:
             measure_snapshots(run, settings, device, directions)
             warm.append(time.perf_counter() - started)
         started = time.perf_counter()
-        measure(run, progress=False)  # the stage as the pipeline runs it, with storing
+        measure_step(run, progress=False)  # the stage as the pipeline runs it, with storing
         with_files = time.perf_counter() - started
         training = []
         for _ in range(args.repeats):

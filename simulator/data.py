@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.config.scene import Scene
 from simulator.errors import RunError
 from simulator.labels import make_label_rule
 from simulator.manifolds.base import Manifold
-from simulator.config.scene import Scene
 from simulator.seeding import numpy_rng
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
+from simulator.boundary.frame import default_frame, render_frame
 from simulator.config.loading import load_scene, parse_yaml, scene_from_dict
 from simulator.config.real import load_real_experiment
 from simulator.config.resolve import resolve_attack_settings, resolve_measure_settings
@@ -30,15 +30,16 @@ from simulator.config.scene import Scene
 from simulator.data import make_dataset
 from simulator.errors import RunError, SceneError
 from simulator.experiments.relabel import relabel_experiment
-from simulator.experiments.seed_agreement import BAND_SPACINGS, seed_agreement_experiment
+from simulator.experiments.seed_agreement import (
+    BAND_SPACINGS,
+    seed_agreement_experiment,
+)
 from simulator.real import rerun as real_rerun
 from simulator.real.experiment import read_examples, run_real_experiment, store_real_run
 from simulator.render.attack_plots import plot_attack_norms
 from simulator.render.cross_section import plot_cross_sections
-from simulator.boundary.frame import default_frame
 from simulator.render.curves import plot_geometry_curves
 from simulator.render.experiment_plots import plot_relabel
-from simulator.boundary.frame import render_frame
 from simulator.render.height_map import plot_height_map
 from simulator.render.outputs import render_outputs
 from simulator.render.real_examples import plot_examples
@@ -50,7 +51,11 @@ from simulator.runs.format import run_kind
 from simulator.runs.io import staged_run_dir, write_arrays, write_json, write_text
 from simulator.runs.loading import Run, load_run, write_run
 from simulator.stages.attack import AttackRecord, attack_snapshots
-from simulator.stages.measure import GeometryRecord, class_feature_directions, measure_snapshots
+from simulator.stages.measure import (
+    GeometryRecord,
+    class_feature_directions,
+    measure_snapshots,
+)
 from simulator.stages.verdict import snapshot_verdicts
 from simulator.training.loop import resolve_device, train
 
@@ -156,33 +161,33 @@ def analyse(run: Run, progress: bool = True) -> None:
     """Every computing stage the scene turns on, each result stored as soon as it exists."""
     scene = run.scene
     if scene.measure.enabled:
-        measure(run, progress)
+        measure_step(run, progress)
     if scene.experiments.relabel.enabled:
         store_relabel(run, relabel_experiment(run, progress=progress))
     if scene.experiments.seed_agreement.enabled:
         store_seed_agreement(run, *seed_agreement_experiment(run, progress=progress))
 
 
-def measure(run: Run, progress: bool = True) -> None:
+def measure_step(run: Run, progress: bool = True) -> None:
     """The measure stage (and the attack stage when the scene enables attacks), then the verdict.
     Everything is computed before anything is stored, so a failure leaves the run as it was."""
     device = resolve_device(run.scene.train.device)
     settings = resolve_measure_settings(run.scene.measure, run.manifold().immersion(run.data.u_train))
     geometry = measure_snapshots(run, settings, device, class_feature_directions(run, settings.n_points), progress)
-    attacks = attack_stage(run, progress) if run.scene.measure.attacks.enabled else None
+    attacks = compute_attacks(run, progress) if run.scene.measure.attacks.enabled else None
     store_geometry(run, geometry)
     if attacks is not None:
         store_attacks(run, attacks)
     store_verdicts(run, with_attacks=attacks is not None)
 
 
-def attack(run: Run, progress: bool = True) -> None:
+def attack_step(run: Run, progress: bool = True) -> None:
     """The attack stage on the run's last snapshot (every snapshot when asked), then the verdict."""
-    store_attacks(run, attack_stage(run, progress))
+    store_attacks(run, compute_attacks(run, progress))
     store_verdicts(run, with_attacks=True)
 
 
-def attack_stage(run: Run, progress: bool = True) -> AttackRecord:
+def compute_attacks(run: Run, progress: bool = True) -> AttackRecord:
     """The attack stage's record (nothing stored yet)."""
     spec = run.scene.measure.attacks
     trained = (run.metrics["training"].get("adversarial") or {}).get("epsilon")
@@ -323,12 +328,12 @@ def reload_for_stage(path: str | Path, overrides: dict | None, allowed_prefix: s
 def rerun_measure(path: str | Path, overrides: dict | None = None, progress: bool = True, log=None):
     """`sim measure`: the measure stage again (and the attacks when the scene enables them, so
     the verdict stays complete), then the figures and the report. Returns the run."""
-    return _rerun_stage(path, overrides, progress, log, measure, real_rerun.remeasure_real_run)
+    return _rerun_stage(path, overrides, progress, log, measure_step, real_rerun.remeasure_real_run)
 
 
 def rerun_attack(path: str | Path, overrides: dict | None = None, progress: bool = True, log=None):
     """`sim attack`: the attack stage again, the verdict, the figures and the report."""
-    return _rerun_stage(path, overrides, progress, log, attack, real_rerun.reattack_real_run)
+    return _rerun_stage(path, overrides, progress, log, attack_step, real_rerun.reattack_real_run)
 
 
 def _rerun_stage(path, overrides, progress, log, synthetic_stage, real_stage):

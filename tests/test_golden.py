@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from golden import GOLDEN_FILE, differences, golden_numbers, missing_requirement, run_case
+from golden import (
+    GOLDEN_FILE,
+    differences,
+    golden_numbers,
+    missing_requirement,
+    run_case,
+)
 
 GOLDEN = json.loads(GOLDEN_FILE.read_text())
 

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simulator.boundary.frame import RenderFrame
 from simulator.geometry.margins import class_margins, model_dtype_device
 from simulator.models import MLP
-from simulator.boundary.frame import RenderFrame
 
 # Numbers per activation tensor: a network call gets ACTIVATION_BUDGET // (widest layer)
 # points (at least 1024). 2^18 float32 = 1 MiB stays in cache, which for the small MLPs here is

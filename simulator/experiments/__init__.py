@@ -1,3 +1,5 @@
-"""The classic experiments that go beyond one training run (issue 7): features-not-bugs
-relabelling (`relabel`) and seed agreement (`seed_agreement`). Adversarial training lives in
-`simulator.training.loop` (it is a way of training) and stretchy-feature data in `simulator.labels`."""
+"""The classic experiments that go beyond one training run: features-not-bugs relabelling
+(`relabel`), seed agreement (`seed_agreement`), the plain twin of an adversarially trained scene
+(`adversarial_comparison`) and one-field sweeps (`sweep`). Adversarial training itself lives in
+`simulator.training.adversarial` (it is a way of training) and stretchy-feature data in
+`simulator.labels`. Each experiment returns a record; simulator.pipeline stores and draws it."""

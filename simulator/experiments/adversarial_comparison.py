@@ -5,8 +5,8 @@ simulator.report.adversarial_training.
 
 from __future__ import annotations
 
-from simulator.errors import SceneError
 from simulator.config.scene import Scene
+from simulator.errors import SceneError
 
 
 def baseline_scene(scene: Scene) -> Scene:

@@ -33,13 +33,13 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from simulator.progress import counting_bar
-from simulator.training.stacked import train_seeds
-from simulator.boundary.mesh import contour_boundary, margin_grid
 from simulator.boundary.frame import render_frame
+from simulator.boundary.mesh import contour_boundary, margin_grid
 from simulator.config.scene import Scene
+from simulator.progress import counting_bar
 from simulator.seeding import numpy_rng
 from simulator.training.loop import resolve_device
+from simulator.training.stacked import train_seeds
 
 # The second view of seed_boundaries.png shows the boundaries within BAND_SPACINGS grid
 # spacings of the manifold.

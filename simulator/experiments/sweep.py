@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from simulator.errors import SceneError
 from simulator.config.loading import scene_from_dict
 from simulator.config.scene import Scene
+from simulator.errors import SceneError
 
 
 def sweep_scenes(scene: Scene, field: str, values: list[Any]) -> list[Scene]:

@@ -23,17 +23,21 @@ import numpy as np
 import torch
 
 from simulator.attacks.subspaces import MANIFOLD_MODES, SPECIFICITY_MODES
+from simulator.config.loading import load_scene
+from simulator.config.real import AutoencoderSpec
 from simulator.config.resolve import resolve_attack_settings
+from simulator.config.scene import Scene
 from simulator.data import make_dataset
+from simulator.geometry.scale import data_radius
+from simulator.real.autoencoder import (
+    decoder_tangent_bases,
+    spectrum_summary,
+    train_autoencoder,
+)
 from simulator.runs.loading import load_run
 from simulator.stages.attack import attack_arrays
-from simulator.training.loop import train
-from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
-from simulator.config.real import AutoencoderSpec
 from simulator.stages.measure import tangent_and_stretch
-from simulator.geometry.scale import data_radius
-from simulator.config.loading import load_scene
-from simulator.config.scene import Scene
+from simulator.training.loop import train
 
 CALIBRATION_MODES = ["free", *SPECIFICITY_MODES]
 

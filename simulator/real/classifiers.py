@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from simulator.errors import TrainingError
+from simulator.models import ACTIVATIONS, MLP
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.loop import shuffled_batches
 from simulator.training.optimizers import make_optimizer
-from simulator.models import ACTIVATIONS, MLP
 
 
 class SmallCNN(nn.Module):

@@ -23,7 +23,11 @@ from typing import get_args
 
 import numpy as np
 
-from simulator.config.real import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES, DatasetSource
+from simulator.config.real import (
+    SKIMAGE_PHOTO_NAMES,
+    SKLEARN_PHOTO_FILES,
+    DatasetSource,
+)
 from simulator.errors import SimulatorError
 from simulator.seeding import numpy_rng
 
@@ -250,7 +254,10 @@ def load_cifar10(path: str | Path) -> ImageDataset:
 
 
 def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, class_names: list[str] | None = None):
-    from PIL import Image, UnidentifiedImageError  # deferred: Pillow loads only when image files are read
+    from PIL import (  # deferred: Pillow loads only when image files are read
+        Image,
+        UnidentifiedImageError,
+    )
 
     classes = class_names or sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -310,12 +317,16 @@ def read_shipped_photo(name: str) -> np.ndarray:
     """One photo that ships with scikit-learn (china, flower) or scikit-image (astronaut, chelsea,
     coffee, rocket) as an (H, W, 3) uint8 array."""
     if name in SKLEARN_PHOTO_FILES:
-        from sklearn.datasets import load_sample_image  # deferred: scikit-learn is slow to import
+        from sklearn.datasets import (
+            load_sample_image,  # deferred: scikit-learn is slow to import
+        )
 
         return load_sample_image(SKLEARN_PHOTO_FILES[name])
     if name in SKIMAGE_PHOTO_NAMES:
         try:
-            from skimage import data as skimage_data  # optional: scikit-image may be absent
+            from skimage import (
+                data as skimage_data,  # optional: scikit-image may be absent
+            )
         except ImportError:
             raise DatasetError(f"dataset.photos: {name!r} ships with scikit-image, which is not installed; "
                                f"`pip install scikit-image`, or use china and flower (scikit-learn's).") from None

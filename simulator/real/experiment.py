@@ -1,7 +1,7 @@
 """The paper's real-image experiment, with the critique's random-subspace control.
 
     experiment = load_real_experiment("scenes/real_digits.yaml")      # or RealExperiment(...)
-    metrics = run_real_experiment(experiment, out_root="renders")      # writes renders/<name>/
+    results = run_real_experiment(experiment)      # computes; simulator.pipeline.run_real stores and draws
 
 Steps: load the images; train the autoencoder (k-dim bottleneck) and the classifier on the
 training images (or load a pretrained classifier); take the first `measure.n_points` test
@@ -14,8 +14,10 @@ tangent space: only the free, random-subspace and coordinate-subset attacks run,
 on/off rows and MS are absent rather than invented.
 
 Each step is a function of its own (`select_points`, `estimate_tangent_spaces`,
-`measure_points`, `attack_points`, `example_perturbations`, `write_real_outputs`), so `sim
-measure`, `sim attack` and `sim render` rerun them on a saved run (`simulator.real.rerun`).
+`measure_points`, `attack_images`, `example_perturbations`), so `sim measure`, `sim attack`
+and `sim render` rerun them on a saved run (`simulator.real.rerun`); `store_real_run` and
+`store_real_results` write what they computed (figures and reports are drawn by the pipeline
+from those files).
 
 metrics.json has the synthetic run's fields where they mean the same thing
 ("training", "geometry" -> "snapshots"[-1] -> "tangent" / "stretch" / "verdict",
@@ -33,21 +35,25 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simulator.config.resolve import AttackSettings, resolve_attack_settings
-from simulator.stages.attack import attack_arrays
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
-from simulator.errors import SceneError, TrainingError
-from simulator.stages.measure import tangent_and_stretch
-from simulator.geometry.scale import data_radius
-from simulator.real.autoencoder import decoder_tangent_bases, spectrum_summary, train_autoencoder
-from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.config.real import RealExperiment
+from simulator.config.resolve import AttackSettings, resolve_attack_settings
+from simulator.errors import SceneError, TrainingError
+from simulator.geometry.scale import data_radius
+from simulator.real.autoencoder import (
+    decoder_tangent_bases,
+    spectrum_summary,
+    train_autoencoder,
+)
+from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.real.datasets import ImageDataset, load_dataset
 from simulator.real.pretrained import load_efficientnet_lite0
 from simulator.runs.format import ATTACK_FILE, RUN_FORMAT_VERSION
 from simulator.runs.io import atomic_path, write_arrays, write_json, write_text
-from simulator.training.loop import resolve_device
+from simulator.stages.attack import attack_arrays
+from simulator.stages.measure import tangent_and_stretch
 from simulator.stages.verdict import verdict_rows
+from simulator.training.loop import resolve_device
 
 
 def subspace_dim(experiment: RealExperiment) -> int:
@@ -141,7 +147,7 @@ def measure_points(classifier, x: np.ndarray, bases: np.ndarray | None, device: 
     return tangent_and_stretch(classifier, x_t, bases_t)
 
 
-def attack_points(experiment: RealExperiment, classifier, x: np.ndarray, bases: np.ndarray | None, radius: float,
+def attack_images(experiment: RealExperiment, classifier, x: np.ndarray, bases: np.ndarray | None, radius: float,
                   device: torch.device) -> tuple[dict, AttackSettings, float]:
     """Every mode of measure.attacks on the points (`attack_arrays`, shared with synthetic runs).
 
@@ -246,7 +252,7 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
     if tau is not None:
         points["tau"] = tau
 
-    report, settings, attack_seconds = attack_points(experiment, classifier, points["x"],
+    report, settings, attack_seconds = attack_images(experiment, classifier, points["x"],
                                                            points.get("tangent_bases"), float(points["data_radius"]),
                                                            device)
     report["step"] = cl.steps if not experiment.pretrained else 0

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.config.real import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES
 from simulator.attacks.subspaces import CONTROL_MODES
+from simulator.config.real import SKIMAGE_PHOTO_NAMES, SKLEARN_PHOTO_FILES
 from simulator.config.resolve import resolve_attack_settings
 from simulator.config.scene import AttackSpec
 from simulator.real.datasets import DatasetError, load_photos

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 import yaml
 
-from simulator.errors import RunError, SceneError
 from simulator.config.real import RealExperiment, real_experiment_from_dict
+from simulator.config.resolve import AttackSettings
+from simulator.errors import RunError, SceneError
 from simulator.real.autoencoder import Autoencoder
 from simulator.real.experiment import (
     POINT_ARRAYS,
     _tangent_space_summary,
-    attack_points,
+    attack_images,
     choose_points,
     estimate_tangent_spaces,
     example_perturbations,
@@ -38,11 +39,10 @@ from simulator.real.experiment import (
     point_count,
     predict,
     restore_classifier,
+    store_real_results,
     subspace_dim,
     write_points,
-    store_real_results,
 )
-from simulator.config.resolve import AttackSettings
 from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE, check_files, read_metrics
 from simulator.runs.io import read_arrays, write_text
 from simulator.training.loop import resolve_device
@@ -198,7 +198,7 @@ def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None)
     """`sim attack` on a real run: the attacks (and example figure) again, with measure.* overrides."""
     log = log or (lambda message: None)
     run, experiment, device, classifier, points = _reload_for_rerun(path, overrides, "sim attack")
-    report, settings, seconds = attack_points(experiment, classifier, points["x"], points.get("tangent_bases"),
+    report, settings, seconds = attack_images(experiment, classifier, points["x"], points.get("tangent_bases"),
                                                     float(points["data_radius"]), device)
     report["step"] = _step(run)
     log(f"attacks at {len(points['x'])} images: {seconds:.1f} s")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.progress import counting_bar
 from simulator.boundary.frame import render_frame
+from simulator.progress import counting_bar
 from simulator.render.scene3d import BoundaryScene, boundary_for, run_device
 from simulator.runs.io import atomic_path
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simulator.geometry.margins import class_margins, logits_on
 from simulator.boundary.frame import SectionFrame
+from simulator.geometry.margins import class_margins, logits_on
 from simulator.render.palette import class_colour
 from simulator.render.pyplot import pyplot, save_png
 
@@ -30,7 +30,10 @@ def plot_cross_sections(manifold, data, models: list[tuple[str, torch.nn.Module]
                         path: Path, title: str, resolution: int = 200, dpi: int = 120) -> Path:
     """One panel per (label, model): class regions, decision boundary, manifold trace, data."""
     plt = pyplot()
-    from matplotlib.colors import ListedColormap, to_rgba_array  # deferred with pyplot: figures only
+    from matplotlib.colors import (  # deferred with pyplot: figures only
+        ListedColormap,
+        to_rgba_array,
+    )
 
     a = frame.half_width
     s_axis = np.linspace(-a, a, resolution)

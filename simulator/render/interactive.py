@@ -184,7 +184,9 @@ def interactive_mesh_html(meshes: Sequence[MeshLayer], points: PointLayer | None
 
 def plotly_js_html() -> str:
     """plotly.js inline in a <script> tag (about 4.8 MB): the page needs no network."""
-    from plotly.offline import get_plotlyjs  # deferred: a heavy library only drawing needs
+    from plotly.offline import (
+        get_plotlyjs,  # deferred: a heavy library only drawing needs
+    )
 
     return ('<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
             f'<script type="text/javascript">{get_plotlyjs()}</script>')

@@ -43,13 +43,22 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.formatting import fmt, percent
-from simulator.boundary.mesh import boundary_mesh
 from simulator.boundary.frame import RenderFrame, manifold_mesh, render_frame
-from simulator.render.headless import INSTALL_HINT, RenderingUnavailable, ensure_offscreen
-from simulator.render.palette import ARROW_COLOUR, BOUNDARY_COLOUR, MANIFOLD_COLOUR, class_colour
+from simulator.boundary.mesh import boundary_mesh
+from simulator.formatting import fmt, percent
+from simulator.render.headless import (
+    INSTALL_HINT,
+    RenderingUnavailable,
+    ensure_offscreen,
+)
+from simulator.render.palette import (
+    ARROW_COLOUR,
+    BOUNDARY_COLOUR,
+    MANIFOLD_COLOUR,
+    class_colour,
+)
 from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE
-from simulator.runs.io import read_arrays, atomic_path
+from simulator.runs.io import atomic_path, read_arrays
 from simulator.training.loop import resolve_device
 
 # The file the attack stage stores its results in: distances per mode, and the free-mode
@@ -469,7 +478,9 @@ def write_vtp(mesh, path: Path) -> Path:
     VTK's writer is called directly because pyvista's save() picks the format from the file
     extension, and the temporary file of an atomic write ends in .tmp.
     """
-    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter  # deferred: a heavy library only drawing needs
+    from vtkmodules.vtkIOXML import (
+        vtkXMLPolyDataWriter,  # deferred: a heavy library only drawing needs
+    )
 
     path = Path(path)
     with atomic_path(path) as temporary:

@@ -16,10 +16,14 @@ from pathlib import Path
 from simulator.formatting import fmt
 from simulator.render.experiment_plots import plot_robust_accuracy
 from simulator.report.attack_tables import specificity_summary
-from simulator.report.comparison import final_attacks, final_geometry, median_distance_cell, write_comparison
+from simulator.report.comparison import (
+    final_attacks,
+    final_geometry,
+    median_distance_cell,
+    write_comparison,
+)
 from simulator.runs.format import read_metrics
 from simulator.runs.io import write_text
-
 
 ROWS = [  # (label, how to read it from metrics.json)
     ("clean test accuracy", lambda m: m["training"]["final"]["test_accuracy"]),

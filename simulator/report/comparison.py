@@ -21,8 +21,8 @@ from simulator.formatting import fmt, percent
 from simulator.render.pyplot import pyplot, save_png
 from simulator.report.attack_tables import specificity_summary
 from simulator.report.html import Section, figure_html, html_page, html_table
-from simulator.runs.io import write_text
 from simulator.runs.format import read_metrics
+from simulator.runs.io import write_text
 
 COLUMNS = ["run", "kind", "data", "k", "n", "test_accuracy", "tau_ratio", "on", "off", "random_on",
            "random_on_dimension_only", "random_off", "ms", "clinging"]

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from simulator.formatting import fmt, percent
-from simulator.render.interactive import MeshLayer, PointLayer, camera_eye, frame_of_mesh, interactive_mesh_html
+from simulator.render.interactive import (
+    MeshLayer,
+    PointLayer,
+    camera_eye,
+    frame_of_mesh,
+    interactive_mesh_html,
+)
 from simulator.render.palette import MANIFOLD_COLOUR
 from simulator.report.attack_tables import PAPER_ROWS, attack_markdown, specificity_text
 from simulator.report.html import (

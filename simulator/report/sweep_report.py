@@ -8,10 +8,14 @@ from typing import Any, Callable
 
 from simulator.formatting import fmt
 from simulator.report.attack_tables import specificity_summary
-from simulator.report.comparison import final_attacks, final_geometry, median_distance_cell, write_comparison
+from simulator.report.comparison import (
+    final_attacks,
+    final_geometry,
+    median_distance_cell,
+    write_comparison,
+)
 from simulator.runs.format import read_metrics
 from simulator.runs.io import atomic_path, write_text
-
 
 # (column, how to read it from a run's metrics.json)
 SWEEP_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # What each row means, for reports (the terminal table stays short).
 ROW_EXPLANATIONS = {
     "clinging fraction": "area share of the manifold where the boundary lies within eps along the normal",

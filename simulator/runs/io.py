@@ -19,8 +19,6 @@ from typing import Any, Iterator
 import numpy as np
 
 
-
-
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

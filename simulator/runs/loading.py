@@ -21,16 +21,21 @@ import numpy as np
 import torch
 import yaml
 
+from simulator.config.loading import scene_from_dict
+from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.errors import RunError, SceneError
 from simulator.geometry.scale import data_radius
-from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE, RUN_FORMAT_VERSION, check_files, read_metrics
-from simulator.runs.io import atomic_path, read_arrays, write_json, write_text
 from simulator.models import MLP
-from simulator.config.loading import scene_from_dict
-from simulator.config.scene import Scene
+from simulator.runs.format import (
+    ATTACK_EXTRAS,
+    ATTACK_FILE,
+    RUN_FORMAT_VERSION,
+    check_files,
+    read_metrics,
+)
+from simulator.runs.io import atomic_path, read_arrays, write_json, write_text
 from simulator.training.loop import TrainingResult, load_snapshot_model
-
 
 # --------------------------------------------------------------------------- writing
 

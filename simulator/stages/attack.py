@@ -27,7 +27,6 @@ import torch
 from simulator.attacks.bounded_pgd import BoundedProjectedPGD
 from simulator.attacks.deepfool import DeepFoolL2
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
-from simulator.attacks.subspaces import SPECIFICITY_MODES, subspace_dim
 from simulator.attacks.statistics import (
     bootstrap_interval,
     dimension_only_ratio,
@@ -37,6 +36,7 @@ from simulator.attacks.statistics import (
     random_alignment_baseline,
     specificity_bound,
 )
+from simulator.attacks.subspaces import SPECIFICITY_MODES, subspace_dim
 from simulator.config.resolve import AttackSettings
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar

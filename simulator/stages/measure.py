@@ -25,10 +25,14 @@ from simulator.geometry.height import (
     summarize_heights,
 )
 from simulator.geometry.stretch import feature_jacobians, stretch_spectra
-from simulator.geometry.tangent import margin_gradients, summarize_tangent_fractions, tangent_fractions
+from simulator.geometry.tangent import (
+    margin_gradients,
+    summarize_tangent_fractions,
+    tangent_fractions,
+)
+from simulator.labels import make_label_rule
 from simulator.progress import counting_bar
 from simulator.runs.loading import Run
-from simulator.labels import make_label_rule
 from simulator.seeding import numpy_rng
 
 

@@ -16,9 +16,9 @@ import math
 import torch
 
 from simulator.attacks.bounded_pgd import BoundedProjectedPGD, bounded_budget
+from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.geometry.scale import data_radius
-from simulator.config.scene import Scene
 
 
 def resolved_adversarial_settings(scene: Scene, data: Dataset) -> dict:

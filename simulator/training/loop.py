@@ -16,13 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from simulator.config.scene import Scene, SnapshotSpec
 from simulator.data import Dataset
 from simulator.errors import TrainingError
 from simulator.models import MLP, build_model
-from simulator.config.scene import Scene, SnapshotSpec
 from simulator.seeding import torch_generator, torch_seed
+from simulator.training.adversarial import (
+    AdversarialBatches,
+    resolved_adversarial_settings,
+)
 from simulator.training.optimizers import make_optimizer
-from simulator.training.adversarial import AdversarialBatches, resolved_adversarial_settings
 
 
 @dataclass
@@ -203,7 +206,13 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return None, None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -22,7 +22,13 @@ from simulator.errors import TrainingError
 from simulator.models import ACTIVATIONS, MLP, build_model
 from simulator.progress import counting_bar
 from simulator.seeding import torch_generator, torch_seed
-from simulator.training.loop import check_finite, one_cpu_thread, resolve_device, shuffled_batches, train
+from simulator.training.loop import (
+    check_finite,
+    one_cpu_thread,
+    resolve_device,
+    shuffled_batches,
+    train,
+)
 from simulator.training.optimizers import make_optimizer
 
 
