@@ -402,7 +402,7 @@ def scenes_validate(files: tuple[Path, ...]):
             errors.print(f"[bold red]invalid:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         else:
             data, labels = scene.outline()
-            console.print(f"[green]ok:[/] {file} ({data}, {labels} labels)", highlight=False)
+            console.print(f"[green]ok:[/] {file} ({data}; labels: {labels})", highlight=False, soft_wrap=True)
     if failed:
         sys.exit(2)
 

@@ -5,6 +5,7 @@ Library entry points (the `sim` command is a thin wrapper around these):
     load_scene(path)        -> Scene         validated scene file
     run_scene(scene, out)   -> RunSummary    data, training with snapshots, run directory
     load_run(path)          -> Run           scene, data and every snapshot as a torch module
+                            (a RealRun for a real-image run: experiment, images, state dicts)
 
 They load on first use (PEP 562), so `import simulator.errors` stays light.
 """

