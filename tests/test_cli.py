@@ -225,5 +225,7 @@ def test_compare_puts_synthetic_and_real_runs_side_by_side(runner, tmp_path):
     html = (out / "comparison.html").read_text()
     assert "data:image/png;base64" in html and "https://" not in html
     assert runner.invoke(cli.main, ["compare", str(tmp_path / "nope")]).exit_code == 2
-    with pytest.raises(RunError, match="real-image run"):  # load_run is for synthetic runs; sim measure takes both
-        load_run(tmp_path / "real_digits")
+    real = load_run(tmp_path / "real_digits")  # one loader for both kinds of run
+    assert real.kind == "real" and real.name == "real_digits" and real.k == 10
+    assert real.metrics["attacks"]["final"]["manifold_specificity"] == \
+        json.loads((tmp_path / "real_digits" / "metrics.json").read_text())["attacks"]["final"]["manifold_specificity"]

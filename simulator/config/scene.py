@@ -96,7 +96,6 @@ class SphereSpec(_ManifoldBase):
     radius: float = Field(1.0, gt=0, description="Radius.")
 
 
-
 class TorusSpec(_ManifoldBase):
     """A 2-torus of revolution in R^3."""
 
@@ -140,7 +139,6 @@ class SineSheetSpec(_ManifoldBase):
     amplitude: float = Field(0.3, ge=0, description="Height of the bumps.")
     frequency: float = Field(2.0, gt=0, description="Angular frequency of the bumps (radians per chart unit).")
     extent: float = Field(1.0, gt=0, description="Chart box half-width.")
-
 
 
 class ConcentricSpheresSpec(_ManifoldBase):

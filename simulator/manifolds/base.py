@@ -243,3 +243,8 @@ class Manifold(ABC):
             "embedding_seed": self.embedding_seed,
         }
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+def cube_chart_box(dim: int, extent: float) -> tuple[np.ndarray, np.ndarray, tuple[bool, ...]]:
+    """(chart_low, chart_high, periodic) of the chart box [-extent, extent]^k of a sheet."""
+    return np.full(dim, -extent), np.full(dim, extent), (False,) * dim

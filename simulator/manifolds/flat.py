@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Manifold, check_dim, check_positive
+from .base import Manifold, check_dim, check_positive, cube_chart_box
 
 
 class Flat(Manifold):
@@ -30,9 +30,7 @@ class Flat(Manifold):
         dim = check_dim("dim", dim)
         self.extent = check_positive("extent", extent)
         super().__init__(dim, dim + 1, ambient_dim, embedding, embedding_seed)
-        self.chart_low = np.full(dim, -self.extent)
-        self.chart_high = np.full(dim, self.extent)
-        self.periodic = (False,) * dim
+        self.chart_low, self.chart_high, self.periodic = cube_chart_box(dim, self.extent)
 
     def _params(self):
         return {"dim": self.dim, "extent": self.extent}

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .base import Manifold, check_dim, check_positive, rejection_sample
+from .base import Manifold, check_dim, check_positive, cube_chart_box, rejection_sample
 
 _MAX_NEWTON_STEPS = 50
 # A point has converged when its Newton step is this small relative to (1 + |v|).
@@ -55,9 +55,7 @@ class SineSheet(Manifold):
         self.frequency = check_positive("frequency", frequency)
         self.extent = check_positive("extent", extent)
         super().__init__(dim, dim + 1, ambient_dim, embedding, embedding_seed)
-        self.chart_low = np.full(dim, -self.extent)
-        self.chart_high = np.full(dim, self.extent)
-        self.periodic = (False,) * dim
+        self.chart_low, self.chart_high, self.periodic = cube_chart_box(dim, self.extent)
 
     def _params(self):
         return {"dim": self.dim, "amplitude": self.amplitude, "frequency": self.frequency, "extent": self.extent}
