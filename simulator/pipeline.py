@@ -48,7 +48,7 @@ from simulator.render.seed_boundaries import render_seed_boundaries
 from simulator.report.real_report import real_report_html, real_report_markdown
 from simulator.report.run_report import write_report
 from simulator.runs.format import run_kind
-from simulator.runs.io import staged_run_dir, write_arrays, write_json, write_text
+from simulator.runs.io import check_run_target, staged_run_dir, write_arrays, write_json, write_text
 from simulator.runs.loading import Run, load_run, write_run
 from simulator.stages.attack import AttackRecord, attack_snapshots
 from simulator.stages.measure import (
@@ -100,12 +100,13 @@ def run_experiment(config, out_root: str | Path = "renders", progress: bool = Tr
 
 def run_real(experiment, out_root: str | Path = "renders", log=None) -> RunSummary:
     """A real-image experiment end to end: its stages, then storing, then the figures and report."""
-    results = run_real_experiment(experiment, log=log)
     final_path = Path(out_root) / experiment.name
+    check_run_target(final_path)  # a user's file or folder in the way stops the run before any work
+    results = run_real_experiment(experiment, log=log)
     with staged_run_dir(final_path) as folder:
         store_real_run(folder, experiment, results)
         draw_real(load_run(folder))
-        files = sorted(p.name for p in folder.iterdir())
+        files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     metrics = results.metrics
     final = metrics["training"]["final"]
     return RunSummary(final_path, experiment.name, metrics["device"], metrics["training"]["steps"], 1,
@@ -135,10 +136,11 @@ def write_real_report(run) -> tuple[Path, Path]:
 
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
     """Run a scene end to end and write `<out_root>/<scene.name>/` atomically."""
+    final_path = Path(out_root) / scene.name
+    check_run_target(final_path)  # a user's file or folder in the way stops the run before any work
     manifold = scene.manifold.build()
     data = make_dataset(scene, manifold)
     result = train(scene, data, progress=progress)
-    final_path = Path(out_root) / scene.name
     with staged_run_dir(final_path) as folder:
         write_run(folder, scene, data, result)
         # Later stages read the staged run back, exactly as `sim measure/attack/render` would.
@@ -147,7 +149,7 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
             first_look_snapshots(run)  # a bad index stops the run before the measurements
         analyse(run, progress)
         draw(run, progress)
-        files = sorted(p.name for p in folder.iterdir())
+        files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     final = result.snapshots[-1]
     geometry, attacks = run.metrics.get("geometry"), run.metrics.get("attacks")
     return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),

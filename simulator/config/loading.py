@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from simulator.config.messages import describe_validation_error
-from simulator.config.scene import RunFile, Scene
+from simulator.config.scene import RunFile, Scene, check_run_name
 from simulator.errors import SceneError
 
 RunFileT = TypeVar("RunFileT", bound=RunFile)
@@ -86,6 +86,11 @@ def validate_run_file(model: type[RunFileT], raw: dict, source: str, default_nam
     except ValidationError as error:
         raise SceneError(describe(error, source, set(overrides or {}))) from None
     if parsed.name is None:
+        try:  # the file's own name: checked like a `name:` field, before any work starts
+            check_run_name(default_name)
+        except ValueError as error:
+            raise SceneError(f"{source}: the run is named after the file, and {error}; add a `name:` field "
+                             f"or rename the file.") from None
         parsed = parsed.model_copy(update={"name": default_name})
     return parsed
 

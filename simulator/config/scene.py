@@ -584,6 +584,19 @@ class ExperimentsSpec(StrictModel):
     seed_agreement: SeedAgreementSpec = SeedAgreementSpec()
 
 
+# Room left below the usual 255-byte file-name limit for the staging suffix (".<name>.partial-XXXXXXXX").
+MAX_RUN_NAME_BYTES = 200
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it can name a run folder; ValueError saying why not."""
+    if (not name or name.startswith(".") or any(c in name for c in "/\\\0")
+            or len(name.encode("utf-8", "surrogatepass")) > MAX_RUN_NAME_BYTES):
+        raise ValueError(f"{name!r} is not usable as a folder name; use letters, digits, '_' and '-' "
+                         f"(at most {MAX_RUN_NAME_BYTES} bytes, not starting with '.')")
+    return name
+
+
 class RunFile(StrictModel):
     """What every experiment file has: a run name, a description, a seed, and its resolved YAML."""
 
@@ -594,8 +607,8 @@ class RunFile(StrictModel):
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, value):
-        if value is not None and (not value or any(c in value for c in "/\\") or value.startswith(".")):
-            raise ValueError(f"{value!r} is not usable as a folder name; use letters, digits, '_' and '-'")
+        if value is not None:
+            check_run_name(value)
         return value
 
     def to_yaml(self) -> str:

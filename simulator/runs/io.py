@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from simulator.errors import RunError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -66,20 +68,102 @@ def write_json(path: Path, value: Any) -> None:
     write_text(path, json.dumps(_json_safe(value), indent=2, allow_nan=False) + "\n")
 
 
+# Every run folder holds this file: the tool replaces only folders that carry it (or, for runs
+# written before it existed, a metrics.json naming the same run), never a user's folder or file.
+RUN_MARKER = ".sim-run"
+# Staging and retired folders hold the writing process's id, so a later run can tell the leftovers
+# of a killed run (owner gone: removed) from a run in progress (owner alive: left alone).
+OWNER_FILE = ".owner"
+
+
+def check_run_target(final: Path) -> None:
+    """RunError unless `final` is free or a run folder this tool wrote (then it may be replaced).
+    Called before any work starts, and again just before a finished run is moved into place."""
+    final = Path(final)
+    parent = final.parent
+    if parent.exists() and not parent.is_dir():
+        raise RunError(f"{parent}: the output folder is a file; pass --out a folder (it is created if missing).")
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise RunError(f"{final}: a file (not a run folder) is in the way of the run's output; move it, or pass "
+                       f"another --out. Nothing was changed.")
+    if not is_run_folder(final):
+        raise RunError(f"{final}: this folder was not written by `sim run` (it has no {RUN_MARKER} marker), so it "
+                       f"is not replaced; move it, or pass another --out. Nothing was changed.")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """True for a folder this tool wrote: its marker, or a run metrics.json of the same name."""
+    folder = Path(folder)
+    if (folder / RUN_MARKER).is_file():
+        return True
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(metrics, dict) and isinstance(metrics.get("format_version"), int) \
+        and metrics.get("scene") == folder.name
+
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove the staging and retired folders of killed runs of `final`; returns what was removed."""
+    final = Path(final)
+    removed = []
+    for prefix in (".partial-", ".old-"):
+        for folder in final.parent.glob(f".{glob_escape(final.name)}{prefix}*"):
+            if folder.is_dir() and not folder.is_symlink() and not _owner_alive(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _owner_alive(folder: Path) -> bool:
+    try:
+        pid = int((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owned_temporary_folder(prefix: str, parent: Path) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
+    return folder
+
+
 @contextmanager
 def staged_run_dir(final: Path) -> Iterator[Path]:
-    """A hidden folder to fill; on success it replaces `final` (an older run there is removed)."""
+    """A hidden folder to fill; on success it replaces `final`, which must be free or an older run
+    (`check_run_target`). Leftovers of killed runs of the same name are removed first."""
     final = Path(final)
+    check_run_target(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    remove_leftovers(final)
+    staging = _owned_temporary_folder(f".{final.name}.partial-", final.parent)
+    (staging / RUN_MARKER).write_text(json.dumps({"tool": "dimpled-manifold-simulator", "run": final.name}) + "\n")
     try:
         yield staging
+        check_run_target(final)  # again: something may have appeared there while the run worked
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    (staging / OWNER_FILE).unlink()
     os.chmod(staging, 0o755)  # mkdtemp makes owner-only folders
     if final.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        retired = _owned_temporary_folder(f".{final.name}.old-", final.parent)
         os.replace(final, retired / final.name)
         os.replace(staging, final)
         shutil.rmtree(retired, ignore_errors=True)
