@@ -59,7 +59,8 @@ def test_a_file_in_the_way_and_an_output_folder_that_is_a_file_are_refused(tmp_p
 def test_unusable_run_names_are_refused_before_any_work(tmp_path, name):
     result = _run(tmp_path, "--set", f"name={json.dumps(name)}")
     assert result.exit_code == 2 and "not usable as a folder name" in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert "Traceback" not in result.output and result.output.count("error:") == 1  # one paragraph
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_a_scene_file_whose_name_cannot_name_a_folder_is_refused(tmp_path):
@@ -67,7 +68,7 @@ def test_a_scene_file_whose_name_cannot_name_a_folder_is_refused(tmp_path):
     scene.write_text(SCENE.read_text())
     result = _run(tmp_path, scene=scene)
     assert result.exit_code == 2 and "named after the file" in result.output, result.output
-    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["..yaml"]  # only the scene file: no output folder
 
 
 def test_leftovers_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
@@ -87,8 +88,10 @@ def test_leftovers_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     other.mkdir()
     result = _run(tmp_path)
     assert result.exit_code == 0, result.output
-    assert not killed.exists() and not unowned.exists()
-    assert live.is_dir() and other.is_dir()
+    # exactly the killed run's leftovers went; the live staging folder and another scene's stayed
+    assert sorted(p.name for p in out.iterdir()) == [".other.partial-x", ".sheet_two_class.partial-live",
+                                                     "sheet_two_class"]
+    assert (live / OWNER_FILE).read_text() == str(__import__("os").getpid())
     run = out / "sheet_two_class"
     assert (run / RUN_MARKER).is_file() and not (run / OWNER_FILE).exists() and is_run_folder(run)
     assert remove_leftovers(run) == []

@@ -584,7 +584,7 @@ class ExperimentsSpec(StrictModel):
     seed_agreement: SeedAgreementSpec = SeedAgreementSpec()
 
 
-# Room left below the usual 255-byte file-name limit for the staging suffix (".<name>.partial-XXXXXXXX").
+# Room left below the usual 255-byte file-name limit for the staging prefix and suffix (".<name>.partial-" + 8 random characters).
 MAX_RUN_NAME_BYTES = 200
 
 
