@@ -62,6 +62,16 @@ def _yaml_value(text: str, option: str, example: str):
                                  param_hint=option) from None
 
 
+def _memory_size(ctx, param, value: str | None) -> int | None:
+    """--max-memory SIZE in bytes (None: check against the available memory)."""
+    from simulator.config.resources import parse_memory_size
+
+    try:
+        return None if value is None else parse_memory_size(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--max-memory") from None
+
+
 def _set_option(prefix: str, example: str):
     """The --set KEY=VALUE option of commands that change `prefix`* settings of an existing run."""
     return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -88,18 +98,28 @@ def main():
 @click.option("--compare-baseline", is_flag=True,
               help="With train.adversarial on: also train the scene normally (OUT/<name>_baseline/) and "
                    "write a side-by-side report (OUT/<name>_vs_baseline/).")
+@click.option("--resume", is_flag=True,
+              help="Continue this scene's run that was killed or crashed: training from its last complete "
+                   "snapshot, then only the stages not yet stored (the numbers end the same as an "
+                   "uninterrupted run's). Without an interrupted run, start afresh.")
+@click.option("--max-memory", "max_memory", metavar="SIZE", default=None, callback=_memory_size,
+              help="Refuse to start when the run's estimated peak memory exceeds SIZE, e.g. 8G or 500M "
+                   "(default: the memory available when the run starts).")
 @_user_errors
-def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool, compare_baseline: bool):
+def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: bool, compare_baseline: bool,
+        resume: bool, max_memory: int | None):
     """Generate the scene's data, train its MLP while snapshotting the decision boundary, measure
     the geometry of every snapshot, attack the last one, and write the run directory
     OUT/<scene-name>/ (see the README for its files). A real-image experiment file (`kind: real`)
     runs the paper's autoencoder-manifold experiment instead."""
+    from simulator.config.resources import check_memory
     from simulator.experiments.adversarial_comparison import baseline_scene
     from simulator.pipeline import load_experiment, run_experiment
 
     config = load_experiment(scene_file, overrides=_parse_overrides(overrides))
+    check_memory(config, max_memory, source=str(scene_file))  # before any data exist or training starts
     baseline = baseline_scene(config) if compare_baseline else None  # checked before any training starts
-    summary = run_experiment(config, out_root=out_root, progress=not quiet, log=_log(quiet))
+    summary = run_experiment(config, out_root=out_root, progress=not quiet, log=_log(quiet), resume=resume)
     _print_run_summary(summary)
     if baseline is not None:
         _run_baseline(baseline, summary, out_root, quiet)
@@ -390,7 +410,9 @@ def scenes_list(folder: Path | None):
 @scenes.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def scenes_validate(files: tuple[Path, ...]):
-    """Check scene files; print every problem found. Exit code 2 if any file is invalid."""
+    """Check scene files; print every problem found and each valid file's estimated peak memory.
+    Exit code 2 if any file is invalid."""
+    from simulator.config.resources import memory_report
     from simulator.pipeline import load_experiment
 
     failed = False
@@ -403,6 +425,7 @@ def scenes_validate(files: tuple[Path, ...]):
         else:
             data, labels = scene.outline()
             console.print(f"[green]ok:[/] {file} ({data}; labels: {labels})", highlight=False, soft_wrap=True)
+            console.print(f"    {escape(memory_report(scene))}", highlight=False, soft_wrap=True)
     if failed:
         sys.exit(2)
 

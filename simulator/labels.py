@@ -45,6 +45,12 @@ class LabelRule(ABC):
     def label_of(self, u: np.ndarray) -> np.ndarray:
         """Class of each chart point u (..., k) -> (...,)."""
 
+    def fix_for_missing_class(self, label: int) -> str:
+        """How to change the scene when class `label` got (almost) no training points: the fix
+        part of the error `simulator.data.make_dataset` raises. Rules whose settings can leave a
+        class out say which setting; this default covers chance (few points)."""
+        return "raise data.n_train so that every class gets points"
+
     def input_offset(self, u: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         """A class-dependent displacement (N, n) of the input points off the manifold, or None.
         Only rules whose classes differ off the manifold (off-manifold fur) have one."""
@@ -104,6 +110,16 @@ class Clusters(LabelRule):
             u[outside] = fresh
         return np.clip(u, self.low, self.low + self.width)
 
+    def fix_for_missing_class(self, label):
+        present = sorted({int(c) for c in self.center_labels})
+        if label in present:  # a blob has the class: it drew too few of the points
+            return f"raise data.n_train (the points are shared among {len(self.centers)} blobs)"
+        if self.spec.assignment == "random":
+            return (f"no blob has class {label} (labels.assignment: random gave the {len(self.centers)} blobs the "
+                    f"classes {present}); use assignment: alternating, more labels.n_clusters, or another seed")
+        return (f"no blob has class {label} (the {len(self.centers)} blobs alternate through classes {present} "
+                f"only); lower labels.n_classes to {len(present)} or raise labels.n_clusters")
+
     def label_of(self, u):
         """Class of the nearest blob centre."""
         u = np.asarray(u)
@@ -128,6 +144,15 @@ class HalfSpace(LabelRule):
     def label_of(self, u):
         return ((np.asarray(u) - self.center) @ self.direction > self.spec.offset).astype(int)
 
+    def fix_for_missing_class(self, label):
+        # The chart box reaches this far from its centre along the direction.
+        reach = float(np.abs(self.direction) @ (self.width / 2))
+        if abs(self.spec.offset) < reach:
+            return super().fix_for_missing_class(label)
+        return (f"labels.offset {self.spec.offset:g} puts the splitting hyperplane outside the chart box, which "
+                f"reaches only {reach:.3g} from its centre along labels.direction; use an offset between "
+                f"{-reach:.3g} and {reach:.3g} (0 splits the box in half)")
+
 
 class Stripes(LabelRule):
     rule = "stripes"
@@ -135,6 +160,12 @@ class Stripes(LabelRule):
     def label_of(self, u):
         stripe = self._cell(u, self.spec.n_stripes)[..., self.spec.axis]
         return stripe % self.n_classes
+
+    def fix_for_missing_class(self, label):
+        if label < self.spec.n_stripes:
+            return super().fix_for_missing_class(label)
+        return (f"labels.n_stripes {self.spec.n_stripes} gives only {self.spec.n_stripes} classes; raise it to "
+                f"at least labels.n_classes ({self.n_classes}) or lower labels.n_classes")
 
 
 class Checkerboard(LabelRule):
@@ -144,6 +175,14 @@ class Checkerboard(LabelRule):
         n_axes = self.spec.n_axes or self.manifold.dim
         cells = self._cell(u, self.spec.cells_per_axis)[..., :n_axes]
         return cells.sum(axis=-1) % self.n_classes
+
+    def fix_for_missing_class(self, label):
+        n_axes = self.spec.n_axes or self.manifold.dim
+        reachable = n_axes * (self.spec.cells_per_axis - 1) + 1  # cell-index sums 0 .. n_axes * (cells - 1)
+        if label < reachable:
+            return super().fix_for_missing_class(label)
+        return (f"labels.cells_per_axis {self.spec.cells_per_axis} over {n_axes} axes gives only {reachable} "
+                f"classes; raise it or lower labels.n_classes to {reachable}")
 
 
 class RandomPerPoint(LabelRule):

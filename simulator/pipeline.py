@@ -19,12 +19,13 @@ CLI) never branch on it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from simulator.boundary.frame import default_frame, render_frame
-from simulator.config.loading import load_scene, parse_yaml, scene_from_dict
-from simulator.config.real import load_real_experiment
+from simulator.config.loading import read_yaml_file, scene_from_dict
+from simulator.config.real import real_experiment_from_dict
 from simulator.config.resolve import resolve_attack_settings, resolve_measure_settings
 from simulator.config.scene import Scene
 from simulator.data import make_dataset
@@ -47,8 +48,21 @@ from simulator.render.scene3d import read_vtp, write_vtp
 from simulator.render.seed_boundaries import render_seed_boundaries
 from simulator.report.real_report import real_report_html, real_report_markdown
 from simulator.report.run_report import write_report
+from simulator.runs.checkpoint import (
+    CheckpointWriter,
+    read_checkpoint,
+    remove_checkpoint,
+)
 from simulator.runs.format import run_kind
-from simulator.runs.io import check_run_target, staged_run_dir, write_arrays, write_json, write_text
+from simulator.runs.io import (
+    check_run_target,
+    note_stage,
+    noted_stage,
+    staged_run_dir,
+    write_arrays,
+    write_json,
+    write_text,
+)
 from simulator.runs.loading import Run, load_run, write_run
 from simulator.stages.attack import AttackRecord, attack_snapshots
 from simulator.stages.measure import (
@@ -79,23 +93,27 @@ class RunSummary:
 def load_experiment(path: str | Path, overrides: dict | None = None):
     """A synthetic `Scene`, or a real-image `RealExperiment` when the file says `kind: real`."""
     path = Path(path)
-    try:
-        raw = parse_yaml(path.read_text()) if path.is_file() else None
-    except Exception:  # malformed YAML: load_scene reports it with line and column
-        raw = None
+    raw = read_yaml_file(path, "scene", "Pass the path of a YAML scene, e.g. scenes/sheet_two_class.yaml "
+                                        "(`sim scenes list` shows the shipped ones), or a real-image experiment "
+                                        "file (`kind: real`).")
     if isinstance(raw, dict) and raw.get("kind") == "real":
-        return load_real_experiment(path, overrides=overrides)
-    return load_scene(path, overrides=overrides)
+        return real_experiment_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
+    return scene_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- sim run
 
 
-def run_experiment(config, out_root: str | Path = "renders", progress: bool = True, log=None) -> RunSummary:
-    """`sim run` on either kind of file: a synthetic `Scene` or a `RealExperiment`."""
+def run_experiment(config, out_root: str | Path = "renders", progress: bool = True, log=None,
+                   resume: bool = False) -> RunSummary:
+    """`sim run` on either kind of file: a synthetic `Scene` or a `RealExperiment`. With `resume`,
+    a synthetic run killed earlier continues from its last snapshot or stage (a real-image
+    experiment starts afresh: its stages keep no checkpoints)."""
     if getattr(config, "kind", None) == "real":
+        if resume and log:
+            log("--resume: real-image experiments keep no checkpoints; starting afresh")
         return run_real(config, out_root, log)
-    return run_scene(config, out_root, progress)
+    return run_scene(config, out_root, progress, resume=resume, log=log)
 
 
 def run_real(experiment, out_root: str | Path = "renders", log=None) -> RunSummary:
@@ -134,48 +152,82 @@ def write_real_report(run) -> tuple[Path, Path]:
     return run.path / "report.md", run.path / "report.html"
 
 
-def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True) -> RunSummary:
-    """Run a scene end to end and write `<out_root>/<scene.name>/` atomically."""
+def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True, resume: bool = False,
+              log=None) -> RunSummary:
+    """Run a scene end to end and write `<out_root>/<scene.name>/` atomically. The run is built
+    in a hidden staging folder; with `resume`, the staging folder of a killed run of this scene
+    is continued: training from its last snapshot, then only the stages not yet stored."""
     final_path = Path(out_root) / scene.name
     check_run_target(final_path)  # a user's file or folder in the way stops the run before any work
-    manifold = scene.manifold.build()
-    data = make_dataset(scene, manifold)
-    result = train(scene, data, progress=progress)
-    with staged_run_dir(final_path) as folder:
-        write_run(folder, scene, data, result)
-        # Later stages read the staged run back, exactly as `sim measure/attack/render` would.
-        run = load_run(folder)
+    with staged_run_dir(final_path, resume=resume) as folder:
+        note = functools.partial(note_stage, folder)
+        run = trained_run(folder, scene, progress, log or (lambda message: None), note)
         if scene.render.first_look:
             first_look_snapshots(run)  # a bad index stops the run before the measurements
-        analyse(run, progress)
+        analyse(run, progress, note)
+        note("drawing")
         draw(run, progress)
         files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-    final = result.snapshots[-1]
-    geometry, attacks = run.metrics.get("geometry"), run.metrics.get("attacks")
-    return RunSummary(final_path, scene.name, result.device, scene.train.steps, len(result.snapshots),
-                      final.train_accuracy, final.test_accuracy, result.seconds, files,
-                      verdict=geometry["snapshots"][-1]["verdict"] if geometry else None,
-                      measure_seconds=(geometry["seconds"] + (attacks or {}).get("seconds", 0.0)) if geometry else None,
+    metrics = run.metrics
+    final = metrics["training"]["final"]
+    geometry, attacks = metrics.get("geometry"), metrics.get("attacks")
+    return RunSummary(final_path, scene.name, metrics["device"], scene.train.steps, len(run.snapshots),
+                      final["train_accuracy"], final["test_accuracy"], metrics["training"].get("seconds") or 0.0,
+                      files, verdict=geometry["snapshots"][-1]["verdict"] if geometry else None,
+                      measure_seconds=((geometry.get("seconds") or 0.0) + ((attacks or {}).get("seconds") or 0.0))
+                      if geometry else None,
                       attacks=attacks["final"] if attacks else None)
 
 
-def analyse(run: Run, progress: bool = True) -> None:
-    """Every computing stage the scene turns on, each result stored as soon as it exists."""
-    scene = run.scene
-    if scene.measure.enabled:
-        measure_step(run, progress)
-    if scene.experiments.relabel.enabled:
+def trained_run(folder: Path, scene: Scene, progress: bool, log, note=lambda stage: None) -> Run:
+    """Data and training written into the staging `folder`, read back as a `Run`, exactly as
+    `sim measure/attack/render` would read it. A folder that already holds a trained run of
+    this scene (a resumed run killed after training) is read as it is; one holding a training
+    checkpoint continues from it."""
+    if (folder / "metrics.json").is_file():  # written last by write_run: training was complete
+        run = load_run(folder)
+        if run.scene.to_yaml() != scene.to_yaml():
+            raise RunError(f"{folder}: the interrupted run was of a different scene (the scene file or a --set "
+                           f"changed since); run without --resume to start afresh.")
+        log(f"resuming {scene.name} (stopped while {noted_stage(folder) or 'storing'}): training was complete; "
+            f"continuing with the stages not yet stored")
+        remove_checkpoint(folder)  # killed between writing the run and removing it
+        return run
+    checkpoint = read_checkpoint(folder, scene)
+    if checkpoint is not None:
+        log(f"resuming {scene.name}: training from step {checkpoint.step} of {scene.train.steps}")
+    note("training")
+    data = make_dataset(scene, scene.manifold.build())
+    result = train(scene, data, progress=progress, resume_from=checkpoint,
+                   on_checkpoint=CheckpointWriter(folder, scene))
+    write_run(folder, scene, data, result)
+    remove_checkpoint(folder)
+    return load_run(folder)
+
+
+def analyse(run: Run, progress: bool = True, note=lambda stage: None) -> None:
+    """Every computing stage the scene turns on and the run has not stored yet (a resumed run may
+    hold some), each result stored as soon as it exists. `note(stage)` is told each stage."""
+    scene, stored = run.scene, run.metrics
+    if scene.measure.enabled and "geometry" not in stored:
+        measure_step(run, progress, note)
+    if scene.experiments.relabel.enabled and "relabel" not in stored:
+        note("relabelling")
         store_relabel(run, relabel_experiment(run, progress=progress))
-    if scene.experiments.seed_agreement.enabled:
+    if scene.experiments.seed_agreement.enabled and "seed_agreement" not in stored:
+        note("training seeds")
         store_seed_agreement(run, *seed_agreement_experiment(run, progress=progress))
 
 
-def measure_step(run: Run, progress: bool = True) -> None:
+def measure_step(run: Run, progress: bool = True, note=lambda stage: None) -> None:
     """The measure stage (and the attack stage when the scene enables attacks), then the verdict.
     Everything is computed before anything is stored, so a failure leaves the run as it was."""
     device = resolve_device(run.scene.train.device)
     settings = resolve_measure_settings(run.scene.measure, run.manifold().immersion(run.data.u_train))
+    note("measuring")
     geometry = measure_snapshots(run, settings, device, class_feature_directions(run, settings.n_points), progress)
+    if run.scene.measure.attacks.enabled:
+        note("attacking")
     attacks = compute_attacks(run, progress) if run.scene.measure.attacks.enabled else None
     store_geometry(run, geometry)
     if attacks is not None:
@@ -225,7 +277,7 @@ def store_verdicts(run: Run, with_attacks: bool) -> None:
     if geometry:
         attacks = (run.metrics.get("attacks") or {}).get("snapshots", []) if with_attacks else []
         thresholds = geometry["settings"]["thresholds"]
-        for summary, rows in zip(geometry["snapshots"], snapshot_verdicts(geometry["snapshots"], thresholds, attacks)):
+        for summary, rows in zip(geometry["snapshots"], snapshot_verdicts(geometry["snapshots"], thresholds, attacks, data=run.data)):
             summary["verdict"] = rows
     run.save_metrics()
     if geometry:

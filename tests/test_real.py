@@ -600,4 +600,9 @@ def test_bad_input_on_real_runs_exits_2_and_changes_nothing(real_run_copy, tmp_p
     points["x"] = points["x"] + 0.5
     np.savez(real_run_copy / "points.npz", **points)
     result = _invoke("attack", real_run_copy, "--set", "measure.attacks.n_points=30")
+    assert result.exit_code == 2 and "points.npz: its content differs" in result.output, result.output  # digest
+    metrics = json.loads((real_run_copy / "metrics.json").read_text())
+    del metrics["integrity"]  # a run from before the digests: the rerun's own check still catches it
+    (real_run_copy / "metrics.json").write_text(json.dumps(metrics))
+    result = _invoke("attack", real_run_copy, "--set", "measure.attacks.n_points=30")
     assert result.exit_code == 2 and "no longer gives the images" in result.output, result.output

@@ -27,6 +27,7 @@ from simulator.render.palette import BOUNDARY_COLOUR, CLASS_COLOURS, MANIFOLD_CO
 from simulator.report.attack_tables import specificity_text
 from simulator.report.html import Section, figure_html, html_page, html_table, md_table
 from simulator.report.run_report import find_artifacts, write_report
+from simulator.stages.verdict import split_warnings
 
 from browser import browser_check, find_chromium
 from conftest import SCENES
@@ -110,9 +111,11 @@ def test_markdown_holds_the_verdict_and_ms_exactly(report_run):
     markdown = md_path.read_text()
     verdict = metrics["geometry"]["snapshots"][-1]["verdict"]
     assert verdict, "the tiny run should have verdict rows"
-    for row in verdict:
+    warnings, measurements = split_warnings(verdict)
+    for row in measurements:
         assert f"| {row['measurement']} |" in markdown
         assert row["measured"] in markdown and row["reading"] in markdown
+    assert markdown.count("**Warning:**") >= len(warnings)  # above the table, not in it (plus any from the labels)
     assert f"MS = {specificity_text(metrics['attacks']['final'])}" in markdown
     assert "[" in specificity_text(metrics["attacks"]["final"])  # the bootstrap interval is there
     for row_label in ("PGD (unconstrained)", "on-manifold PGD", "off-manifold PGD", "random-subspace PGD"):

@@ -118,3 +118,51 @@ def test_cuda_request_without_cuda_is_a_clear_error(tiny_overrides):
     scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**tiny_overrides, "train.device": "cuda"})
     with pytest.raises(TrainingError, match="no CUDA device"):
         train(scene, make_dataset(scene), progress=False)
+
+
+# Divergence without NaN (issue #12): these runs' losses stay finite (1e10 with Adam, 1e23 with
+# SGD at lr 1000) and used to be stored as normal runs with a verdict.
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_finite_but_exploding_loss_is_divergence(optimizer, tiny_overrides):
+    scene = load_scene(SCENES / "sheet_two_class.yaml",
+                       overrides={**tiny_overrides, "train.optimizer": optimizer, "train.lr": 1000})
+    with pytest.raises(TrainingError, match=r"diverged at step \d+: the batch loss reached .* times the initial"):
+        train(scene, make_dataset(scene), progress=False)
+
+
+def test_divergence_threshold_sits_at_a_hundred_times_the_initial_loss():
+    from simulator.training.loop import DIVERGENCE_FACTOR, check_not_diverging
+
+    initial = 0.7  # about log(2): below 1, so the limit is 100 x 1
+    check_not_diverging(DIVERGENCE_FACTOR * 1.0 * 0.999, initial, step=5, lr=0.1)
+    with pytest.raises(TrainingError, match="train.lr: 0.01"):
+        check_not_diverging(DIVERGENCE_FACTOR * 1.0 * 1.001, initial, step=5, lr=0.1)
+    check_not_diverging(DIVERGENCE_FACTOR * 30 * 0.999, 30.0, step=5, lr=0.1)  # a large init_scale's start
+    with pytest.raises(TrainingError):
+        check_not_diverging(DIVERGENCE_FACTOR * 30 * 1.001, 30.0, step=5, lr=0.1)
+
+
+def test_non_finite_weights_behind_a_finite_loss_are_divergence():
+    from simulator.training.loop import check_finite_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    check_finite_parameters(model, step=1, lr=0.1)
+    with torch.no_grad():
+        model[0].bias[0] = float("inf")
+    with pytest.raises(TrainingError, match=r"weights 0\.bias are no longer finite"):
+        check_finite_parameters(model, step=1, lr=0.1)
+
+
+def test_training_resumed_from_a_checkpoint_ends_bitwise_like_an_uninterrupted_run(tiny_overrides):
+    """In process, for every checkpoint: the same final weights, snapshots and history."""
+    scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**tiny_overrides, "train.steps": 120})
+    data = make_dataset(scene)
+    checkpoints = []
+    whole = train(scene, data, progress=False, on_checkpoint=checkpoints.append)
+    assert [c.step for c in checkpoints] == [s.step for s in whole.snapshots[1:-1]]
+    for checkpoint in checkpoints:
+        resumed = train(scene, data, progress=False, resume_from=checkpoint)
+        assert resumed.history == whole.history
+        assert [s.scalars() for s in resumed.snapshots] == [s.scalars() for s in whole.snapshots]
+        for mine, theirs in zip(resumed.snapshots, whole.snapshots):
+            assert all(torch.equal(mine.state_dict[k], theirs.state_dict[k]) for k in theirs.state_dict)

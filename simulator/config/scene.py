@@ -26,11 +26,56 @@ from simulator.attacks.greedy_pgd import LOSSES
 from simulator.attacks.subspaces import MANIFOLD_MODES, MODES
 from simulator.manifolds import MANIFOLD_FAMILIES
 
+# --------------------------------------------------------------------------- limits
+#
+# Every count, size and length has an upper limit, so that a slip of the keyboard (three zeros
+# too many) is refused by validation instead of exhausting memory or running for days. Each
+# limit is far above what the experiments need; whether a valid scene fits in this machine's
+# memory is checked separately, before any work starts (`config.resources`). A field's
+# `json_schema_extra["x-limit"]` says why its limit is where it is; validation messages quote it.
+
+MAX_SEED = 2**63 - 1  # run records and most tools store integers as int64
+MAX_AMBIENT_DIM = 2**20  # a megapixel image; whether the arrays fit is the memory check's job
+# The seeded random isometry is the QR factorisation of an n x n Gaussian matrix, redone by
+# every stage that rebuilds the manifold: ~3 s at n = 2048 and ~25 s at 4096 on one core.
+MAX_RANDOM_EMBEDDING_DIM = 4096
+MAX_POINTS = 10**7  # data points (MNIST has 7 x 10^4); the memory check bounds the arrays
+MAX_WIDTH = 2**16  # hidden layer width
+MAX_LAYERS = 64
+MAX_CLASSES = 1000  # ImageNet's count
+MAX_CLUSTERS = 10_000  # a 100 x 100 grid of blobs
+MAX_CELLS = 10_000  # stripes or checkerboard cells per axis
+MAX_STEPS = 10**7  # optimiser steps: hours at the ~1 ms a step of these MLPs
+MAX_SNAPSHOTS = 10_000  # each is stored, measured and drawn
+# Lengths in input units. Inputs are float32 when training: squared distances of lengths up to
+# 1e6 stay far from float32's overflow (3e38) and lengths down to 1e-9 far from its underflow.
+MIN_LENGTH, MAX_LENGTH = 1e-9, 1e6
+# Training normally uses rates <= 1; the test suite drives divergence on purpose with 1e12.
+MAX_LEARNING_RATE = 1e12
+MAX_SLOPE = 1000.0  # sine sheet amplitude x frequency; see SineSheetSpec
+
+LENGTH_LIMIT = (f"lengths are between {MIN_LENGTH:g} and {MAX_LENGTH:g} input units, so that float32 "
+                f"training neither overflows nor underflows")
+
+
+def why(reason: str) -> dict:
+    """The `json_schema_extra` of a limited field: why the limit is where it is (quoted in errors)."""
+    return {"x-limit": reason}
+
+
+LENGTH = why(LENGTH_LIMIT)
+POINTS = why(f"at most {MAX_POINTS:,} points; larger data sets do not fit the memory of one machine "
+             f"with their tangent bases")
+STEPS = why(f"at most {MAX_STEPS:,} steps, hours of training already; split longer studies into runs")
+SEED = why(f"seeds are whole numbers from 0 to 2**63 - 1 = {MAX_SEED}")
+WIDTHS = why(f"at most {MAX_LAYERS} layers of at most {MAX_WIDTH:,} units")
+
 
 class StrictModel(BaseModel):
     # Unknown keys are errors: a misspelt option must never silently become its default.
     # strict: YAML already gives native types, so "5" or `true` for an integer is a mistake.
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+    # allow_inf_nan=False: .inf and .nan are never meaningful settings (and 1e999 reads as inf).
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- manifolds
@@ -38,7 +83,8 @@ class StrictModel(BaseModel):
 
 class _ManifoldBase(StrictModel):
     ambient_dim: int = Field(
-        3, ge=1, description="n: dimension of the input space the manifold is embedded in."
+        3, ge=1, le=MAX_AMBIENT_DIM, description="n: dimension of the input space the manifold is embedded in.",
+        json_schema_extra=why(f"at most 2**20 = {MAX_AMBIENT_DIM:,} dimensions, a megapixel image"),
     )
     embedding: Literal["random", "identity"] = Field(
         "random",
@@ -46,7 +92,8 @@ class _ManifoldBase(StrictModel):
         "coordinate axis is special) or the identity (the first host coordinates; easier to read "
         "in 3-D pictures).",
     )
-    embedding_seed: int = Field(0, description="Seed of the random isometry.")
+    embedding_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the random isometry.",
+                                json_schema_extra=SEED)
 
     def host_dim(self) -> int:
         """h: every family is a hypersurface of R^(k+1) (the torus and swiss roll: k = 2, h = 3)."""
@@ -58,6 +105,13 @@ class _ManifoldBase(StrictModel):
             raise ValueError(
                 f"ambient_dim: {self.ambient_dim} is smaller than the {_possessive(self.family_noun)} host "
                 f"dimension {self.host_dim()}; set manifold.ambient_dim to at least {self.host_dim()}"
+            )
+        if self.embedding == "random" and self.ambient_dim > MAX_RANDOM_EMBEDDING_DIM:
+            raise ValueError(
+                f"ambient_dim: {self.ambient_dim} is too large for embedding: random (at most "
+                f"{MAX_RANDOM_EMBEDDING_DIM}): the random isometry is the QR factorisation of an n x n matrix, "
+                f"minutes of work at this size, redone by every stage; set manifold.embedding: identity or a "
+                f"smaller ambient_dim"
             )
         return self
 
@@ -79,8 +133,8 @@ class FlatSpec(_ManifoldBase):
     """A k-dimensional flat (line, plane, subspace) inside R^(k+1), embedded in R^n."""
 
     family: Literal["flat"]
-    dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 line, 2 plane, ...).")
-    extent: float = Field(1.0, gt=0, description="Chart box half-width: data lies in [-extent, extent]^k.")
+    dim: int = Field(2, ge=1, le=MAX_AMBIENT_DIM - 1, description="k: intrinsic dimension (1 line, 2 plane, ...).")
+    extent: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Chart box half-width: data lies in [-extent, extent]^k.", json_schema_extra=LENGTH)
 
 
     @property
@@ -92,16 +146,16 @@ class SphereSpec(_ManifoldBase):
     """A round k-sphere of the given radius in R^(k+1)."""
 
     family: Literal["sphere"]
-    dim: int = Field(2, ge=1, description="k: intrinsic dimension (1 circle, 2 sphere, ...).")
-    radius: float = Field(1.0, gt=0, description="Radius.")
+    dim: int = Field(2, ge=1, le=MAX_AMBIENT_DIM - 1, description="k: intrinsic dimension (1 circle, 2 sphere, ...).")
+    radius: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Radius.", json_schema_extra=LENGTH)
 
 
 class TorusSpec(_ManifoldBase):
     """A 2-torus of revolution in R^3."""
 
     family: Literal["torus"]
-    major_radius: float = Field(1.0, gt=0, description="Distance from the axis to the tube centre.")
-    minor_radius: float = Field(0.4, gt=0, description="Tube radius; must be below major_radius.")
+    major_radius: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Distance from the axis to the tube centre.", json_schema_extra=LENGTH)
+    minor_radius: float = Field(0.4, ge=MIN_LENGTH, le=MAX_LENGTH, description="Tube radius; must be below major_radius.", json_schema_extra=LENGTH)
 
 
     @model_validator(mode="after")
@@ -114,14 +168,23 @@ class TorusSpec(_ManifoldBase):
         return self
 
 
+# The nearest-point search samples 64 points per turn of the spiral: 1000 radians are ~160 turns.
+MAX_SPIRAL_ANGLE = 1000.0
+SPIRAL = why(f"at most {MAX_SPIRAL_ANGLE:g} radians, about 160 turns; the nearest-point search samples every turn")
+
+
 class SwissRollSpec(_ManifoldBase):
     """The swiss roll scale*(t cos t, s, t sin t), a rolled-up 2-D sheet in R^3."""
 
     family: Literal["swiss_roll"]
-    t_min: float = Field(1.5 * math.pi, gt=0, description="Start angle of the spiral (radians).")
-    t_max: float = Field(4.5 * math.pi, gt=0, description="End angle of the spiral (radians).")
-    width: float | None = Field(None, gt=0, description="Extent of the straight direction s; default: the family's own.")
-    scale: float | None = Field(None, gt=0, description="Overall scale; default 1/t_max so the roll fits the unit ball.")
+    t_min: float = Field(1.5 * math.pi, gt=0, le=MAX_SPIRAL_ANGLE, description="Start angle of the spiral (radians).",
+                         json_schema_extra=SPIRAL)
+    t_max: float = Field(4.5 * math.pi, gt=0, le=MAX_SPIRAL_ANGLE, description="End angle of the spiral (radians).",
+                         json_schema_extra=SPIRAL)
+    width: float | None = Field(None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+                                description="Extent of the straight direction s; default: the family's own.")
+    scale: float | None = Field(None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+                                description="Overall scale; default 1/t_max so the roll fits the unit ball.")
 
 
     @model_validator(mode="after")
@@ -135,19 +198,32 @@ class SineSheetSpec(_ManifoldBase):
     """The graph z = amplitude * prod_i sin(frequency * u_i) over a k-dimensional box."""
 
     family: Literal["sine_sheet"]
-    dim: int = Field(2, ge=1, description="k: intrinsic dimension.")
-    amplitude: float = Field(0.3, ge=0, description="Height of the bumps.")
-    frequency: float = Field(2.0, gt=0, description="Angular frequency of the bumps (radians per chart unit).")
-    extent: float = Field(1.0, gt=0, description="Chart box half-width.")
+    dim: int = Field(2, ge=1, le=MAX_AMBIENT_DIM - 1, description="k: intrinsic dimension.")
+    amplitude: float = Field(0.3, ge=0, le=MAX_LENGTH, description="Height of the bumps.", json_schema_extra=LENGTH)
+    frequency: float = Field(2.0, gt=0, le=MAX_LENGTH, description="Angular frequency of the bumps (radians per chart unit).",
+                             json_schema_extra=why(f"at most {MAX_LENGTH:g} radians per chart unit"))
+
+    @model_validator(mode="after")
+    def _slope_bounded(self):
+        # Area-uniform sampling is by rejection and accepts about 1 / (amplitude x frequency) of
+        # its proposals: a steeper sheet makes drawing the data crawl.
+        if self.amplitude * self.frequency > MAX_SLOPE:
+            raise ValueError(
+                f"amplitude: {self.amplitude:g} x frequency {self.frequency:g} = {self.amplitude * self.frequency:g} "
+                f"is the steepest slope of the sheet, at most {MAX_SLOPE:g} (area-uniform sampling then accepts "
+                f"about 1/slope of its draws); lower the amplitude or the frequency"
+            )
+        return self
+    extent: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Chart box half-width.", json_schema_extra=LENGTH)
 
 
 class ConcentricSpheresSpec(_ManifoldBase):
     """Two concentric k-spheres ("Adversarial Spheres", Gilmer et al. 2018)."""
 
     family: Literal["concentric_spheres"]
-    dim: int = Field(2, ge=1, description="k: intrinsic dimension of each sphere.")
-    inner_radius: float = Field(1.0, gt=0, description="Radius of the inner sphere.")
-    outer_radius: float = Field(1.3, gt=0, description="Radius of the outer sphere.")
+    dim: int = Field(2, ge=1, le=MAX_AMBIENT_DIM - 1, description="k: intrinsic dimension of each sphere.")
+    inner_radius: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Radius of the inner sphere.", json_schema_extra=LENGTH)
+    outer_radius: float = Field(1.3, ge=MIN_LENGTH, le=MAX_LENGTH, description="Radius of the outer sphere.", json_schema_extra=LENGTH)
 
 
     @model_validator(mode="after")
@@ -175,7 +251,8 @@ FAMILY_NAMES = tuple(_tag(spec, "family") for spec in MANIFOLD_SPECS)
 
 
 class _LabelBase(StrictModel):
-    n_classes: int = Field(2, ge=2, description="Number of classes.")
+    n_classes: int = Field(2, ge=2, le=MAX_CLASSES, description="Number of classes.",
+                           json_schema_extra=why(f"at most {MAX_CLASSES} classes, ImageNet's count"))
 
     def check_fits(self, k: int, family: str) -> None:
         """Raise ValueError when this rule cannot label a k-dimensional manifold of `family`."""
@@ -185,7 +262,9 @@ class ClustersLabels(_LabelBase):
     """Gaussian blobs in chart coordinates; each blob has one class (the paper's picture)."""
 
     rule: Literal["clusters"]
-    n_clusters: int = Field(16, ge=2, description="Number of blobs.")
+    n_clusters: int = Field(16, ge=2, le=MAX_CLUSTERS, description="Number of blobs.",
+                            json_schema_extra=why(f"at most {MAX_CLUSTERS:,} blobs, a 100 x 100 grid; with more, "
+                                                  f"most blobs hold no training point"))
     layout: Literal["grid", "random"] = Field(
         "grid",
         description="Blob centres on a regular grid (n_clusters must then be a k-th power) or "
@@ -197,7 +276,9 @@ class ClustersLabels(_LabelBase):
         "neighbours differ) or uniformly at random.",
     )
     spread: float = Field(
-        0.08, gt=0, description="Blob standard deviation as a fraction of the chart box width."
+        0.08, gt=0, le=100, description="Blob standard deviation as a fraction of the chart box width.",
+        json_schema_extra=why("a fraction of the box width, at most 100: beyond a few widths a blob is "
+                              "uniform over the box"),
     )
 
     def check_fits(self, k, family):
@@ -214,10 +295,14 @@ class HalfSpaceLabels(_LabelBase):
     """Two classes split by a hyperplane through the chart box centre."""
 
     rule: Literal["half_space"]
-    direction: list[float] | None = Field(
-        None, description="Normal of the splitting hyperplane in chart coordinates; default the first axis."
+    direction: list[Annotated[float, Field(ge=-MAX_LENGTH, le=MAX_LENGTH)]] | None = Field(
+        None, max_length=MAX_AMBIENT_DIM,
+        description="Normal of the splitting hyperplane in chart coordinates; default the first axis.",
+        json_schema_extra=why(f"one entry per chart coordinate, each between -{MAX_LENGTH:g} and {MAX_LENGTH:g}"),
     )
-    offset: float = Field(0.0, description="Signed offset of the hyperplane from the box centre (chart units).")
+    offset: float = Field(0.0, ge=-MAX_LENGTH, le=MAX_LENGTH,
+                          json_schema_extra=why(f"a finite offset between -{MAX_LENGTH:g} and {MAX_LENGTH:g}"),
+                          description="Signed offset of the hyperplane from the box centre (chart units).")
 
     def check_fits(self, k, family):
         _check_two_classes(self)
@@ -225,14 +310,18 @@ class HalfSpaceLabels(_LabelBase):
             raise ValueError(
                 f"labels.direction: has {len(self.direction)} entries but the manifold has k={k} chart coordinates"
             )
+        if self.direction is not None and not any(self.direction):
+            raise ValueError("labels.direction: is the zero vector, which has no direction; give the normal of "
+                             "the split, e.g. [1, 0]")
 
 
 class StripesLabels(_LabelBase):
     """Parallel stripes along one chart axis, classes cycling."""
 
     rule: Literal["stripes"]
-    n_stripes: int = Field(4, ge=2, description="Number of stripes across the chart box.")
-    axis: int = Field(0, ge=0, description="Chart axis across which the stripes alternate.")
+    n_stripes: int = Field(4, ge=2, le=MAX_CELLS, description="Number of stripes across the chart box.",
+                           json_schema_extra=why(f"at most {MAX_CELLS:,} stripes"))
+    axis: int = Field(0, ge=0, le=MAX_AMBIENT_DIM, description="Chart axis across which the stripes alternate.")
 
     def check_fits(self, k, family):
         if self.axis >= k:
@@ -243,8 +332,10 @@ class CheckerboardLabels(_LabelBase):
     """A checkerboard over the chart box."""
 
     rule: Literal["checkerboard"]
-    cells_per_axis: int = Field(4, ge=2, description="Cells along each chart axis used.")
-    n_axes: int | None = Field(None, ge=1, description="How many leading chart axes carry the pattern; default all.")
+    cells_per_axis: int = Field(4, ge=2, le=MAX_CELLS, description="Cells along each chart axis used.",
+                                json_schema_extra=why(f"at most {MAX_CELLS:,} cells per axis"))
+    n_axes: int | None = Field(None, ge=1, le=MAX_AMBIENT_DIM,
+                               description="How many leading chart axes carry the pattern; default all.")
 
     def check_fits(self, k, family):
         if self.n_axes is not None and self.n_axes > k:
@@ -290,17 +381,19 @@ class ShapeAndFurLabels(_LabelBase):
 
     rule: Literal["shape_and_fur"]
     n_classes: Literal[2] = Field(2, description="Always 2: shape and fur each split the data in two.")
-    shape_axis: int = Field(0, ge=0, description="Chart axis whose side (large-scale) is the shape feature.")
+    shape_axis: int = Field(0, ge=0, le=MAX_AMBIENT_DIM,
+                            description="Chart axis whose side (large-scale) is the shape feature.")
     shape_reliability: float = Field(
         0.9, ge=0.5, le=1, description="Probability that a point's shape side agrees with its class "
         "(0.5: shape carries no information).")
     fur_size: float = Field(
-        0.03, gt=0, description="Fur displacement: class c sits at s_c * fur_size along the fur direction "
+        0.03, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH, description="Fur displacement: class c sits at s_c * fur_size along the fur direction "
         "(chart units for `on`, which are input units on a flat manifold; input units for `off`).")
     fur_location: Literal["on", "off"] = Field(
         "on", description="on: the fur direction is chart axis `fur_axis` (tangent to the manifold); "
         "off: it is the manifold's unit normal (orthogonal to it).")
-    fur_axis: int = Field(1, ge=0, description="Chart axis of the fur for fur_location: on (not the shape axis).")
+    fur_axis: int = Field(1, ge=0, le=MAX_AMBIENT_DIM,
+                          description="Chart axis of the fur for fur_location: on (not the shape axis).")
     fur_reliability: float = Field(
         1.0, ge=0.5, le=1, description="Probability that a point's fur agrees with its class.")
 
@@ -325,19 +418,23 @@ RULE_NAMES = tuple(_tag(spec, "rule") for spec in LABEL_SPECS)
 
 
 class DataSpec(StrictModel):
-    n_train: int = Field(400, ge=2, description="Training points.")
-    n_test: int = Field(400, ge=1, description="Test points (same distribution, disjoint draw).")
+    n_train: int = Field(400, ge=2, le=MAX_POINTS, description="Training points.", json_schema_extra=POINTS)
+    n_test: int = Field(400, ge=1, le=MAX_POINTS, description="Test points (same distribution, disjoint draw).",
+                        json_schema_extra=POINTS)
     noise_std: float = Field(
         0.0,
         ge=0,
+        le=MAX_LENGTH,
+        json_schema_extra=LENGTH,
         description="Std of Gaussian noise added in the normal space (off the manifold); 0 keeps "
         "points exactly on it. Chart coordinates and tangent bases refer to the clean point.",
     )
 
 
 class ModelSpec(StrictModel):
-    hidden: list[Annotated[int, Field(ge=1)]] = Field(
-        [64, 64], min_length=1, description="Widths of the hidden layers."
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        [64, 64], min_length=1, max_length=MAX_LAYERS, description="Widths of the hidden layers.",
+        json_schema_extra=WIDTHS,
     )
     activation: Literal["relu", "tanh", "gelu", "softplus"] = Field(
         "relu", description="Hidden activation. relu is the paper's setting; smooth ones give smooth boundaries."
@@ -346,9 +443,16 @@ class ModelSpec(StrictModel):
     init_scale: float = Field(
         1.0,
         gt=0,
+        le=1000,
+        json_schema_extra=why("at most 1000: larger initial weights overflow float32 logits"),
         description="Multiplies PyTorch's default initial weights; smaller values are known to "
         "make networks more robust off the data subspace.",
     )
+
+
+# Gradient steps of one attack (each costs a forward and a backward pass per point).
+MAX_ATTACK_STEPS = 100_000
+ATTACK_STEPS = why(f"at most {MAX_ATTACK_STEPS:,} gradient steps per attack")
 
 
 class AdversarialTrainingSpec(StrictModel):
@@ -361,21 +465,33 @@ class AdversarialTrainingSpec(StrictModel):
         "free", description="Subspace of the perturbations: free (R^n), on (the tangent space: on-manifold "
         "adversarial training) or off (the normal space).")
     epsilon: float | None = Field(
-        None, gt=0, description="L2 radius of the perturbations (input units); default 0.1 x the data radius.")
-    steps: int = Field(10, ge=1, description="PGD steps per batch.")
-    step_size: float | None = Field(None, gt=0, description="PGD step length; default 2.5 x epsilon / steps.")
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+        description="L2 radius of the perturbations (input units); default 0.1 x the data radius.")
+    steps: int = Field(10, ge=1, le=MAX_ATTACK_STEPS, description="PGD steps per batch.", json_schema_extra=ATTACK_STEPS)
+    step_size: float | None = Field(None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+                                    description="PGD step length; default 2.5 x epsilon / steps.")
     fraction: float = Field(0.5, gt=0, le=1, description="Share of each batch replaced by adversarial examples.")
+
+
+LEARNING_RATE = why(f"a positive rate up to {MAX_LEARNING_RATE:g}; usual rates are below 1, the largest "
+                    f"only serve to provoke divergence")
+WEIGHT_DECAY = why(f"between 0 and {MAX_LEARNING_RATE:g}")
 
 
 class TrainSpec(StrictModel):
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser.")
-    lr: float = Field(3e-3, gt=0, description="Learning rate.")
+    lr: float = Field(3e-3, gt=0, le=MAX_LEARNING_RATE, description="Learning rate.", json_schema_extra=LEARNING_RATE)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam).")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (coupled, as in torch.optim).")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size (capped at n_train).")
-    steps: int = Field(2000, ge=1, description="Optimiser steps.")
+    weight_decay: float = Field(0.0, ge=0, le=MAX_LEARNING_RATE, json_schema_extra=WEIGHT_DECAY,
+                                description="L2 weight decay (coupled, as in torch.optim).")
+    batch_size: int = Field(128, ge=1, le=MAX_POINTS, description="Mini-batch size (capped at n_train).",
+                            json_schema_extra=POINTS)
+    steps: int = Field(2000, ge=1, le=MAX_STEPS, description="Optimiser steps.", json_schema_extra=STEPS)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
     adversarial: AdversarialTrainingSpec = AdversarialTrainingSpec()
+
+
+SNAPSHOTS = why(f"at most {MAX_SNAPSHOTS:,} snapshots; each is stored, measured and drawn")
 
 
 class SnapshotSpec(StrictModel):
@@ -384,8 +500,9 @@ class SnapshotSpec(StrictModel):
         description="log: `count` snapshots spread log-uniformly over the steps (dense early, "
         "where the fast 'clinging' phase happens); every: one every `every` steps.",
     )
-    count: int = Field(24, ge=2, description="Snapshots for the log schedule (step 0 and the last step included).")
-    every: int = Field(100, ge=1, description="Interval for the every schedule.")
+    count: int = Field(24, ge=2, le=MAX_SNAPSHOTS, json_schema_extra=SNAPSHOTS,
+                       description="Snapshots for the log schedule (step 0 and the last step included).")
+    every: int = Field(100, ge=1, le=MAX_STEPS, description="Interval for the every schedule.", json_schema_extra=STEPS)
 
 
 class ThresholdSpec(StrictModel):
@@ -397,7 +514,7 @@ class ThresholdSpec(StrictModel):
         "share of the manifold's area has the boundary within clinging_epsilon.",
     )
     tangent_ratio: float = Field(
-        0.5, gt=0,
+        0.5, gt=0, le=MAX_LENGTH,
         description="The dimpled model predicts gradients roughly perpendicular to the manifold: "
         "RMS tangent fraction / sqrt(k/n) (1 = a random direction) at most this.",
     )
@@ -412,7 +529,7 @@ class ThresholdSpec(StrictModel):
         "when the mean |<delta/||delta||, v_1>| is at least this.",
     )
     specificity: float = Field(
-        2.0, gt=1,
+        2.0, gt=1, le=MAX_LENGTH,
         description="Manifold specificity MS above this = the manifold is specially robust "
         "(dimpled); below 1/this = the manifold directions are the weak ones; between = a "
         "dimension effect only (the critique).",
@@ -427,32 +544,37 @@ class AttackSpec(StrictModel):
     """Minimal-norm attacks in each subspace (greedy projected L2 PGD; DESIGN.md section 4, items 3-4)."""
 
     enabled: bool = Field(True, description="Run the attacks at the end of `sim run` (`sim attack RUN` runs them alone).")
-    n_points: int | None = Field(None, ge=1, description="Test points attacked; default measure.n_points.")
+    n_points: int | None = Field(None, ge=1, le=MAX_POINTS, json_schema_extra=POINTS,
+                                 description="Test points attacked; default measure.n_points.")
     modes: list[AttackMode] = Field(
-        list(MODES), min_length=1,
+        list(MODES), min_length=1, max_length=len(MODES),
         description="Subspaces: free, the tangent space (on) and its complement (off), a fresh random "
         "k-dim subspace per point (random_on) and its complement, k random input coordinates "
         "(coordinate_on) and the rest. MS needs on, off, random_on and random_off.",
     )
     step_size: float | None = Field(
-        None, gt=0, description="L2 step of the walk; default 0.01 x the data radius (distances overshoot "
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+        description="L2 step of the walk; default 0.01 x the data radius (distances overshoot "
         "by less than one step before bisection)."
     )
-    max_steps: int = Field(1000, ge=1, description="Steps before a point counts as 'no adversarial found'.")
-    refine_steps: int = Field(10, ge=0, description="Bisection iterations on the final segment.")
+    max_steps: int = Field(1000, ge=1, le=MAX_ATTACK_STEPS, json_schema_extra=ATTACK_STEPS,
+                           description="Steps before a point counts as 'no adversarial found'.")
+    refine_steps: int = Field(10, ge=0, le=200, description="Bisection iterations on the final segment.",
+                              json_schema_extra=why("at most 200 halvings; float64 runs out of digits after about 60"))
     normal_rounds: int = Field(
-        2, ge=0, description="Extra rounds that turn the found perturbation towards the boundary normal "
+        2, ge=0, le=100, json_schema_extra=why("at most 100 rounds"), description="Extra rounds that turn the found perturbation towards the boundary normal "
         "(0 = the plain greedy walk); they close the last ~1% to the nearest boundary point."
     )
     loss: Literal[LOSSES] = Field("margin", description="Objective: the margin (DESIGN.md) or cross-entropy.")
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples (over points) for the MS interval.")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples (over points) for the MS interval.",
+                           json_schema_extra=why("at most 100,000 resamples; each is a step of a Python loop"))
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap interval.")
     every_snapshot: bool = Field(False, description="Also attack every snapshot (slower), not only the last.")
     check_with_deepfool: bool = Field(
         True, description="Recompute the free distances with DeepFool (a second method) and report the agreement."
     )
-    robust_epsilons: list[Annotated[float, Field(gt=0)]] | None = Field(
-        None, description="L2 radii (input units) at which robust accuracy is reported (share of attacked "
+    robust_epsilons: list[Annotated[float, Field(ge=MIN_LENGTH, le=MAX_LENGTH)]] | None = Field(
+        None, max_length=100, json_schema_extra=why(f"at most 100 radii; {LENGTH_LIMIT}"), description="L2 radii (input units) at which robust accuracy is reported (share of attacked "
         "points classified correctly and with free distance above the radius); default 0.025, 0.05, 0.1 "
         "and 0.2 x the data radius, plus train.adversarial.epsilon when adversarial training is on.")
 
@@ -462,7 +584,8 @@ class MeasureSpec(StrictModel):
 
     enabled: bool = Field(True, description="Measure at the end of `sim run` (`sim measure RUN` can redo it).")
     n_points: int = Field(
-        200, ge=1, description="Test points used for per-point measurements (the first n_points of the test set)."
+        200, ge=1, le=MAX_POINTS, json_schema_extra=POINTS,
+        description="Test points used for per-point measurements (the first n_points of the test set)."
     )
     height_resolution: int = Field(
         32, ge=4, le=4096,
@@ -474,28 +597,31 @@ class MeasureSpec(StrictModel):
         96, ge=4, le=4096, description="Finer grid for the last snapshot (its field is saved for renders)."
     )
     height_max_points: int = Field(
-        20000, ge=16, description="Cap on height-field points per snapshot (grid or random sample)."
+        20000, ge=16, le=MAX_POINTS, json_schema_extra=POINTS,
+        description="Cap on height-field points per snapshot (grid or random sample)."
     )
     height_every: int = Field(
-        2, ge=1,
+        2, ge=1, le=MAX_SNAPSHOTS, json_schema_extra=SNAPSHOTS,
         description="Height field on every height_every-th snapshot (always the first and last); "
         "the cheap measurements (tangent fraction, stretch) run on every snapshot.",
     )
     t_max: float | None = Field(
-        None, gt=0, description="How far along the normal to look for the boundary; default 0.5 x the data radius."
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+        description="How far along the normal to look for the boundary; default 0.5 x the data radius."
     )
     bracket_steps: int = Field(
-        24, ge=2, description="Evaluations per side along each normal line before bisection (a crossing "
+        24, ge=2, le=10_000, json_schema_extra=why("at most 10,000 evaluations per side of each normal line"),
+        description="Evaluations per side along each normal line before bisection (a crossing "
         "narrower than t_max/bracket_steps can be missed)."
     )
     tolerance: float | None = Field(
-        None, gt=0, description="Bisection tolerance on the boundary height; default t_max / 1000."
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH, description="Bisection tolerance on the boundary height; default t_max / 1000."
     )
     clinging_epsilon: float | None = Field(
-        None, gt=0, description="|h| below this counts as clinging; default 0.05 x the data radius."
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH, description="|h| below this counts as clinging; default 0.05 x the data radius."
     )
     near_data_radius: float | None = Field(
-        None, gt=0,
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
         description="A chart point is 'near data' within this distance of a training point; default "
         "2 x the median nearest-neighbour distance between training points.",
     )
@@ -504,9 +630,10 @@ class MeasureSpec(StrictModel):
 
 
 class CameraSpec(StrictModel):
-    azimuth: float = Field(35.0, description="Degrees around the vertical axis of the render frame.")
-    elevation: float = Field(22.0, description="Degrees above the frame's horizontal plane; low angles show dimples.")
-    zoom: float = Field(1.0, gt=0, description="Camera zoom factor.")
+    azimuth: float = Field(35.0, ge=-360, le=360, description="Degrees around the vertical axis of the render frame.")
+    elevation: float = Field(22.0, ge=-90, le=90,
+                             description="Degrees above the frame's horizontal plane; low angles show dimples.")
+    zoom: float = Field(1.0, gt=0, le=1000, description="Camera zoom factor.")
 
 
 class RenderSpec(StrictModel):
@@ -514,11 +641,11 @@ class RenderSpec(StrictModel):
 
     first_look: bool = Field(True, description="Write the cross-section figure at the end of `sim run`.")
     cross_section_half_width: float | None = Field(
-        None, gt=0, description="Half-width of the cross-section window; default 0.6 x the data's radius."
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH, description="Half-width of the cross-section window; default 0.6 x the data's radius."
     )
     cross_section_resolution: int = Field(200, ge=16, le=2000, description="Grid cells per side of the cross-section.")
-    cross_section_snapshots: list[int] | None = Field(
-        None, min_length=1, description="Snapshot indices drawn in the cross-section figure (negative counts "
+    cross_section_snapshots: list[Annotated[int, Field(ge=-MAX_SNAPSHOTS, le=MAX_SNAPSHOTS)]] | None = Field(
+        None, min_length=1, max_length=100, json_schema_extra=why("at most 100 panels, indices within the snapshots"), description="Snapshot indices drawn in the cross-section figure (negative counts "
         "from the end, e.g. [0, -1]); default the first, a middle and the last."
     )
     dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
@@ -528,13 +655,13 @@ class RenderSpec(StrictModel):
         96, ge=8, le=512, description="Points per axis of the 3-D grid on which the margin is evaluated "
         "(marching cubes); the isosurface is accurate to about one grid spacing."
     )
-    padding: float = Field(0.15, ge=0, description="n = 3: the data's bounding box is padded by this fraction per side.")
+    padding: float = Field(0.15, ge=0, le=100, description="n = 3: the data's bounding box is padded by this fraction per side.")
     slice_point: int | None = Field(
-        None, ge=0, description="n > 3: index of the training point the 3-D slice passes through; default "
+        None, ge=0, le=MAX_POINTS, description="n > 3: index of the training point the 3-D slice passes through; default "
         "the one nearest the chart-box centre."
     )
     slice_half_width: float | None = Field(
-        None, gt=0, description="n > 3: half-size of the slice box; default 0.6 x the data radius."
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH, description="n > 3: half-size of the slice box; default 0.6 x the data radius."
     )
     camera: CameraSpec = CameraSpec()
     orbit: bool = Field(False, description="Animation: orbit the camera slowly (one turn over the animation).")
@@ -544,7 +671,7 @@ class RenderSpec(StrictModel):
     )
     report: bool = Field(True, description="Write report.md and report.html (self-contained, offline) at the end of `sim run`.")
     adversarial_paths: int = Field(
-        0, ge=0, description="Draw this many free adversarial perturbations (arrows) in the 3-D render."
+        0, ge=0, le=10_000, description="Draw this many free adversarial perturbations (arrows) in the 3-D render."
     )
 
 
@@ -559,9 +686,11 @@ class RelabelSpec(StrictModel):
         "random", description="Target class: uniformly random (Ilyas's D_rand; the original features carry "
         "no information about it) or (y + 1) mod C (D_det; they point the other way).")
     epsilon: float | None = Field(
-        None, gt=0, description="L2 budget of the targeted attack (input units); default 0.1 x the data radius.")
-    steps: int = Field(100, ge=1, description="Targeted PGD steps.")
-    step_size: float | None = Field(None, gt=0, description="PGD step length; default 2.5 x epsilon / steps.")
+        None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+        description="L2 budget of the targeted attack (input units); default 0.1 x the data radius.")
+    steps: int = Field(100, ge=1, le=MAX_ATTACK_STEPS, description="Targeted PGD steps.", json_schema_extra=ATTACK_STEPS)
+    step_size: float | None = Field(None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
+                                    description="PGD step length; default 2.5 x epsilon / steps.")
 
 
 class SeedAgreementSpec(StrictModel):
@@ -570,10 +699,10 @@ class SeedAgreementSpec(StrictModel):
 
     enabled: bool = Field(False, description="Run the seed-agreement experiment at the end of `sim run`.")
     count: int = Field(4, ge=2, le=64, description="Number of models (seeds scene.seed, scene.seed + 1, ...).")
-    seeds: list[int] | None = Field(
-        None, min_length=2, description="Explicit training seeds (initialisation and batch order); overrides count. "
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, min_length=2, max_length=64, json_schema_extra=why(f"2 to 64 seeds, each from 0 to {MAX_SEED}"), description="Explicit training seeds (initialisation and batch order); overrides count. "
         "The data always come from the scene's seed.")
-    n_points: int = Field(20000, ge=100, description="Random points on the manifold and in the render frame "
+    n_points: int = Field(20000, ge=100, le=MAX_POINTS, json_schema_extra=POINTS, description="Random points on the manifold and in the render frame "
                           "at which disagreement is measured.")
 
 
@@ -602,7 +731,8 @@ class RunFile(StrictModel):
 
     name: str | None = Field(None, description="Run name; default the file name without extension.")
     description: str = Field("", description="One line shown by `sim scenes list`.")
-    seed: int = Field(0, description="Seeds every random stage: same seed, same numbers.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seeds every random stage: same seed, same numbers.",
+                      json_schema_extra=SEED)
 
     @field_validator("name")
     @classmethod
@@ -641,7 +771,21 @@ class Scene(RunFile):
             raise ValueError(
                 f"measure.n_points: {self.measure.n_points} is larger than data.n_test {self.data.n_test}"
             )
+        snapshots = self.snapshot_count()
+        if snapshots > MAX_SNAPSHOTS:
+            raise ValueError(
+                f"snapshots.every: {self.snapshots.every} takes {snapshots:,} snapshots of train.steps "
+                f"{self.train.steps:,}, more than {MAX_SNAPSHOTS:,} (each is stored, measured and drawn); "
+                f"raise snapshots.every to at least {-(-self.train.steps // (MAX_SNAPSHOTS - 2))} or use "
+                f"schedule: log"
+            )
         return self
+
+    def snapshot_count(self) -> int:
+        """Snapshots training will take (at most; the log schedule may merge a few early ones)."""
+        if self.snapshots.schedule == "every":
+            return self.train.steps // self.snapshots.every + 2  # step 0 .. and the last step
+        return min(self.snapshots.count, self.train.steps + 1)
 
     def manifold_dim(self) -> int:
         return getattr(self.manifold, "dim", 2)  # torus and swiss roll are always 2-D

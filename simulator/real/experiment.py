@@ -28,9 +28,9 @@ metrics.json has the synthetic run's fields where they mean the same thing
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -49,7 +49,15 @@ from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.real.datasets import ImageDataset, load_dataset
 from simulator.real.pretrained import load_efficientnet_lite0
 from simulator.runs.format import ATTACK_FILE, RUN_FORMAT_VERSION
-from simulator.runs.io import atomic_path, write_arrays, write_json, write_text
+from simulator.runs.integrity import run_integrity
+from simulator.runs.io import (
+    write_arrays,
+    write_json,
+    write_metrics,
+    write_text,
+    write_torch,
+)
+from simulator.runs.provenance import provenance
 from simulator.stages.attack import attack_arrays
 from simulator.stages.measure import tangent_and_stretch
 from simulator.stages.verdict import verdict_rows
@@ -197,7 +205,7 @@ def geometry_record(geometry: dict, step: int, test_accuracy, thresholds: dict, 
 
 
 def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] | None = None,
-                        data: ImageDataset | None = None) -> "RealResults":
+                        data: ImageDataset | None = None) -> RealResults:
     """The experiment's stages, in order: data, autoencoder, classifier, points, tangent spaces,
     measurements, attacks, verdict (compute only; `simulator.pipeline.run_real` stores and draws).
 
@@ -295,6 +303,7 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
         "kind": "real",
         "scene": experiment.name,
         "device": str(device),
+        "provenance": provenance(),
         "training": {"seconds": cl_info["seconds"], "steps": cl_info["steps"], "final": training_final,
                      "history": cl_info["history"], "architecture": cl.architecture,
                      **({"pretrained": True} if experiment.pretrained else {})},
@@ -334,8 +343,7 @@ def store_real_run(folder: Path, experiment: RealExperiment, results: RealResult
     write_text(folder / "scene.yaml", experiment.to_yaml())
     write_points(folder, results.points)
     if results.models is not None:
-        with atomic_path(folder / "models.pt") as temporary:
-            torch.save(results.models, temporary)
+        write_torch(folder / "models.pt", results.models)
     store_real_results(folder, results.metrics, results.distances, results.examples)
 
 
@@ -364,7 +372,8 @@ def store_real_results(folder: Path, metrics: dict, distances: dict | None = Non
     """metrics.json, verdict.json, and when given attack_distances.npz ({mode: (N,)} plus
     free_delta and point_index) and examples.npz (the example perturbations), each atomic."""
     folder = Path(folder)
-    write_json(folder / "metrics.json", metrics)
+    metrics["integrity"] = run_integrity(folder, "real")  # scene.yaml, points.npz, models.pt as now written
+    write_metrics(folder, metrics)
     write_json(folder / "verdict.json", metrics["geometry"]["snapshots"][-1]["verdict"])
     if distances is not None:
         write_arrays(folder / ATTACK_FILE, distances)

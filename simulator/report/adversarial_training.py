@@ -22,6 +22,7 @@ from simulator.report.comparison import (
     median_distance_cell,
     write_comparison,
 )
+from simulator.report.markdown import markdown_cell, markdown_text
 from simulator.runs.format import read_metrics
 from simulator.runs.io import write_text
 
@@ -71,12 +72,15 @@ def write_adversarial_comparison(adversarial_dir: Path, baseline_dir: Path, out_
         plot_robust_accuracy(curves, out_dir / "robust_accuracy.png",
                              f"{adversarial['scene']}: robust accuracy\nplain vs adversarial training "
                              f"({settings['mode']} mode, eps {epsilon:.3g})", marked_epsilon=epsilon)
-    lines = [f"# Adversarial training vs plain training: {adversarial['scene']}", "",
+    lines = [f"# Adversarial training vs plain training: {markdown_text(adversarial['scene'])}", "",
              f"Adversarial training: mode {settings['mode']}, epsilon {epsilon:.4g}, {settings['steps']} PGD steps "
              f"of {settings['step_size']:.3g}, {settings['fraction']:.0%} of each batch.", "",
              "| measurement | plain | adversarial |", "|---|---|---|"]
-    lines += [f"| {row['measurement']} | {fmt(row['plain'])} | {fmt(row['adversarial'])} |" for row in rows]
-    lines += ["", "![robust accuracy](robust_accuracy.png)", "", "Full side-by-side table: comparison.md", ""]
+    lines += ["| " + " | ".join(markdown_cell(text) for text in (row["measurement"], fmt(row["plain"]),
+                                                                    fmt(row["adversarial"]))) + " |" for row in rows]
+    if curves:  # drawn only where the attacks measured robust accuracy
+        lines += ["", "![robust accuracy](robust_accuracy.png)"]
+    lines += ["", "Full side-by-side table: comparison.md", ""]
     write_text(out_dir / "adversarial_training.md", "\n".join(lines))
     write_comparison([baseline_dir, adversarial_dir], out_dir)
     return {"settings": settings, "rows": rows}

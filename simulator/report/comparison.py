@@ -21,6 +21,7 @@ from simulator.formatting import fmt, percent
 from simulator.render.pyplot import pyplot, save_png
 from simulator.report.attack_tables import specificity_summary
 from simulator.report.html import Section, figure_html, html_page, html_table
+from simulator.report.markdown import markdown_cell
 from simulator.runs.format import read_metrics
 from simulator.runs.io import write_text
 
@@ -100,8 +101,9 @@ def _cell(row: dict, column: str) -> str:
 
 
 def comparison_markdown(rows: list[dict]) -> str:
+    """The table; every cell escaped (run names and data sources come from the users' files)."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(_cell(row, column) for column in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(markdown_cell(_cell(row, column)) for column in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

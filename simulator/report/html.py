@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from simulator.formatting import fmt
 from simulator.render.interactive import PLOTLY_MARKER, plotly_js_html
+from simulator.report.markdown import markdown_cell
 
 EMBED_LIMIT_BYTES = 40 * 2**20  # larger images/animations are linked instead of embedded
 
@@ -54,6 +55,7 @@ figure { margin: 1rem 0 1.4rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { color: var(--muted); font-size: .88rem; margin-top: .25rem; }
 .missing { color: var(--muted); font-style: italic; }
+.warning { background: #fff8c5; border-left: 4px solid #d4a72c; padding: .35rem .6rem; margin: .4rem 0; }
 .note { color: var(--muted); font-size: .9rem; }
 .ms { font-size: 1.02rem; margin: .4rem 0 1rem; }
 pre { background: var(--soft); padding: .8rem; overflow: auto; font-size: .82rem; border-radius: 4px; }
@@ -136,16 +138,13 @@ def html_table(rows: Iterable[dict | Sequence], columns: Sequence[str] | None = 
 
 
 def md_table(rows: Iterable[dict | Sequence], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
-    """The same table in GitHub markdown (pipes in cells escaped)."""
+    """The same table in GitHub markdown. Every cell is escaped (`markdown_cell`): cells often
+    hold user text (a scene's name and description), which must not add markup or break the row."""
     headers = list(headers) if headers is not None else list(columns)
-
-    def cell(value):
-        return fmt(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         values = [row.get(c, "") for c in columns] if isinstance(row, dict) else list(row)
-        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+        lines.append("| " + " | ".join(markdown_cell(fmt(v)) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 

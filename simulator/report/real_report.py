@@ -15,7 +15,9 @@ from pathlib import Path
 from simulator.formatting import fmt, percent
 from simulator.report.attack_tables import attack_markdown, specificity_text
 from simulator.report.html import Section, escape, figure_html, html_page, html_table
+from simulator.report.markdown import markdown_text
 from simulator.report.run_report import attack_html, verdict_html
+from simulator.report.verdict_tables import verdict_markdown
 
 
 def real_report_html(metrics: dict, folder: Path) -> str:
@@ -51,14 +53,12 @@ def real_report_markdown(metrics: dict) -> str:
     table = attack_markdown(metrics["attacks"]["final"])
     if metrics["real"].get("manifold") == "none":  # the table's MS line says which modes are missing
         table = table.rstrip("\n").rsplit("\n", 1)[0] + "\n" + specificity_line(metrics) + "\n"
-    lines = [f"# {metrics['scene']} (real images: {metrics['real']['dataset']['name']})", ""]
-    lines += [f"- {label}: {value}" for label, value in real_setup_rows(metrics)]
+    # The experiment's name, data set and image names are the user's text: escaped.
+    lines = [f"# {markdown_text(metrics['scene'])} (real images: {markdown_text(metrics['real']['dataset']['name'])})",
+             ""]
+    lines += [f"- {label}: {markdown_text(value)}" for label, value in real_setup_rows(metrics)]
     lines += ["", "## Minimal adversarial distances", "", table,
-              "## Verdict", "",
-              "| measurement | dimpled | stretchy | measured | reading |", "|---|---|---|---|---|"]
-    for row in metrics["geometry"]["snapshots"][-1]["verdict"]:
-        cells = (row["measurement"], row["dimpled"], row["stretchy"], row["measured"], row["reading"])
-        lines.append("| " + " | ".join(cells) + " |")
+              "## Verdict", "", verdict_markdown(metrics["geometry"]["snapshots"][-1]["verdict"]).rstrip()]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,10 @@ manifold specificity MS and its interval, the geometry of the final snapshot, th
 no attacks, no 3-D files) is said in its section; the report is written anyway.
 
 `report.html` is one self-contained file: images are embedded as data URIs and plotly.js is
-inline, so it opens offline and can be mailed around. `report.md` links the files beside it.
+inline, so it opens offline and can be mailed around. `report.md` links the files beside it; the
+scene's own text in it (name, description, settings) is escaped (`simulator.report.markdown`).
+Both hold no wall-clock time (those are in timings.json), so two runs of one scene on one
+machine write byte-identical reports.
 
 The per-run pieces (`find_artifacts`, `scene_rows`, `geometry_rows`, `attack_rows`,
 `verdict_html`, `attack_html`, `interactive_view_html`) are public so that other pages (the
@@ -47,10 +50,16 @@ from simulator.report.html import (
     md_table,
     not_measured_html,
 )
+from simulator.report.markdown import markdown_code_block, markdown_link, markdown_text
 from simulator.report.seed_agreement_tables import agreement_rows
-from simulator.report.verdict_tables import ROW_EXPLANATIONS, verdict_markdown
+from simulator.report.verdict_tables import (
+    ROW_EXPLANATIONS,
+    verdict_markdown,
+    warning_text,
+)
 from simulator.runs.io import write_text
 from simulator.runs.loading import Run, load_run
+from simulator.stages.verdict import split_warnings
 
 __all__ = [
     "FIGURES", "RunArtifacts", "attack_html", "attack_rows", "build_report", "find_artifacts", "geometry_rows",
@@ -127,7 +136,8 @@ def find_artifacts(run_dir: str | Path) -> RunArtifacts:
 
 
 def scene_rows(run: Run) -> list[tuple[str, str]]:
-    """(field, value) pairs summarising the scene and the training."""
+    """(field, value) pairs summarising the scene and the training. No durations: they differ
+    from run to run, and the report must not (timings.json has them)."""
     scene, metrics = run.scene, run.metrics
     training = metrics.get("training", {})
     final = training.get("final", {})
@@ -144,8 +154,7 @@ def scene_rows(run: Run) -> list[tuple[str, str]]:
                  + (f", noise std {fmt(scene.data.noise_std)}" if getattr(scene.data, "noise_std", 0) else "")),
         ("model", f"MLP hidden {list(scene.model.hidden)}, {scene.model.activation}"),
         ("training", f"{training.get('steps', scene.train.steps)} steps of {scene.train.optimizer} "
-                     f"(lr {fmt(scene.train.lr)}, batch {scene.train.batch_size}) in {fmt(training.get('seconds'), 3)} s "
-                     f"on {metrics.get('device', '?')}"),
+                     f"(lr {fmt(scene.train.lr)}, batch {scene.train.batch_size}) on {metrics.get('device', '?')}"),
         ("final accuracy", f"train {percent(final.get('train_accuracy'))}, test {percent(final.get('test_accuracy'))} "
                            f"(loss {fmt(final.get('loss'))})"),
         ("snapshots", f"{len(metrics.get('snapshots', []))} ({scene.snapshots.schedule} schedule)"),
@@ -154,14 +163,15 @@ def scene_rows(run: Run) -> list[tuple[str, str]]:
     geometry, attacks = metrics.get("geometry"), metrics.get("attacks")
     measured = []
     if geometry:
-        measured.append(f"geometry {fmt(geometry.get('seconds'), 3)} s on {geometry.get('device', '?')}")
+        measured.append(f"geometry on {geometry.get('device', '?')}")
     if attacks:
-        measured.append(f"attacks {fmt(attacks.get('seconds'), 3)} s on {attacks.get('device', '?')}")
+        measured.append(f"attacks on {attacks.get('device', '?')}")
     rows.append(("measurements", ", ".join(measured) if measured else "not measured"))
     return rows
 
 
 def _verdict(run: Run) -> tuple[list[dict] | None, int | None]:
+    """The final snapshot's stored verdict rows (warnings included) and step."""
     geometry = run.metrics.get("geometry")
     if not geometry or not geometry.get("snapshots"):
         return None, None
@@ -170,10 +180,14 @@ def _verdict(run: Run) -> tuple[list[dict] | None, int | None]:
 
 
 def verdict_html(rows: list[dict]) -> str:
-    """The verdict table with a column saying what each row measures."""
+    """The warnings, then the verdict table with a column saying what each row measures."""
+    warnings, rows = split_warnings(rows)
+    notes = "".join(f'<p class="warning"><strong>Warning:</strong> {escape(warning_text(row))}</p>\n'
+                    for row in warnings)
     table_rows = [{**row, "meaning": ROW_EXPLANATIONS.get(row["measurement"], "")} for row in rows]
-    return html_table(table_rows, ["measurement", "dimpled", "stretchy", "measured", "reading", "meaning"],
-                      ["measurement", "dimpled predicts", "stretchy predicts", "measured", "reading", "what it measures"])
+    return notes + html_table(table_rows, ["measurement", "dimpled", "stretchy", "measured", "reading", "meaning"],
+                              ["measurement", "dimpled predicts", "stretchy predicts", "measured", "reading",
+                               "what it measures"])
 
 
 def attack_rows(report: dict) -> list[dict]:
@@ -336,7 +350,7 @@ def _section_scene(run: Run) -> tuple[str, Section]:
     rows = scene_rows(run)
     scene_text = (run.path / "scene.yaml").read_text() if (run.path / "scene.yaml").is_file() else run.scene.to_yaml()
     md = ["## Scene", "", md_table(rows, ["field", "value"]).rstrip(), "",
-          "<details><summary>Resolved scene (scene.yaml)</summary>", "", "```yaml", scene_text.rstrip(), "```", "",
+          "<details><summary>Resolved scene (scene.yaml)</summary>", "", markdown_code_block(scene_text, "yaml"), "",
           "</details>", ""]
     body = html_table(rows, ["field", "value"]) + "\n" + details_html("resolved scene (scene.yaml)",
                                                                        code_html(scene_text))
@@ -401,7 +415,7 @@ def _section_figures(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]:
         return f"## Figures\n\n{text}\n", Section("Figures", not_measured_html(text))
     md = ["## Figures", ""]
     for path, caption in images:
-        md += [f"![{path.stem.replace('_', ' ')}]({path.name})", "", f"*{caption}*", ""]
+        md += [markdown_link(path.stem.replace("_", " "), path.name, image=True), "", f"*{markdown_text(caption)}*", ""]
     return "\n".join(md), Section("Figures", "\n".join(figure_html(p, c) for p, c in images))
 
 
@@ -430,8 +444,8 @@ def _section_3d(run: Run, artifacts: RunArtifacts, max_faces: int) -> tuple[str,
         except Exception as error:  # a broken mesh or a missing plotly must not cost the whole report
             text = f"interactive view not available: {type(error).__name__}: {error}"
             body.append(not_measured_html(text))
-            md.append(text)
-        md += ["", "Meshes: " + ", ".join(f"[{p.name}]({p.name})" for p in artifacts.meshes), ""]
+            md.append(markdown_text(text))
+        md += ["", "Meshes: " + ", ".join(markdown_link(p.name, p.name) for p in artifacts.meshes), ""]
     else:
         text = ("no boundary mesh in the run directory (3-D rendering was off or has not run: "
                 "`sim render RUN_DIR`)")
@@ -441,7 +455,7 @@ def _section_3d(run: Run, artifacts: RunArtifacts, max_faces: int) -> tuple[str,
         step = _step_of(path)
         caption = "3-D render" + (f" at step {step}" if step >= 0 else "")
         body.append(figure_html(path, caption))
-        md += [f"![{caption}]({path.name})", ""]
+        md += [markdown_link(caption, path.name, image=True), ""]
     return "\n".join(md), Section(title, "\n".join(body), "view-3d")
 
 
@@ -453,10 +467,10 @@ def _section_animation(run: Run, artifacts: RunArtifacts) -> tuple[str, Section]
     md, body = [f"## {title}", ""], []
     caption = "The decision boundary over training, one frame per snapshot."
     for path in artifacts.animations:
-        md += [f"![training animation]({path.name})", "", f"*{caption}*", ""]
+        md += [markdown_link("training animation", path.name, image=True), "", f"*{caption}*", ""]
         body.append(figure_html(path, caption))
     if artifacts.videos:
-        md.append("Video: " + ", ".join(f"[{p.name}]({p.name})" for p in artifacts.videos) + "\n")
+        md.append("Video: " + ", ".join(markdown_link(p.name, p.name) for p in artifacts.videos) + "\n")
         body.append('<p class="note">Video beside this page: '
                     + ", ".join(f'<a href="{escape(p.name)}">{escape(p.name)}</a>' for p in artifacts.videos)
                     + "</p>")
@@ -467,7 +481,7 @@ def _section_seed_agreement(run: Run) -> tuple[str, Section]:
     """The seed-agreement experiment (metrics["seed_agreement"]): summary, figure, pairwise matrices."""
     result = run.metrics["seed_agreement"]
     title = "Seed agreement"
-    rows = agreement_rows(result)
+    rows = agreement_rows(result, with_seconds=False)
     labels = [f"model {i} (seed {seed})" for i, seed in enumerate(result["seeds"])]
     matrices = [(f"pairwise disagreement, {where}", result[key]["pairwise"])
                 for key, where in (("manifold", "manifold"), ("frame", "render frame")) if result.get(key)]
@@ -482,7 +496,7 @@ def _section_seed_agreement(run: Run) -> tuple[str, Section]:
     body = [html_table(rows, ["quantity", "value"]), f'<p class="note">{escape(explanation)}</p>']
     figure = run.path / "seed_boundaries.png"
     if figure.is_file():
-        md += [f"![decision boundaries of every seed]({figure.name})", ""]
+        md += [markdown_link("decision boundaries of every seed", figure.name, image=True), ""]
         body.append(figure_html(figure, "Left: the decision boundaries of all seeds in the render frame; right: seen "
                                          "from above, only their parts near the manifold."))
     for caption, matrix in matrices:
@@ -541,7 +555,8 @@ def build_report(run: Run, max_faces: int = 40_000) -> tuple[str, str]:
         parts.append(_section_seed_agreement(run))
     if "relabel" in run.metrics:
         parts.append(_section_relabel(run, artifacts))
-    markdown = f"# {title}\n\n{subtitle}\n\n" + "\n".join(md for md, _ in parts)
+    heading = f"{markdown_text(run.scene.name)}: run report"
+    markdown = f"# {heading}\n\n{markdown_text(subtitle)}\n\n" + "\n".join(md for md, _ in parts)
     page = html_page(title, [section for _, section in parts], subtitle)
     return markdown, page
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from simulator.formatting import fmt, percent
 
 
-def agreement_rows(result: dict) -> list[tuple[str, str]]:
-    """(quantity, value) pairs summarising a result (for the CLI table and the report)."""
+def agreement_rows(result: dict, with_seconds: bool = True) -> list[tuple[str, str]]:
+    """(quantity, value) pairs summarising a result (for the CLI table and the report). Reports
+    pass `with_seconds=False`: a duration differs from run to run, and a report must not."""
     # A share is missing (None or NaN) for a model with no boundary in the frame.
+    seconds = result["training"].get("seconds") if with_seconds else None
     rows = [("seeds", ", ".join(str(s) for s in result["seeds"])),
-            ("training", f"{result['training']['note']} ({result['training']['seconds']:.1f} s)"),
+            ("training", result["training"]["note"] + (f" ({seconds:.1f} s)" if seconds is not None else "")),
             ("test accuracy", ", ".join(percent(a) for a in result["training"]["test_accuracy"]))]
     for key, where in (("test", "test points"), ("manifold", "manifold (uniform by volume)"),
                        ("frame", "render frame (uniform by volume)")):

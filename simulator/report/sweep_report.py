@@ -14,6 +14,7 @@ from simulator.report.comparison import (
     median_distance_cell,
     write_comparison,
 )
+from simulator.report.markdown import markdown_cell, markdown_text
 from simulator.runs.format import read_metrics
 from simulator.runs.io import atomic_path, write_text
 
@@ -53,10 +54,12 @@ def write_sweep_report(field: str, values: list[Any], run_dirs: list[Path], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_sweep(field, rows, out_dir / "sweep.png")
     header = ["value"] + [column for column, _ in SWEEP_COLUMNS]
-    lines = [f"# Sweep of {field}", "", "| " + " | ".join([field] + header[1:]) + " |", "|" + "---|" * len(header)]
+    # The field, its values and the run folders come from the user's command line and scene: escaped.
+    lines = [f"# Sweep of {markdown_text(field)}", "",
+             "| " + " | ".join(markdown_cell(name) for name in [field] + header[1:]) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(row[column]) for column in header) + " |")
-    lines += ["", "![sweep](sweep.png)", "", "Runs: " + ", ".join(str(p) for p in run_dirs), ""]
+        lines.append("| " + " | ".join(markdown_cell(fmt(row[column])) for column in header) + " |")
+    lines += ["", "![sweep](sweep.png)", "", "Runs: " + ", ".join(markdown_text(p) for p in run_dirs), ""]
     write_text(out_dir / "sweep.md", "\n".join(lines))
     write_comparison(run_dirs, out_dir)
     return rows

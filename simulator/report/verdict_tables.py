@@ -1,6 +1,10 @@
-"""The verdict table for the terminal (rich) and markdown, and what each row means."""
+"""The verdict table for the terminal (rich) and markdown, and what each row means. Warnings
+(`simulator.stages.verdict.WARNING` rows) are printed above the table, never as a row of it."""
 
 from __future__ import annotations
+
+from simulator.report.markdown import markdown_text
+from simulator.stages.verdict import split_warnings
 
 # What each row means, for reports (the terminal table stays short).
 ROW_EXPLANATIONS = {
@@ -18,11 +22,22 @@ ROW_EXPLANATIONS = {
 }
 
 
-def verdict_table(rows: list[dict], title: str):
-    """A rich Table of the rows (for the terminal)."""
-    from rich.table import Table
+def warning_text(row: dict) -> str:
+    """One warning as a sentence: what was found, then what it means and how to fix it."""
+    return f"{row['measured']}: {row['reading']}"
 
-    table = Table(title=title, title_justify="left", show_lines=False)
+
+def verdict_table(rows: list[dict], title: str):
+    """A rich Table of the rows (for the terminal), the warnings under the title."""
+    from rich.table import Table
+    from rich.text import Text
+
+    warnings, rows = split_warnings(rows)
+    heading = Text(title)  # Text, not a markup string: "[...]" in a warning is not rich markup
+    for row in warnings:
+        heading.append("\nwarning: ", style="bold yellow")
+        heading.append(warning_text(row))
+    table = Table(title=heading, title_justify="left", show_lines=False)
     for column in ("measurement", "dimpled predicts", "stretchy predicts", "measured", "reading"):
         table.add_column(column)
     for row in rows:
@@ -30,8 +45,16 @@ def verdict_table(rows: list[dict], title: str):
     return table
 
 
+def _cell(text: str) -> str:
+    """A verdict cell: the project's own words (no user text), so only the table syntax is escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def verdict_markdown(rows: list[dict]) -> str:
-    lines = ["| measurement | dimpled predicts | stretchy predicts | measured | reading |", "|---|---|---|---|---|"]
-    lines += [f"| {r['measurement']} | {r['dimpled']} | {r['stretchy']} | {r['measured']} | {r['reading']} |"
-              for r in rows]
+    """The warnings (one paragraph each), then the table."""
+    warnings, rows = split_warnings(rows)
+    lines = [f"**Warning:** {markdown_text(warning_text(row))}\n" for row in warnings]
+    lines += ["| measurement | dimpled predicts | stretchy predicts | measured | reading |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(_cell(r[key]) for key in ("measurement", "dimpled", "stretchy", "measured", "reading"))
+              + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from simulator.errors import RunError
+from simulator.runs.io import is_timing_key, merge_timings, read_timings
+from simulator.runs.sections import (
+    AttackReport,
+    AttackSettingsRecord,
+    GeometrySettings,
+    GeometrySnapshot,
+    RealSection,
+    RelabelSection,
+    SeedAgreementSection,
+    check_synthetic_geometry,
+)
 
 # Bump when the layout or the meaning of a stored field changes; loaders refuse newer ones.
 RUN_FORMAT_VERSION = 1
@@ -37,7 +55,8 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
 
 class _Open(BaseModel):
     # Sections grow as measurements are added; the schema pins the structure readers rely on.
-    model_config = ConfigDict(extra="allow")
+    # Strict: a number stored as a string is a damaged file (see simulator.runs.sections).
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class SnapshotScalars(_Open):
@@ -48,23 +67,45 @@ class SnapshotScalars(_Open):
 
 
 class TrainingSection(_Open):
-    seconds: float
+    seconds: float | None = Field(None, description="Wall-clock training time (kept in timings.json; merged "
+                                                    "back in when a run is read).")
     steps: int
     final: SnapshotScalars
     history: list[dict]
+    adversarial: dict | None = None
 
 
 class StageSection(_Open):
     """A stage's stored record: its resolved settings, cost and per-snapshot results."""
 
     settings: dict
-    seconds: float
+    seconds: float | None = Field(None, description="Wall-clock time (kept in timings.json).")
     device: str
     snapshots: list[dict]
 
 
+class GeometrySection(StageSection):
+    settings: GeometrySettings
+    snapshots: list[GeometrySnapshot] = Field(min_length=1)
+
+
 class AttackSection(StageSection):
-    final: dict = Field(description="The last attacked snapshot's report (also the last of `snapshots`).")
+    settings: AttackSettingsRecord
+    final: AttackReport = Field(description="The last attacked snapshot's report (also the last of `snapshots`).")
+    snapshots: list[AttackReport] = Field(min_length=1)
+
+
+class Integrity(BaseModel):
+    """sha256 digests of a run's inputs' content, written with the run and checked on load
+    (`simulator.runs.integrity`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    algorithm: Literal["sha256"]
+    scene_excludes: list[str] = Field(description="Scene sections the scene.yaml digest leaves out: those later "
+                                                  "commands rewrite with --set.")
+    files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        description="File name -> digest of its content (scene: validated settings; arrays and tensors: name, "
+                    "dtype, shape, bytes).")
 
 
 class RunMetrics(_Open):
@@ -77,11 +118,32 @@ class RunMetrics(_Open):
     device: str
     training: TrainingSection
     snapshots: list[SnapshotScalars]
-    geometry: StageSection | None = None
-    attacks: AttackSection | None = None
-    relabel: dict | None = None
-    seed_agreement: dict | None = None
-    real: dict | None = Field(None, description="Real-image runs only: data set, autoencoder, tangent spaces.")
+    # Absent until their stage has run, never null: readers test `"geometry" in metrics`.
+    geometry: GeometrySection = Field(None, description="The measure stage's record (absent until it ran).")
+    attacks: AttackSection = Field(None, description="The attack stage's record (absent until it ran).")
+    relabel: RelabelSection = Field(None, description="The relabelling experiment's record, when it ran.")
+    seed_agreement: SeedAgreementSection = Field(None, description="The seed-agreement record, when it ran.")
+    provenance: dict | None = Field(None, description="Package versions, Python, platform and git commit of the "
+                                                      "code that wrote the run.")
+    real: RealSection | None = Field(None, description="Real-image runs only: data set, autoencoder, tangent "
+                                                       "spaces.")
+    integrity: Integrity | None = Field(None, description="Digests of scene.yaml, the data and the weights; absent "
+                                                          "in runs written before digests existed.")
+
+    @model_validator(mode="after")
+    def _sections_readers_need(self):
+        if self.kind == "synthetic" and self.geometry is not None:
+            check_synthetic_geometry(self.geometry.settings, self.geometry.snapshots)
+        # A real-image run is written in one go: its report reads all of these.
+        if self.kind == "real":
+            missing = [name for name in ("real", "geometry", "attacks") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"a real-image run needs the sections {', '.join(missing)}")
+            if self.geometry.snapshots[-1].verdict is None:
+                raise ValueError("geometry.snapshots[-1] of a real-image run needs its verdict")
+            if "test_accuracy" not in self.training.final.model_fields_set:
+                raise ValueError("training.final of a real-image run needs its test_accuracy")
+        return self
 
 
 def run_metrics_schema() -> dict:
@@ -101,8 +163,15 @@ def read_metrics(path: str | Path) -> dict:
         raise RunError(f"{file}: missing or not valid JSON ({error}); rerun `sim run` on its scene.") from None
     if not isinstance(metrics, dict):
         raise RunError(f"{file}: expected a JSON object, found {type(metrics).__name__}; rerun `sim run` on its scene.")
+    # The durations live in timings.json (runs.io); only duration keys go back in, so a damaged
+    # timings.json cannot overwrite a section of metrics.json.
+    timings = {key: value for key, value in read_timings(path).items() if is_timing_key(key.rsplit(".", 1)[-1])}
+    merge_timings(metrics, timings)
     version = metrics.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= RUN_FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RunError(f"{file}: format_version is {'missing' if version is None else repr(version)}, not a version "
+                       f"number; the file is damaged or was edited. Rerun `sim run` on its scene.")
+    if not 1 <= version <= RUN_FORMAT_VERSION:
         raise RunError(
             f"{path}: run format version {version!r} is not one this simulator reads (it reads "
             f"1..{RUN_FORMAT_VERSION}); it was written by a newer or unknown version. Upgrade the "

@@ -20,16 +20,28 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import yaml
 
-from simulator.config.loading import scene_from_dict
-from simulator.config.real import RealExperiment, real_experiment_from_dict
+from simulator.config.real import RealExperiment
 from simulator.config.resolve import AttackSettings
 from simulator.config.scene import Scene
 from simulator.data import Dataset
-from simulator.errors import RunError, SceneError
+from simulator.errors import RunError
 from simulator.geometry.scale import data_radius
-from simulator.models import MLP
+from simulator.models import MLP, build_model
+from simulator.runs.checks import (
+    RERUN,
+    check_attack_arrays,
+    check_dataset,
+    check_examples,
+    check_height_field,
+    check_models,
+    check_points,
+    check_snapshots,
+    damaged,
+    read_npz,
+    read_scene,
+    read_torch,
+)
 from simulator.runs.format import (
     ATTACK_EXTRAS,
     ATTACK_FILE,
@@ -37,7 +49,20 @@ from simulator.runs.format import (
     check_files,
     read_metrics,
 )
-from simulator.runs.io import atomic_path, read_arrays, write_json, write_text
+from simulator.runs.integrity import (
+    check_digest,
+    content_digest,
+    run_integrity,
+    scene_digest,
+    scene_excludes,
+)
+from simulator.runs.io import (
+    atomic_path,
+    write_metrics,
+    write_text,
+    write_torch,
+)
+from simulator.runs.provenance import provenance
 from simulator.training.loop import TrainingResult, load_snapshot_model
 
 # --------------------------------------------------------------------------- writing
@@ -49,15 +74,15 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
     write_text(folder / "scene.yaml", scene.to_yaml())
     with atomic_path(folder / "data.npz") as temporary:
         data.save(temporary)
-    with atomic_path(folder / "snapshots.pt") as temporary:
-        torch.save({"steps": [s.step for s in result.snapshots],
-                    "state_dicts": [s.state_dict for s in result.snapshots]}, temporary)
+    write_torch(folder / "snapshots.pt", {"steps": [s.step for s in result.snapshots],
+                                          "state_dicts": [s.state_dict for s in result.snapshots]})
     final = result.snapshots[-1]
     metrics = {
         "format_version": RUN_FORMAT_VERSION,
         "kind": "synthetic",
         "scene": scene.name,
         "device": result.device,
+        "provenance": provenance(),
         "training": {
             "seconds": result.seconds,
             "steps": scene.train.steps,
@@ -66,8 +91,9 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
             "adversarial": result.adversarial,  # null for plain training
         },
         "snapshots": [s.scalars() for s in result.snapshots],
+        "integrity": run_integrity(folder, "synthetic"),  # digests of the files just written, checked on load
     }
-    write_json(folder / "metrics.json", metrics)
+    write_metrics(folder, metrics)
     return metrics
 
 
@@ -81,7 +107,7 @@ class SnapshotRecord:
     loss: float
     train_accuracy: float
     test_accuracy: float
-    _run: "Run"
+    _run: Run
 
     def model(self) -> MLP:
         """A fresh evaluation-mode MLP with this snapshot's weights (on the CPU)."""
@@ -97,14 +123,19 @@ class _RunFiles:
 
     def stored_attack_distances(self) -> dict[str, np.ndarray]:
         """attack_distances.npz: {mode: (N,) distances} of the last attacked snapshot."""
-        return read_arrays(self.path / ATTACK_FILE, exclude=ATTACK_EXTRAS)
+        stored = read_npz(self.path / ATTACK_FILE, "Rerun `sim attack` on the run folder.")
+        return {mode: values for mode, values in stored.items() if mode not in ATTACK_EXTRAS}
 
     def attack_settings(self) -> AttackSettings:
         """The resolved attack settings the stored attacks ran with."""
-        return AttackSettings.from_record(self.metrics["attacks"]["settings"])
+        try:
+            return AttackSettings.from_record(self.metrics["attacks"]["settings"])
+        except (KeyError, TypeError, ValueError) as error:  # a settings record edited by hand
+            raise RunError(f"{self.path / 'metrics.json'}: attacks.settings is not a complete settings record "
+                           f"({type(error).__name__}: {error}); rerun `sim attack` on the run folder.") from None
 
     def save_metrics(self) -> None:
-        write_json(self.path / "metrics.json", self.metrics)
+        write_metrics(self.path, self.metrics)
 
 
 @dataclass
@@ -169,22 +200,61 @@ class RealRun(_RunFiles):
 
 
 def _load_real_run(path: Path, metrics: dict) -> RealRun:
-    try:
-        raw = yaml.safe_load((path / "scene.yaml").read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise RunError(f"{path / 'scene.yaml'}: missing or not valid YAML ({error}); rerun `sim run` on the "
-                       f"experiment file.") from None
-    try:
-        experiment = real_experiment_from_dict(raw, source=str(path / "scene.yaml"), default_name=path.name)
-    except SceneError as error:
-        raise RunError(f"{error} (in a run directory; rerun `sim run` on the original experiment file)") from None
+    """A real-image run, every file checked (`simulator.runs.checks`) and its inputs' digests
+    compared with those metrics.json recorded (`simulator.runs.integrity`)."""
+    check_files(path, "real")
+    experiment = _read_checked_scene(path, metrics, "real")
     check_files(path, "real", () if experiment.pretrained else ("models.pt",))
-    points = read_arrays(path / "points.npz")
-    models = None if experiment.pretrained else torch.load(path / "models.pt", map_location="cpu", weights_only=True)
+    fix, real = RERUN["real"], metrics["real"]
+    k = None if experiment.manifold == "none" else experiment.autoencoder.latent_dim
+    points = _read_checked(path, metrics, "points.npz", read_npz, fix)
+    n_points = check_points(path / "points.npz", points, real, k)
+    if "data_radius" not in points and metrics["geometry"]["settings"].get("data_radius") is None:
+        raise damaged(path / "points.npz", "no data_radius here nor in metrics.json's geometry settings", fix)
+    models = None
+    if not experiment.pretrained:
+        models = _read_checked(path, metrics, "models.pt", read_torch, fix)
+        check_models(path / "models.pt", models, k is not None, real["ambient_dim"], k)
+    _check_stage_files(path, metrics, n_points, real["ambient_dim"], None)
     return RealRun(path, experiment, metrics, points, models)
 
 
-def load_run(path: str | Path) -> "Run | RealRun":
+def _read_checked_scene(path: Path, metrics: dict, kind: str):
+    """scene.yaml validated, its digest checked, and naming the run metrics.json names."""
+    scene = read_scene(path, kind)
+    check_digest(path, metrics, "scene.yaml", scene_digest(scene, scene_excludes(metrics)), RERUN[kind])
+    if scene.name != metrics["scene"]:
+        raise RunError(f"{path / 'scene.yaml'}: it names the run {scene.name!r}, but metrics.json names it "
+                       f"{metrics['scene']!r}, so one of them was edited or comes from another run. {RERUN[kind]}")
+    return scene
+
+
+def _read_checked(path: Path, metrics: dict, name: str, read, fix: str):
+    """File `name` of the run read with `read` (RunError when unreadable), its digest checked."""
+    stored = read(path / name, fix)
+    check_digest(path, metrics, name, content_digest(stored), fix)
+    return stored
+
+
+def _check_stage_files(path: Path, metrics: dict, n_points: int, ambient_dim: int, k: int | None) -> None:
+    """The arrays later stages wrote and later commands read, when present: attack_distances.npz,
+    height_field.npz (k: the manifold's dimension) and examples.npz."""
+    real = metrics.get("kind") == "real"
+    attack = path / ATTACK_FILE
+    if attack.is_file():
+        fix = RERUN["real"] if real else "Delete it and rerun `sim attack` on the run folder (or `sim run` on the scene)."
+        check_attack_arrays(attack, read_npz(attack, fix), metrics, n_points, ambient_dim, fix)
+    height = path / "height_field.npz"
+    if not real and height.is_file():
+        fix = "Delete it and rerun `sim measure` on the run folder (or `sim run` on the scene)."
+        check_height_field(height, read_npz(height, fix), k, fix)
+    examples = path / "examples.npz"
+    if real and examples.is_file():
+        fix = "Delete it and rerun `sim render` on the run folder (or `sim run` on the experiment file)."
+        check_examples(examples, read_npz(examples, fix), ambient_dim, fix)
+
+
+def load_run(path: str | Path) -> Run | RealRun:
     """Load a run directory of either kind: a `Run` (scene, data, every snapshot as a torch
     module) for a synthetic run, a `RealRun` (experiment, measured images, state dicts) for a
     real-image one. Both have `kind`, `name`, `path`, `metrics`, `save_metrics()`,
@@ -197,17 +267,19 @@ def load_run(path: str | Path) -> "Run | RealRun":
 
 
 def _load_synthetic_run(path: Path, metrics: dict) -> Run:
+    """A synthetic run, every file checked against its scene (`simulator.runs.checks`) and its
+    inputs' digests compared with those metrics.json recorded (`simulator.runs.integrity`)."""
     check_files(path, "synthetic")
-    try:
-        scene = scene_from_dict(yaml.safe_load((path / "scene.yaml").read_text()), source=str(path / "scene.yaml"))
-    except SceneError as error:
-        raise RunError(f"{error} (in a run directory; rerun `sim run` on the original scene)") from None
-    data = Dataset.load(path / "data.npz")
-    stored = torch.load(path / "snapshots.pt", map_location="cpu", weights_only=True)
-    run = Run(path, scene, data, metrics, [], stored["state_dicts"])
+    fix = RERUN["synthetic"]
+    scene = _read_checked_scene(path, metrics, "synthetic")
+    data = check_dataset(path / "data.npz", _read_checked(path, metrics, "data.npz", read_npz, fix), scene)
+    with torch.device("meta"):  # names, shapes and dtypes only: no memory, no draw from torch's random state
+        template = build_model(scene.model, data.ambient_dim, data.n_classes).state_dict()
+    stored = _read_checked(path, metrics, "snapshots.pt", read_torch, fix)
+    state_dicts = check_snapshots(path / "snapshots.pt", stored, template, [s["step"] for s in metrics["snapshots"]])
+    _check_stage_files(path, metrics, scene.data.n_test, data.ambient_dim, scene.manifold_dim())
+    run = Run(path, scene, data, metrics, [], state_dicts)
     for index, scalars in enumerate(metrics["snapshots"]):
-        run.snapshots.append(SnapshotRecord(index, scalars["step"], scalars["loss"], scalars["train_accuracy"],
-                                            scalars["test_accuracy"], run))
-    if len(run.snapshots) != len(stored["state_dicts"]):
-        raise RunError(f"{path}: metrics.json and snapshots.pt disagree on the snapshot count; rerun the scene.")
+        run.snapshots.append(SnapshotRecord(index, scalars["step"], scalars.get("loss"),
+                                            scalars.get("train_accuracy"), scalars.get("test_accuracy"), run))
     return run

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -102,10 +102,31 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     return loss, accuracy
 
 
-def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
+@dataclass
+class TrainingCheckpoint:
+    """Everything needed to continue training after a kill exactly as if it had never stopped:
+    the weights and optimiser state after `step`, the snapshots and loss history so far, and the
+    running (not yet logged) batch sums. The batch order needs no state: `train` replays the
+    seeded batch stream up to `step`."""
+
+    step: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict
+    snapshots: list[Snapshot]
+    history: list[dict]
+    running_loss: torch.Tensor
+    running_correct: torch.Tensor
+    seconds: float  # training time spent before the checkpoint
+
+
+def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: TrainingCheckpoint | None = None,
+          on_checkpoint: Callable[[TrainingCheckpoint], None] | None = None) -> TrainingResult:
     """Train the scene's MLP on `data`, recording the snapshot schedule.
 
-    Raises TrainingError when the loss stops being finite.
+    `on_checkpoint` is called at every snapshot before the last with a `TrainingCheckpoint`;
+    `resume_from` continues from one (same scene and data), ending with the same weights, the
+    same snapshots and the same history as an uninterrupted run.
+    Raises TrainingError when the loss stops being finite or grows far above its start.
     """
     spec = scene.train
     device = resolve_device(spec.device)
@@ -118,7 +139,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     optimizer = make_optimizer(model.parameters(), spec.optimizer, lr=spec.lr, momentum=spec.momentum,
                                weight_decay=spec.weight_decay)
     batch_size = min(spec.batch_size, len(x_train))
-    batches = torch_generator(scene.seed, "batches")  # on the CPU: same order on every device
+    # The batch order comes from a CPU generator: the same on every device, and replayable on resume.
+    batch_stream = shuffled_batches(len(x_train), batch_size, torch_generator(scene.seed, "batches"))
     schedule = set(snapshot_steps(scene.snapshots, spec.steps))
     adversary = adversarial_settings = None
     if spec.adversarial.enabled:
@@ -131,18 +153,39 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
     history: list[dict] = []
     running_loss = torch.zeros((), device=device)
     running_correct = torch.zeros((), device=device)
+    first_step, seconds_before = 1, 0.0
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model_state)
+        optimizer.load_state_dict(resume_from.optimizer_state)
+        snapshots, history = list(resume_from.snapshots), list(resume_from.history)
+        running_loss.copy_(resume_from.running_loss)
+        running_correct.copy_(resume_from.running_correct)
+        first_step, seconds_before = resume_from.step + 1, resume_from.seconds
+        for _ in range(resume_from.step):  # the batches already trained on
+            next(batch_stream)
 
     def take_snapshot(step: int) -> None:
         loss, train_accuracy = _evaluate(model, x_train, y_train)
         _, test_accuracy = _evaluate(model, x_test, y_test)
         check_finite(loss, step, spec.lr)
+        check_finite_parameters(model, step, spec.lr)
         state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
         snapshots.append(Snapshot(step, loss, train_accuracy, test_accuracy, state))
 
+    def checkpoint(step: int) -> TrainingCheckpoint:
+        return TrainingCheckpoint(
+            step, {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()},
+            _to_cpu(optimizer.state_dict()), list(snapshots), list(history), running_loss.detach().cpu().clone(),
+            running_correct.detach().cpu().clone(), seconds_before + time.perf_counter() - started)
+
     started = time.perf_counter()
     with one_cpu_thread(device), _progress_bar(progress, spec.steps, scene.name) as (bar, task):
-        take_snapshot(0)
-        for step, index in zip(range(1, spec.steps + 1), shuffled_batches(len(x_train), batch_size, batches)):
+        if resume_from is None:
+            take_snapshot(0)
+        elif bar is not None:
+            bar.update(task, completed=resume_from.step)
+        initial_loss = snapshots[0].loss
+        for step, index in zip(range(first_step, spec.steps + 1), batch_stream):
             index = index.to(device)
             inputs = x_train[index]
             if adversary is not None:
@@ -159,6 +202,7 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
                 count = log_every if step % log_every == 0 else step % log_every
                 mean_loss = running_loss.item() / count
                 check_finite(mean_loss, step, spec.lr)
+                check_not_diverging(mean_loss, initial_loss, step, spec.lr)
                 history.append({"step": step, "loss": mean_loss, "accuracy": running_correct.item() / count})
                 running_loss.zero_()
                 running_correct.zero_()
@@ -166,8 +210,21 @@ def train(scene: Scene, data: Dataset, progress: bool = True) -> TrainingResult:
                     bar.update(task, completed=step, loss=mean_loss, accuracy=history[-1]["accuracy"])
             if step in schedule:
                 take_snapshot(step)
-    seconds = time.perf_counter() - started
+                if on_checkpoint is not None and step < spec.steps:
+                    on_checkpoint(checkpoint(step))
+    seconds = seconds_before + time.perf_counter() - started
     return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings)
+
+
+def _to_cpu(value):
+    """An optimiser state dict with every tensor copied to the CPU (for a device-free checkpoint)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(item) for item in value)
+    return value
 
 
 class one_cpu_thread:
@@ -185,6 +242,34 @@ class one_cpu_thread:
     def __exit__(self, *exc):
         torch.set_num_threads(self.threads)
         return False
+
+
+# A run whose batch loss climbs this far above the initial full-set loss has diverged, even if
+# every number is still finite (Adam at lr 1000 reaches 1e10; SGD at lr 1000, 1e23). A healthy
+# run's loss spikes by a few times at most; cross-entropy at initialisation is about log(classes).
+DIVERGENCE_FACTOR = 100.0
+
+
+def check_not_diverging(loss: float, initial_loss: float, step: int, lr: float) -> None:
+    limit = DIVERGENCE_FACTOR * max(initial_loss, 1.0)
+    if loss > limit:
+        raise TrainingError(
+            f"Training diverged at step {step}: the batch loss reached {loss:.3g}, more than "
+            f"{DIVERGENCE_FACTOR:g} times the initial loss ({initial_loss:.3g}), with train.lr = {lr:g}. "
+            f"Lower the learning rate (try train.lr: {lr / 10:g}) or the model's init_scale, then run again; "
+            f"nothing was written."
+        )
+
+
+def check_finite_parameters(model: nn.Module, step: int, lr: float) -> None:
+    """Non-finite weights can hide behind a finite loss (a dead ReLU layer masks them)."""
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise TrainingError(
+                f"Training diverged at step {step}: the weights {name} are no longer finite, with train.lr = "
+                f"{lr:g}. Lower the learning rate (try train.lr: {lr / 10:g}) or the model's init_scale, then "
+                f"run again; nothing was written."
+            )
 
 
 def check_finite(loss: float, step: int, lr: float) -> None:
