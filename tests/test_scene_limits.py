@@ -324,7 +324,7 @@ def test_real_experiment_estimates():
 
 # The estimate against measured peaks (peak RSS growth of a run in a fresh process, renders off).
 CALIBRATION = textwrap.dedent("""\
-    import resource, sys, tempfile
+    import sys, tempfile
     import torch
     from simulator.config.resources import estimate_memory
     from simulator.pipeline import load_experiment, run_scene
@@ -336,7 +336,9 @@ CALIBRATION = textwrap.dedent("""\
     before = int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1]) * 1024
     with tempfile.TemporaryDirectory() as out:
         run_scene(scene, out, progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: ru_maxrss survives execve, so it would report the parent pytest's
+    # resident size when that was larger (it was, 1.2 GB, late in a full suite run)
+    peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) * 1024
     print(estimate_memory(scene).peak, peak - before)
     """)
 
