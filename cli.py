@@ -119,6 +119,8 @@ def run(scene_file: Path, out_root: Path, overrides: tuple[str, ...], quiet: boo
     config = load_experiment(scene_file, overrides=_parse_overrides(overrides))
     check_memory(config, max_memory, source=str(scene_file))  # before any data exist or training starts
     baseline = baseline_scene(config) if compare_baseline else None  # checked before any training starts
+    if baseline is not None:
+        check_memory(baseline, max_memory, source=f"{scene_file} (the baseline twin)")
     summary = run_experiment(config, out_root=out_root, progress=not quiet, log=_log(quiet), resume=resume)
     _print_run_summary(summary)
     if baseline is not None:
@@ -189,10 +191,15 @@ def _print_run_summary(summary) -> None:
               help="Root folder: runs go to OUT/<scene>__<field>_<value>/, the summary to OUT/<scene>_sweep_<field>/.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override other scene fields (all runs).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--max-memory", "max_memory", metavar="SIZE", default=None, callback=_memory_size,
+              help="Refuse to start when any run's estimated peak memory exceeds SIZE, e.g. 8G (default: the "
+                   "memory available when the sweep starts).")
 @_user_errors
-def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overrides: tuple[str, ...], quiet: bool):
+def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overrides: tuple[str, ...], quiet: bool,
+          max_memory: int | None):
     """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
     of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
+    from simulator.config.resources import check_memory
     from simulator.experiments.sweep import sweep_scenes
     from simulator.formatting import fmt
     from simulator.pipeline import load_experiment, run_scene
@@ -203,6 +210,8 @@ def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overri
               for part in values_text.split(separator) if part.strip()]
     scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
     scenes = sweep_scenes(scene, field, values)  # all validated before the first training starts
+    for variant, value in zip(scenes, values):  # and within memory: a sweep must not die at its largest value
+        check_memory(variant, max_memory, source=f"{scene_file} with {field} = {value!r}")
     paths = []
     for variant in scenes:
         console.print(f"[bold]{variant.name}[/bold]")

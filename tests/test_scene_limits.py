@@ -376,3 +376,20 @@ def test_refused_yaml_is_a_yaml_error_for_other_readers():
     for text in (REPRODUCERS["billion-laughs"][0], "[" * 100 + "]" * 100, "a: !!binary aGk=", "9" * 200):
         with pytest.raises(yaml.YAMLError):
             parse_yaml(text)
+
+
+def test_a_sweep_checks_every_value_before_its_first_run(tmp_path):
+    """The largest value of a sweep is refused before the small ones train (nothing written)."""
+    result = CliRunner().invoke(cli.main, ["sweep", str(SCENES / "sheet_two_class.yaml"), "--param", "model.hidden",
+                                           "--values", "[8];[60000,60000]", "--out", str(tmp_path),
+                                           "--max-memory", "2G"])
+    assert result.exit_code == 2, result.output
+    assert "model.hidden = [60000, 60000]" in result.output and "estimated" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_baseline_respects_max_memory(tmp_path):
+    result = CliRunner().invoke(cli.main, ["run", str(SCENES / "sheet_two_class_adversarial.yaml"),
+                                           "--compare-baseline", "--out", str(tmp_path), "--max-memory", "1M"])
+    assert result.exit_code == 2 and "estimated" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
