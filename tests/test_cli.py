@@ -115,15 +115,6 @@ def test_load_run_refuses_unknown_format_versions(runner, tmp_path):
         load_run(tmp_path / "missing")
 
 
-def test_rerun_replaces_the_old_run(runner, tmp_path):
-    args = ["run", str(SCENES / "chessboard.yaml"), "--out", str(tmp_path), "--quiet", *TINY]
-    runner.invoke(cli.main, args)
-    runner.invoke(cli.main, [*args, "--set", "train.steps=20"])
-    assert load_run(tmp_path / "chessboard").snapshots[-1].step == 20
-    assert [p.name for p in tmp_path.iterdir()] == ["chessboard"]
-    np.testing.assert_equal(load_run(tmp_path / "chessboard").data.n_classes, 2)
-
-
 def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
     runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
     run_dir = tmp_path / "sheet_two_class"
