@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.config.scene import Scene
-from simulator.errors import RunError, SceneError
+from simulator.errors import SceneError
 from simulator.formatting import fmt
 from simulator.geometry.scale import data_radius
 from simulator.labels import LabelRule, make_label_rule
@@ -62,15 +62,7 @@ class Dataset:
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
 
-    @classmethod
-    def load(cls, path: Path) -> "Dataset":
-        try:
-            with np.load(path) as archive:
-                values = {f.name: archive[f.name] for f in fields(cls)}
-        except (OSError, KeyError, ValueError) as error:
-            raise RunError(f"{path}: cannot read the dataset ({error}); rerun `sim run` on the scene.") from None
-        values["n_classes"] = int(values["n_classes"])
-        return cls(**values)
+    # Reading data.npz back (with every check against the scene) is simulator.runs.checks.check_dataset.
 
 
 def make_dataset(scene: Scene, manifold: Manifold | None = None) -> Dataset:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "scenes" / "sheet_two_class.yaml"
@@ -142,8 +143,13 @@ def test_a_killed_run_leaves_the_older_run_alone_and_resumes_to_identical_files(
     assert {p.name: p.read_bytes() for p in older.iterdir()} == before
     sections = stored_sections(staging)
     if stage == "training":
+        # no run written yet: a checkpoint part-way through, naming exactly the snapshot files beside it
         assert sections == set() and not (staging / "snapshots.pt").exists()
-        assert max(p.name for p in (staging / "checkpoint").iterdir()) == "state.pt"
+        state = torch.load(staging / "checkpoint" / "state.pt", weights_only=True)
+        assert 0 < state["step"] < SETTINGS["train.steps"]
+        snapshot_files = sorted(p.name for p in (staging / "checkpoint").glob("snapshot_*.pt"))
+        assert snapshot_files == [f"snapshot_{i:04d}.pt" for i in range(state["n_snapshots"])]
+        assert torch.load(staging / "checkpoint" / snapshot_files[-1], weights_only=True)["step"] == state["step"]
     elif stage in ("measuring", "attacking"):
         assert {"training", "snapshots"} <= sections and "geometry" not in sections and "attacks" not in sections
         assert (staging / "snapshots.pt").is_file() and not (staging / "checkpoint").exists()

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from simulator.errors import RunError
-from simulator.runs.io import is_timing_key, merge_timings, read_timings
+from simulator.runs.io import merge_timings, read_timings
 from simulator.runs.sections import (
     AttackReport,
     AttackSettingsRecord,
@@ -163,10 +163,9 @@ def read_metrics(path: str | Path) -> dict:
         raise RunError(f"{file}: missing or not valid JSON ({error}); rerun `sim run` on its scene.") from None
     if not isinstance(metrics, dict):
         raise RunError(f"{file}: expected a JSON object, found {type(metrics).__name__}; rerun `sim run` on its scene.")
-    # The durations live in timings.json (runs.io); only duration keys go back in, so a damaged
+    # The durations live in timings.json; merge_timings puts back duration keys only, so a damaged
     # timings.json cannot overwrite a section of metrics.json.
-    timings = {key: value for key, value in read_timings(path).items() if is_timing_key(key.rsplit(".", 1)[-1])}
-    merge_timings(metrics, timings)
+    merge_timings(metrics, read_timings(path))
     version = metrics.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise RunError(f"{file}: format_version is {'missing' if version is None else repr(version)}, not a version "
