@@ -52,6 +52,7 @@ from simulator.runs.checkpoint import (
     CheckpointWriter,
     read_checkpoint,
     remove_checkpoint,
+    scene_fingerprint,
 )
 from simulator.runs.format import run_kind
 from simulator.runs.io import (
@@ -186,7 +187,7 @@ def trained_run(folder: Path, scene: Scene, progress: bool, log, note=lambda sta
     checkpoint continues from it."""
     if (folder / "metrics.json").is_file():  # written last by write_run: training was complete
         run = load_run(folder)
-        if run.scene.to_yaml() != scene.to_yaml():
+        if scene_fingerprint(run.scene) != scene_fingerprint(scene):
             raise RunError(f"{folder}: the interrupted run was of a different scene (the scene file or a --set "
                            f"changed since); run without --resume to start afresh.")
         log(f"resuming {scene.name} (stopped while {noted_stage(folder) or 'storing'}): training was complete; "

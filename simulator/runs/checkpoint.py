@@ -12,7 +12,6 @@ Every file is written atomically, so a kill at any moment leaves the previous ch
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from simulator.config.scene import Scene
 from simulator.errors import RunError
+from simulator.runs.integrity import scene_digest
 from simulator.runs.io import write_torch
 from simulator.training.loop import Snapshot, TrainingCheckpoint
 
@@ -28,8 +28,9 @@ STATE_FILE = "state.pt"
 
 
 def scene_fingerprint(scene: Scene) -> str:
-    """sha256 of the resolved scene: a checkpoint continues only the scene that wrote it."""
-    return hashlib.sha256(scene.to_yaml().encode()).hexdigest()
+    """The whole resolved scene's digest (no section left out): a checkpoint, or a staged run,
+    continues only the scene that wrote it."""
+    return scene_digest(scene, excluded=())
 
 
 class CheckpointWriter:
@@ -48,7 +49,7 @@ class CheckpointWriter:
                                    "train_accuracy": snapshot.train_accuracy,
                                    "test_accuracy": snapshot.test_accuracy, "state_dict": snapshot.state_dict})
         write_torch(self.folder / STATE_FILE, {
-            "scene_sha256": self.fingerprint, "step": checkpoint.step, "n_snapshots": len(checkpoint.snapshots),
+            "scene_digest": self.fingerprint, "step": checkpoint.step, "n_snapshots": len(checkpoint.snapshots),
             "model_state": checkpoint.model_state, "optimizer_state": checkpoint.optimizer_state,
             "history": checkpoint.history, "running_loss": checkpoint.running_loss,
             "running_correct": checkpoint.running_correct, "seconds": checkpoint.seconds,
@@ -63,7 +64,7 @@ def read_checkpoint(staging: Path, scene: Scene) -> TrainingCheckpoint | None:
         return None
     try:
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        if state["scene_sha256"] != scene_fingerprint(scene):
+        if state["scene_digest"] != scene_fingerprint(scene):
             raise RunError(f"{staging}: the interrupted run was of a different scene (the scene file or a --set "
                            f"changed since); run without --resume to start afresh.")
         snapshots = [_read_snapshot(folder / _snapshot_file(index)) for index in range(state["n_snapshots"])]
