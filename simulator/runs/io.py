@@ -81,7 +81,7 @@ def write_torch(path: Path, value: Any) -> None:
 # --------------------------------------------------------------------------- metrics.json and timings.json
 # Two runs of a scene on one machine write byte-identical files, except wall-clock durations.
 # Those (every key named "seconds" or ending in "_seconds") are kept out of metrics.json, in
-# timings.json, keyed by their dotted path; `read_metrics_with_timings` puts them back.
+# timings.json, keyed by their dotted path; `runs.format.read_metrics` puts them back.
 
 TIMINGS_FILE = "timings.json"
 
