@@ -119,14 +119,15 @@ def golden_numbers(metrics: dict) -> dict:
     attacks = (metrics.get("attacks") or {}).get("final") or {}
     for mode, summary in attacks.get("modes", {}).items():
         numbers[f"attack.{mode}.median"] = summary["median_distance_counting_failures"]
+        numbers[f"attack.{mode}.median_lower"] = summary["median_lower_bound"]
         numbers[f"attack.{mode}.success_rate"] = summary["success_rate"]
+        numbers[f"attack.{mode}.share_settled"] = summary["share_settled"]
     if "manifold_specificity" in attacks:
         numbers["ms"] = attacks["manifold_specificity"]
         interval = attacks.get("manifold_specificity_interval") or [None, None]
         numbers["ms.low"], numbers["ms.high"] = interval
-        bound = attacks.get("manifold_specificity_bound")
-        if bound:
-            numbers[f"ms.bound.{bound['kind']}"] = bound["value"]
+        numbers["ms.bracket.low"], numbers["ms.bracket.high"] = attacks["manifold_specificity_bracket"]
+        numbers["ms.covering.low"], numbers["ms.covering.high"] = attacks["manifold_specificity_covering"] or [None, None]
     relabel = metrics.get("relabel")
     if relabel:
         numbers["relabel.fresh_model_clean_test_accuracy"] = relabel["fresh_model_clean_test_accuracy"]

@@ -74,4 +74,7 @@ def test_subspace_highdim_random_ratio_matches_the_dimension_only_prediction(tmp
     low, high = report["manifold_specificity_interval"]
     assert low <= report["manifold_specificity"] <= high
     with np.load(run.path / "attack_distances.npz") as stored:
-        assert np.nanmedian(stored["free"]) == pytest.approx(report["modes"]["free"]["median_distance"])
+        free = np.where(np.isnan(stored["free"]), np.inf, stored["free"])
+        assert np.median(free) == pytest.approx(report["modes"]["free"]["median_distance_counting_failures"])
+        assert np.median(stored["lower_bound_free"]) == pytest.approx(report["modes"]["free"]["median_lower_bound"])
+        assert np.all(stored["lower_bound_free"] <= free)

@@ -272,8 +272,8 @@ def test_digits_experiment_end_to_end(tmp_path):
     final = stored["attacks"]["final"]
     for mode in ("free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"):
         summary = final["modes"][mode]
-        for field in ("median_distance_counting_failures", "mean_distance", "success_rate", "median_steps",
-                      "ratio_to_free", "subspace_dim"):
+        for field in ("median_distance_counting_failures", "mean_distance", "success_rate", "median_lower_bound",
+                      "median_relative_gap", "ratio_to_free", "subspace_dim"):
             assert field in summary, (mode, field)
     assert final["modes"]["on"]["subspace_dim"] == 6 and final["modes"]["off"]["subspace_dim"] == 58
     assert "dimension_only_ratio" in final["modes"]["random_on"]

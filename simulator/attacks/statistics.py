@@ -1,5 +1,6 @@
 """Statistics of minimal adversarial distances: medians that count failures, manifold
-specificity MS with its bootstrap interval and one-sided bound, dimension-only predictions.
+specificity MS with its bootstrap interval, the MS bracket and the interval covering both,
+dimension-only predictions.
 
     MS = (d_on / d_off) / (d_rand_on / d_rand_off)      (medians; DESIGN.md section 4, item 3)
 
@@ -55,26 +56,56 @@ def manifold_specificity(distances: dict[str, np.ndarray]) -> float | None:
     return finite_or_none((d["on"] / d["off"]) / (d["random_on"] / d["random_off"]))
 
 
-def specificity_bound(distances: dict[str, np.ndarray], reach: float) -> dict | None:
-    """A one-sided bound on MS when only the on- or only the off-manifold median is "not found".
+def specificity_from_medians(on, off, random_on, random_off, lower: bool):
+    """(d_on / d_off) / (d_rand_on / d_rand_off) from medians, arrays allowed. With `lower`, the
+    arguments are the medians that make MS smallest (lower ends of on and random_off, upper
+    ends of off and random_on) and a 0 or an infinite denominator gives 0 (no lower bound);
+    otherwise a 0 denominator or an infinite numerator gives +inf (no upper bound)."""
+    numerator = np.asarray(on, dtype=float) * np.asarray(random_off, dtype=float)
+    denominator = np.asarray(off, dtype=float) * np.asarray(random_on, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = numerator / denominator
+    if lower:
+        return np.where((numerator == 0) | ~np.isfinite(denominator), 0.0, ratio)
+    return np.where((denominator == 0) | ~np.isfinite(numerator), np.inf, ratio)
 
-    The walk gives up after a path of length `reach` (max_steps x step_size); counting each
-    "not found" distance of the missing mode as `reach` (its median then is the bound's input)
-    gives: "on" missing -> MS >= bound (the manifold directions never crossed the boundary
-    within the attack's reach: as robust as this attack can tell), "off" missing -> MS <= bound.
-    Like every attack distance, it is what the attack found, not a certificate.
-    """
-    d = {mode: median_counting_failures(distances[mode]) for mode in SPECIFICITY_MODES}
-    missing = [mode for mode, value in d.items() if not np.isfinite(value)]
-    if missing not in (["on"], ["off"]):
+
+def specificity_bracket(upper: dict[str, np.ndarray], lower: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The smallest and largest MS any distances inside the per-point brackets could give, at
+    these points: each point's true distance lies in [lower, upper] (upper NaN: unbounded), and
+    a median is monotone in every value. (0, inf) ends mean "no bound on that side"."""
+    up = {mode: np.median(np.where(np.isnan(upper[mode]), np.inf, upper[mode])) for mode in SPECIFICITY_MODES}
+    low = {mode: np.median(lower[mode]) for mode in SPECIFICITY_MODES}
+    smallest = specificity_from_medians(low["on"], up["off"], up["random_on"], low["random_off"], lower=True)
+    largest = specificity_from_medians(up["on"], low["off"], low["random_on"], up["random_off"], lower=False)
+    return float(smallest), float(largest)
+
+
+def covering_interval(upper: dict[str, np.ndarray], lower: dict[str, np.ndarray], resamples: int, confidence: float,
+                      rng: np.random.Generator) -> tuple[float | None, float | None] | None:
+    """An MS interval that covers both the sampling uncertainty and the brackets: points are
+    resampled (paired across modes, as in `bootstrap_interval`); each resample gives the
+    bracket's smallest and largest MS (`specificity_bracket`); the interval runs from the
+    (1 - confidence)/2 quantile of the smallest to the (1 + confidence)/2 quantile of the
+    largest. None ends: unbounded on that side (a 0 lower end is kept: a valid, empty bound)."""
+    if resamples == 0:
         return None
-    (mode,) = missing
-    if min(value for key, value in d.items() if key != mode) <= 0:
-        return None
-    d[mode] = float(np.median(np.where(np.isnan(distances[mode]), reach, distances[mode])))
-    value = (d["on"] / d["off"]) / (d["random_on"] / d["random_off"])
-    return {"kind": "lower" if mode == "on" else "upper", "value": float(value), "missing_mode": mode,
-            "reach": float(reach), "share_not_found": float(np.mean(np.isnan(distances[mode])))}
+    n_points = len(upper["on"])
+    index = rng.integers(0, n_points, (resamples, n_points))
+    ends = {}
+    for side, values in (("upper", upper), ("lower", lower)):
+        for mode in SPECIFICITY_MODES:
+            sample = values[mode][index]
+            if side == "upper":
+                sample = np.where(np.isnan(sample), np.inf, sample)
+            ends[side, mode] = np.median(sample, axis=1)
+    smallest = specificity_from_medians(ends["lower", "on"], ends["upper", "off"], ends["upper", "random_on"],
+                                        ends["lower", "random_off"], lower=True)
+    largest = specificity_from_medians(ends["upper", "on"], ends["lower", "off"], ends["lower", "random_on"],
+                                       ends["upper", "random_off"], lower=False)
+    low = np.quantile(smallest, (1 - confidence) / 2, method="inverted_cdf")
+    high = np.quantile(largest, (1 + confidence) / 2, method="inverted_cdf")
+    return float(low), finite_or_none(high)
 
 
 def bootstrap_interval(distances: dict[str, np.ndarray], resamples: int, confidence: float,

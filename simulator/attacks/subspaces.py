@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Salts so that the random-subspace and coordinate-subset streams never share draws.
-_RANDOM_SUBSPACE, _COORDINATE_SUBSET = 1, 2
+# Salts so that the random-subspace, coordinate-subset and random-start streams never share draws.
+_RANDOM_SUBSPACE, _COORDINATE_SUBSET, _RANDOM_START = 1, 2, 3
 
 
 def project_onto(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -72,6 +72,28 @@ def coordinate_subset_bases(n_points: int, ambient_dim: int, dim: int, seed: int
     out = torch.zeros(n_points, ambient_dim, dim, dtype=dtype, device=device)
     out.scatter_(1, torch.as_tensor(coordinates, device=out.device)[:, None, :], 1.0)
     return out
+
+
+def gaussian_directions(n_points: int, count: int, ambient_dim: int, seed: int, device=None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_points, count, n) standard Gaussian vectors, point i's drawn from its own (seed, i)
+    stream: the random starts of the minimal-distance search."""
+    draws = np.stack([_point_rng(seed, _RANDOM_START, i).standard_normal((count, ambient_dim)) for i in range(n_points)])
+    return torch.as_tensor(draws.reshape(n_points, count, ambient_dim), dtype=dtype, device=device)
+
+
+def subspace_frame(mode: str, x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """An orthonormal basis (N, n, d) of the subspace a mode searches: the identity for `free`,
+    the mode's basis for the `*_on` modes, an orthonormal basis of its complement for the `*_off`
+    modes (the last n - k columns of a complete QR). Meant for small d: it is N x n x d floats,
+    and a complement costs a complete QR of size n x n per point."""
+    n_points, ambient_dim = x.shape
+    if mode == "free":
+        return torch.eye(ambient_dim, dtype=x.dtype, device=x.device).expand(n_points, ambient_dim, ambient_dim)
+    if PROJECTIONS[mode] is project_onto:
+        return basis
+    q = torch.linalg.qr(basis.double(), mode="complete")[0]
+    return q[:, :, basis.shape[-1]:].to(x.dtype)
 
 
 def mode_bases(mode: str, x: torch.Tensor, tangent_bases=None, dim: int | None = None,

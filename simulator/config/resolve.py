@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from simulator.attacks.minimal_search import SearchBudget
 from simulator.geometry.height import nearest_distances
 from simulator.geometry.scale import data_radius
 from simulator.seeding import torch_seed
@@ -43,6 +44,10 @@ class MeasureSettings:
         return asdict(self)
 
 
+# What runs from before the search were measured with (see `AttackSettings.from_record`).
+GREEDY_ONLY = SearchBudget(starts=0, walk_rounds=0, certify=False)
+
+
 @dataclass(frozen=True)
 class AttackSettings:
     """Resolved `measure.attacks.*` settings, for any kind of run."""
@@ -60,13 +65,18 @@ class AttackSettings:
     robust_epsilons: tuple
     check_with_deepfool: bool
     every_snapshot: bool
+    search: SearchBudget
 
     @classmethod
     def from_record(cls, record: dict) -> "AttackSettings":
         """Settings as `as_record` stored them in metrics.json (runs written before the DeepFool
-        and every-snapshot switches were recorded ran with their defaults: on and off)."""
+        and every-snapshot switches were recorded ran with their defaults: on and off; runs
+        written before the search and the brackets had the greedy walk alone: no random starts,
+        no boundary walk, no certified bounds)."""
         record = {"check_with_deepfool": True, "every_snapshot": False, **record}
-        return cls(**{**record, "modes": tuple(record["modes"]), "robust_epsilons": tuple(record["robust_epsilons"])})
+        search = SearchBudget(**record["search"]) if "search" in record else GREEDY_ONLY
+        return cls(**{**record, "modes": tuple(record["modes"]), "robust_epsilons": tuple(record["robust_epsilons"]),
+                      "search": search})
 
     @property
     def reach(self) -> float:
@@ -125,4 +135,5 @@ def resolve_attack_settings(spec, seed: int, n_points: int, radius: float,
         robust_epsilons=tuple(sorted(epsilons)),
         check_with_deepfool=spec.check_with_deepfool,
         every_snapshot=spec.every_snapshot,
+        search=spec.search.budget(),
     )

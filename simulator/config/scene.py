@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simulator.attacks.greedy_pgd import LOSSES
+from simulator.attacks.minimal_search import SearchBudget
 from simulator.attacks.subspaces import MANIFOLD_MODES, MODES
 from simulator.manifolds import MANIFOLD_FAMILIES
 
@@ -540,8 +541,37 @@ class ThresholdSpec(StrictModel):
 AttackMode = Literal[MODES]
 
 
+_SEARCH = SearchBudget()  # the search's own defaults (simulator.attacks.minimal_search) are the scene's
+
+
+class SearchSpec(StrictModel):
+    """How hard the minimal-distance search looks beyond the greedy walk, and the certified
+    lower bounds (DESIGN.md section 8): every distance is reported as a bracket [lower, upper]."""
+
+    directions: int = Field(_SEARCH.directions, ge=2, le=100_000, json_schema_extra=why("at most 100,000 probes"),
+                            description="Directions probed on the sphere of a subspace of dimension <= 3 "
+                            "(an exhaustive direction search; a 1-D subspace has two).")
+    starts: int = Field(_SEARCH.starts, ge=0, le=1000, json_schema_extra=why("at most 1,000 random starts"),
+                        description="Seeded random rays per point in larger subspaces, besides the greedy walk.")
+    march_steps: int = Field(_SEARCH.march_steps, ge=2, le=10_000, json_schema_extra=why("at most 10,000 probes"),
+                             description="Probes per ray between the lower and the upper bound.")
+    walk_rounds: int = Field(_SEARCH.walk_rounds, ge=0, le=1000, json_schema_extra=why("at most 1,000 rounds"),
+                             description="Boundary-walk rounds from the best rays towards the nearest boundary point.")
+    bisect_steps: int = Field(_SEARCH.bisect_steps, ge=1, le=60,
+                              json_schema_extra=why("at most 60 halvings; float64 runs out of digits after about 60"),
+                              description="Bisection halvings of every bracket the search finds along a ray.")
+    tolerance: float = Field(_SEARCH.tolerance, gt=0, lt=1,
+                             description="A point is settled when (upper - lower) <= tolerance x upper; "
+                             "settled points skip the ray search.")
+    certify: bool = Field(_SEARCH.certify, description="Compute certified lower bounds (else every lower bound is 0).")
+
+    def budget(self) -> SearchBudget:
+        return SearchBudget(**self.model_dump())
+
+
 class AttackSpec(StrictModel):
-    """Minimal-norm attacks in each subspace (greedy projected L2 PGD; DESIGN.md section 4, items 3-4)."""
+    """Minimal-norm attacks in each subspace (greedy projected L2 PGD, then a global search and
+    certified lower bounds; DESIGN.md section 4 items 3-4, section 8)."""
 
     enabled: bool = Field(True, description="Run the attacks at the end of `sim run` (`sim attack RUN` runs them alone).")
     n_points: int | None = Field(None, ge=1, le=MAX_POINTS, json_schema_extra=POINTS,
@@ -566,6 +596,7 @@ class AttackSpec(StrictModel):
         "(0 = the plain greedy walk); they close the last ~1% to the nearest boundary point."
     )
     loss: Literal[LOSSES] = Field("margin", description="Objective: the margin (DESIGN.md) or cross-entropy.")
+    search: SearchSpec = SearchSpec()
     bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples (over points) for the MS interval.",
                            json_schema_extra=why("at most 100,000 resamples; each is a step of a Python loop"))
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the bootstrap interval.")

@@ -77,15 +77,15 @@ def run_summary(path: str | Path) -> dict:
     row["random_on_dimension_only"] = modes.get("random_on", {}).get("dimension_only_ratio")
     row["ms"] = attacks.get("manifold_specificity")
     row["ms_interval"] = attacks.get("manifold_specificity_interval")
-    row["ms_bound"] = attacks.get("manifold_specificity_bound")
+    row["ms_summary"] = specificity_summary(attacks)
     return row
 
 
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     if column == "ms":
-        summary = specificity_summary({"manifold_specificity": value, "manifold_specificity_bound": row.get("ms_bound")})
-        if isinstance(summary, str):  # one median not found: a one-sided bound
+        summary = row.get("ms_summary")
+        if isinstance(summary, str):  # one median not found: a one-sided bound (or none)
             return summary
         if value is None:
             return fmt(value)

@@ -38,7 +38,7 @@ from simulator.render.interactive import (
     interactive_mesh_html,
 )
 from simulator.render.palette import MANIFOLD_COLOUR
-from simulator.report.attack_tables import PAPER_ROWS, attack_markdown, specificity_text
+from simulator.report.attack_tables import ATTACK_COLUMNS, TABLE_NOTE, attack_markdown, attack_rows, specificity_text
 from simulator.report.html import (
     Section,
     code_html,
@@ -190,25 +190,10 @@ def verdict_html(rows: list[dict]) -> str:
                                "what it measures"])
 
 
-def attack_rows(report: dict) -> list[dict]:
-    """The paper's table (same columns and formatting as `attack_markdown`)."""
-    rows = []
-    for mode, summary in report["modes"].items():
-        label, subspace = PAPER_ROWS.get(mode, (mode, "?"))
-        rows.append({
-            "attack": label, "subspace": subspace,
-            "median L2": fmt(summary.get("median_distance_counting_failures")),
-            "mean L2": fmt(summary.get("mean_distance")),
-            "success": percent(summary.get("success_rate"), 0),
-            "median steps": fmt(summary.get("median_steps")),
-            "ratio to free": fmt(summary.get("ratio_to_free")),
-            "dimension-only": fmt(summary.get("dimension_only_ratio")),
-        })
-    return rows
-
-
-ATTACK_COLUMNS = ["attack", "subspace", "median L2", "mean L2", "success", "median steps", "ratio to free",
-                  "dimension-only"]
+def _robust_bracket(row: dict) -> str:
+    if row.get("certified") is None:  # runs from before the brackets
+        return percent(row["minimal_distance"])
+    return f"[{percent(row['certified'])}, {percent(row['minimal_distance'])}]"
 
 
 def _attack_extras(report: dict) -> list[str]:
@@ -233,10 +218,10 @@ def _attack_extras(report: dict) -> list[str]:
                      f"{fmt(report['feature_alignment']['random_baseline'], 3)}).")
     robust = report.get("robust_accuracy")
     if robust:
-        parts = ", ".join(f"eps {fmt(row['epsilon'], 3)}: {percent(row['minimal_distance'])} "
+        parts = ", ".join(f"eps {fmt(row['epsilon'], 3)}: {_robust_bracket(row)} "
                           f"(PGD-{robust['pgd_steps']} {percent(row['pgd'])})" for row in robust["epsilons"])
         lines.append(f"Robust accuracy at {robust['n_points']} attacked points (clean {percent(robust['clean'])}; "
-                     f"minimal-distance attack, fixed-budget PGD in brackets): {parts}.")
+                     f"[certified, minimal-distance attack], and a fixed-budget PGD in parentheses): {parts}.")
     return lines
 
 
@@ -255,11 +240,11 @@ def attack_html(attacks: dict) -> str:
     parts = [html_table(attack_rows(final), ATTACK_COLUMNS, numeric=ATTACK_COLUMNS[2:],
                         caption=f"Minimal adversarial L2 distances at {fmt(_attack_points(attacks))} test points, "
                                 f"step {fmt(final.get('step'))}"),
+             f'<p class="note">{escape(TABLE_NOTE)}</p>',
              f'<p class="ms"><strong>MS</strong> = {escape(specificity_text(final))}</p>',
-             '<p class="note">MS = (d_on / d_off) / (d_rand_on / d_rand_off) from the median distances. MS ~ 1: the '
-             "on/off gap is a dimension effect (the critique); MS &gt;&gt; 1: the manifold is specially robust (the "
-             "dimpled model); MS &lt; 1: manifold directions are the weak ones. Points where a mode finds nothing "
-             "count as infinitely far.</p>"]
+             '<p class="note">MS = (d_on / d_off) / (d_rand_on / d_rand_off) from the medians of the verified '
+             "distances. MS ~ 1: the on/off gap is a dimension effect (the critique); MS &gt;&gt; 1: the manifold "
+             "is specially robust (the dimpled model); MS &lt; 1: manifold directions are the weak ones.</p>"]
     parts += [f"<p>{escape(line)}</p>" for line in _attack_extras(final)]
     if settings:
         parts.append(details_html("attack settings", html_table(sorted(settings.items()), ["setting", "value"])))

@@ -26,6 +26,7 @@ from simulator.config.real import RealExperiment, real_experiment_from_dict
 from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.errors import RunError, SceneError
+from simulator.runs.format import ATTACK_EXTRAS, LOWER_BOUND_PREFIX
 
 # What to do about a damaged input file, per kind of run.
 RERUN = {
@@ -249,10 +250,15 @@ def check_attack_arrays(file: Path, arrays: dict[str, np.ndarray], metrics: dict
     """attack_distances.npz: one (N,) distance array per mode, free_delta (N, n), point_index (N,)
     rows of the attacked set (the test set, or points.npz for a real run), modes as metrics.json
     reports them."""
-    modes = sorted(name for name in arrays if name not in ("free_delta", "point_index"))
+    modes = sorted(name for name in arrays if name not in ATTACK_EXTRAS and not name.startswith(LOWER_BOUND_PREFIX))
     if not modes:
         raise damaged(file, "it holds no attack mode's distances", fix)
     specs = {mode: ArraySpec("f", ("N",)) for mode in modes}
+    # Lower bounds are certified radii: finite and never negative (runs from before them lack them).
+    specs |= {LOWER_BOUND_PREFIX + mode: ArraySpec("f", ("N",), finite=True, required=False) for mode in modes}
+    unknown = sorted(name for name in arrays if name.startswith(LOWER_BOUND_PREFIX) and name not in specs)
+    if unknown:
+        raise damaged(file, f"it holds lower bounds {unknown} of modes without distances", fix)
     specs["free_delta"] = ArraySpec("f", ("N", "n"), required=False)
     specs["point_index"] = ArraySpec("iu", ("N",), required=False)
     check_arrays(file, arrays, specs, {"n": ambient_dim}, fix)

@@ -39,10 +39,13 @@ RUN_FORMAT_VERSION = 1
 
 RunKind = Literal["synthetic", "real"]
 
-# attack_distances.npz holds one (N,) array of minimal distances per attack mode, and beside
-# them these: the free-mode perturbations (N, n) and the attacked points' rows in the test set.
+# attack_distances.npz holds one (N,) array of minimal distances (the brackets' upper ends) per
+# attack mode, the certified lower ends as "lower_bound_<mode>" (runs from before the brackets
+# lack them), and beside them these: the free-mode perturbations (N, n) and the attacked points'
+# rows in the test set.
 ATTACK_FILE = "attack_distances.npz"
 ATTACK_EXTRAS = ("free_delta", "point_index")
+LOWER_BOUND_PREFIX = "lower_bound_"
 
 KIND_NAMES = {"synthetic": "synthetic", "real": "real-image"}
 

@@ -45,6 +45,7 @@ from simulator.runs.checks import (
 from simulator.runs.format import (
     ATTACK_EXTRAS,
     ATTACK_FILE,
+    LOWER_BOUND_PREFIX,
     RUN_FORMAT_VERSION,
     check_files,
     read_metrics,
@@ -124,7 +125,14 @@ class _RunFiles:
     def stored_attack_distances(self) -> dict[str, np.ndarray]:
         """attack_distances.npz: {mode: (N,) distances} of the last attacked snapshot."""
         stored = read_npz(self.path / ATTACK_FILE, "Rerun `sim attack` on the run folder.")
-        return {mode: values for mode, values in stored.items() if mode not in ATTACK_EXTRAS}
+        return {mode: values for mode, values in stored.items()
+                if mode not in ATTACK_EXTRAS and not mode.startswith(LOWER_BOUND_PREFIX)}
+
+    def stored_lower_bounds(self) -> dict[str, np.ndarray]:
+        """attack_distances.npz: {mode: (N,) certified lower bounds} ({} for runs from before them)."""
+        stored = read_npz(self.path / ATTACK_FILE, "Rerun `sim attack` on the run folder.")
+        return {name.removeprefix(LOWER_BOUND_PREFIX): values for name, values in stored.items()
+                if name.startswith(LOWER_BOUND_PREFIX)}
 
     def attack_settings(self) -> AttackSettings:
         """The resolved attack settings the stored attacks ran with."""

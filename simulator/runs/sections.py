@@ -117,12 +117,23 @@ def check_synthetic_geometry(settings: GeometrySettings, snapshots: list[Geometr
 
 
 class ModeSummary(Open):
+    """One mode's figures over all attacked points (runs from before the brackets have no
+    lower-bound fields and report the greedy walk's median steps)."""
+
     n_points: int
     subspace_dim: int | None
     success_rate: Number
     mean_distance: Number
-    median_steps: Number
     median_distance_counting_failures: Number
+    median_steps: Number = None
+    median_lower_bound: Number = None
+    mean_lower_bound: Number = None
+    median_relative_gap: Number = None
+    share_settled: Number = None
+    share_none_within_reach: Number = None
+    share_unknown: Number = None
+    median_greedy_distance: Number = None
+    certificate: str | None = None
     ratio_to_free: Number = None
     dimension_only_ratio: Number = None
 
@@ -153,6 +164,7 @@ class RobustRow(Open):
     epsilon: float
     minimal_distance: Number
     pgd: Number
+    certified: Number = None  # absent in runs from before the brackets
 
 
 class RobustAccuracy(Open):
@@ -168,11 +180,24 @@ class AttackReport(Open):
     manifold_specificity: Number = None
     manifold_specificity_interval: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
     manifold_specificity_confidence: Number = None
-    manifold_specificity_bound: SpecificityBound | None = None
+    manifold_specificity_bracket: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
+    manifold_specificity_covering: Annotated[list[Number], Field(min_length=2, max_length=2)] | None = None
+    manifold_specificity_bound: SpecificityBound | None = Field(None, description="Runs from before the brackets.")
     deepfool_check: dict | None = None
     stretch_alignment: StretchAlignment | None = None
     feature_alignment: FeatureAlignment | None = None
     robust_accuracy: RobustAccuracy | None = None
+
+
+class SearchRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    directions: int = Field(ge=2)
+    starts: int = Field(ge=0)
+    march_steps: int = Field(ge=2)
+    walk_rounds: int = Field(ge=0)
+    bisect_steps: int = Field(ge=1)
+    tolerance: float = Field(gt=0, lt=1)
+    certify: bool
 
 
 class AttackSettingsRecord(BaseModel):
@@ -193,6 +218,7 @@ class AttackSettingsRecord(BaseModel):
     robust_epsilons: list[float] = Field(None, description="Absent in runs from before robust accuracy.")
     check_with_deepfool: bool = True
     every_snapshot: bool = False
+    search: SearchRecord = Field(None, description="Absent in runs from before the search and the brackets.")
 
 
 # --------------------------------------------------------------------------- experiments

@@ -1,19 +1,24 @@
-"""The attack report: minimal adversarial distances per subspace, ratios, manifold specificity.
+"""The attack report: minimal adversarial distances per subspace, as brackets; ratios; manifold
+specificity.
 
 For the attacked test points and every mode of `measure.attacks.modes` it runs
-`GreedyProjectedPGD`, then reports per mode the median and mean L2 norm, success rate and
-median steps, the ratios to `free`, the dimension-only prediction for each ratio, and
+`MinimalDistanceSearch` (the greedy projected PGD walk, a ray search and a boundary walk for
+the upper bound, certified linear-relaxation bounds for the lower one; DESIGN.md section 8),
+then reports per mode, over all attacked points: the medians and means of both ends of the
+brackets, the share found, certified free of a boundary within reach, or unknown, the median
+relative bracket width; the ratios to `free` and the dimension-only prediction for each; and
 
-    MS = (d_on / d_off) / (d_rand_on / d_rand_off)      (medians; DESIGN.md section 4, item 3)
+    MS = (d_on / d_off) / (d_rand_on / d_rand_off)      (medians of the upper ends; DESIGN.md 4.3)
 
-with a bootstrap interval over points. MS ~ 1: the on/off gap is a dimension effect (the
-critique); MS >> 1: the manifold is specially robust (dimpled model); MS < 1: the manifold
-directions are the weak ones. It also checks `free` against DeepFool and measures how well the
-free adversarial direction aligns with the most stretched feature direction v_1.
+with a bootstrap interval over points, the bracket of MS (the smallest and largest MS the
+per-point brackets allow) and an interval covering both. MS ~ 1: the on/off gap is a dimension
+effect (the critique); MS >> 1: the manifold is specially robust (dimpled model); MS < 1: the
+manifold directions are the weak ones. It also checks `free` against DeepFool and measures how
+well the free adversarial direction aligns with the most stretched feature direction v_1.
 
-Points where a mode finds no adversarial example within max_steps * step_size count as
-infinitely far in medians (never silently dropped); a median that is itself "not found" is
-reported as null, and so is any ratio built from it.
+Points where no adversarial example is found within the reach count as infinitely far in
+medians (never silently dropped); a median that is itself "not found" is reported as null, and
+so is any ratio built from it.
 """
 
 from __future__ import annotations
@@ -27,21 +32,28 @@ import torch
 from simulator.attacks.bounded_pgd import BoundedProjectedPGD
 from simulator.attacks.deepfool import DeepFoolL2
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
+from simulator.attacks.minimal_search import MinimalDistanceSearch
 from simulator.attacks.statistics import (
     bootstrap_interval,
+    covering_interval,
     dimension_only_ratio,
     finite_or_none,
     manifold_specificity,
     median_counting_failures,
     random_alignment_baseline,
-    specificity_bound,
+    specificity_bracket,
 )
 from simulator.attacks.subspaces import SPECIFICITY_MODES, subspace_dim
 from simulator.config.resolve import AttackSettings
 from simulator.geometry.stretch import feature_jacobians
 from simulator.progress import counting_bar
+from simulator.runs.format import LOWER_BOUND_PREFIX
 from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng
+
+
+# The report's per-point arrays: stored in attack_distances.npz, not in metrics.json.
+PER_POINT_ARRAYS = ("distances", "lower_bounds", "free_delta")
 
 
 @dataclass
@@ -53,7 +65,8 @@ class AttackRecord:
     seconds: float
     device: str
     snapshots: list[dict]  # per attacked snapshot, what metrics.json stores (no arrays)
-    distances: dict[str, np.ndarray]  # mode -> (N,) minimal distance, NaN = not found
+    distances: dict[str, np.ndarray]  # mode -> (N,) minimal distance (upper end), NaN = not found
+    lower_bounds: dict[str, np.ndarray]  # mode -> (N,) certified lower end of each bracket
     free_delta: np.ndarray | None  # (N, n) free-mode perturbations, NaN rows where none was found
     point_index: np.ndarray  # (N,) the attacked points' rows in the test set
 
@@ -63,6 +76,7 @@ class AttackRecord:
 
     def arrays(self) -> dict[str, np.ndarray]:
         arrays = dict(self.distances, point_index=self.point_index)
+        arrays |= {LOWER_BOUND_PREFIX + mode: lower for mode, lower in self.lower_bounds.items()}
         if self.free_delta is not None:
             arrays["free_delta"] = self.free_delta
         return arrays
@@ -86,11 +100,9 @@ def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, f
             reports.append(report)
             advance()
     final = reports[-1]
-    distances, free_delta = final["distances"], final.get("free_delta")
-    stored = [{key: value for key, value in report.items() if key not in ("distances", "free_delta")}
-              for report in reports]
-    return AttackRecord(settings, time.perf_counter() - started, str(device), stored, distances, free_delta,
-                        np.arange(len(x)))
+    stored = [{key: value for key, value in report.items() if key not in PER_POINT_ARRAYS} for report in reports]
+    return AttackRecord(settings, time.perf_counter() - started, str(device), stored, final["distances"],
+                        final["lower_bounds"], final.get("free_delta"), np.arange(len(x)))
 
 
 def attack_arrays(model: torch.nn.Module, x, bases, settings: AttackSettings, seed: int, device: torch.device,
@@ -116,36 +128,39 @@ def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor |
     `labels`, robust accuracy at `settings.robust_epsilons`; with named `feature_directions`
     ({name: (N, n)}), how much of each free perturbation goes along each feature.
 
-    Returns the report: per mode a summary, "distances" {mode: (N,)} and "free_delta" (N, n)."""
+    Returns the report: per mode a summary, "distances" {mode: (N,) upper ends}, "lower_bounds"
+    {mode: (N,)} and "free_delta" (N, n)."""
     n = x.shape[1]
     k = dim if bases is None else bases.shape[-1]
-    report: dict = {"modes": {}, "distances": {}}
+    report: dict = {"modes": {}, "distances": {}, "lower_bounds": {}}
     free_delta = None
     for mode in settings.modes:
         attack = GreedyProjectedPGD(model, mode=mode, step_size=settings.step_size, max_steps=settings.max_steps,
                                     refine_steps=settings.refine_steps, loss=settings.loss, dim=k,
                                     seed=settings.seed, normal_rounds=settings.normal_rounds)
-        result = attack(x, tangent_bases=bases)
-        distance = result.distance.double().cpu().numpy()
-        summary = result.summary()
-        summary["median_distance_counting_failures"] = finite_or_none(median_counting_failures(distance))
+        brackets = MinimalDistanceSearch(attack, settings.search, settings.reach)(x, tangent_bases=bases)
+        summary = brackets.summary(settings.search.tolerance)
         summary["subspace_dim"] = subspace_dim(mode, k, n)
         report["modes"][mode] = summary
-        report["distances"][mode] = distance
+        report["distances"][mode] = brackets.upper
+        report["lower_bounds"][mode] = brackets.lower
         if mode == "free":
-            free_delta = result.delta.detach()
+            free_delta = brackets.delta.detach()
             report["attack_settings"] = repr(attack)
-            found = np.isfinite(distance)[:, None]
+            found = np.isfinite(brackets.upper)[:, None]
             report["free_delta"] = np.where(found, free_delta.double().cpu().numpy(), np.nan)
     _add_ratios(report, k, n)
-    distances = report["distances"]
+    distances, lower_bounds = report["distances"], report["lower_bounds"]
     if all(mode in distances for mode in SPECIFICITY_MODES):
+        rng = numpy_rng(seed, "attacks")
         report["manifold_specificity"] = manifold_specificity(distances)
-        interval = bootstrap_interval(distances, settings.bootstrap, settings.confidence, numpy_rng(seed, "attacks"))
-        report["manifold_specificity_interval"] = interval
+        report["manifold_specificity_interval"] = bootstrap_interval(distances, settings.bootstrap,
+                                                                     settings.confidence, rng)
         report["manifold_specificity_confidence"] = settings.confidence
-        if report["manifold_specificity"] is None:
-            report["manifold_specificity_bound"] = specificity_bound(distances, settings.reach)
+        smallest, largest = specificity_bracket(distances, lower_bounds)
+        report["manifold_specificity_bracket"] = [smallest, finite_or_none(largest)]
+        report["manifold_specificity_covering"] = covering_interval(distances, lower_bounds, settings.bootstrap,
+                                                                    settings.confidence, rng)
     if free_delta is not None:
         if settings.check_with_deepfool:
             report["deepfool_check"] = _deepfool_check(model, x, distances["free"])
@@ -154,7 +169,7 @@ def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor |
         if feature_directions:
             report["feature_alignment"] = feature_alignment(free_delta, distances["free"], feature_directions)
         if labels is not None and settings.robust_epsilons:
-            report["robust_accuracy"] = robust_accuracy(model, x, labels, distances["free"],
+            report["robust_accuracy"] = robust_accuracy(model, x, labels, distances["free"], lower_bounds["free"],
                                                         settings.robust_epsilons)
     return report
 
@@ -177,13 +192,14 @@ def feature_alignment(delta: torch.Tensor, distance: np.ndarray, directions: dic
 
 
 def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, free_distance: np.ndarray,
-                    epsilons, pgd_steps: int = 20) -> dict:
-    """Accuracy under L2 attacks of each radius, by two methods.
+                    free_lower: np.ndarray, epsilons, pgd_steps: int = 20) -> dict:
+    """Accuracy under L2 attacks of each radius, bracketed.
 
-    minimal_distance: correct and the free minimal adversarial distance is above epsilon (a
-    "not found" distance counts as above); pgd: correct after a fixed-budget PGD with
-    `pgd_steps` steps inside the epsilon ball (an independent attack). Both are upper bounds on
-    the true robust accuracy; the smaller one is the better attack.
+    minimal_distance: correct and the free minimal adversarial distance (the bracket's upper
+    end) is above epsilon (a "not found" distance counts as above); pgd: correct after a
+    fixed-budget PGD with `pgd_steps` steps inside the epsilon ball (an independent attack).
+    Both are upper bounds on the true robust accuracy; the smaller one is the better attack.
+    certified: correct and the certified lower bound is at least epsilon: a lower bound.
     """
     labels = labels.to(x.device).long()
     with torch.no_grad():
@@ -195,7 +211,8 @@ def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tenso
         with torch.no_grad():
             survives = (model(x + delta).argmax(1) == labels).cpu().numpy()
         rows.append({"epsilon": float(epsilon), "minimal_distance": float(np.mean(correct & beyond)),
-                     "pgd": float(np.mean(correct & survives))})
+                     "pgd": float(np.mean(correct & survives)),
+                     "certified": float(np.mean(correct & (free_lower >= epsilon)))})
     return {"clean": float(correct.mean()), "n_points": int(len(correct)), "pgd_steps": pgd_steps, "epsilons": rows}
 
 

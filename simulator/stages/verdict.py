@@ -98,15 +98,18 @@ def _measurement_rows(summary: dict, thresholds: dict, attacks: dict | None) -> 
            "stretchy": f"{1 / ms_line:.3g} to {ms_line:g}"}
     if attacks is None or "manifold_specificity" not in attacks:
         row.update(measured="attacks not run", reading="n/a")
-    elif attacks["manifold_specificity"] is None and attacks.get("manifold_specificity_bound"):
-        bound = attacks["manifold_specificity_bound"]
-        if bound["kind"] == "lower":
-            measured = f">= {fmt(bound['value'], 3)} (on-manifold: no crossing within reach)"
-            reading = "manifold specially robust (dimpled)" if bound["value"] >= ms_line else "n/a (bound too loose)"
+    elif attacks["manifold_specificity"] is None and attacks.get("manifold_specificity_covering"):
+        # No point estimate, but the interval covering the brackets may still bound MS on one side.
+        low, high = attacks["manifold_specificity_covering"]
+        if low >= ms_line:
+            row.update(measured=f">= {fmt(low, 3)} (certified bracket; a median not found)",
+                       reading="manifold specially robust (dimpled)")
+        elif high is not None and high <= 1 / ms_line:
+            row.update(measured=f"<= {fmt(high, 3)} (certified bracket; a median not found)",
+                       reading="manifold directions are the weak ones")
         else:
-            measured = f"<= {fmt(bound['value'], 3)} (off-manifold: no crossing within reach)"
-            reading = "manifold directions are the weak ones" if bound["value"] <= 1 / ms_line else "n/a (bound too loose)"
-        row.update(measured=measured, reading=reading)
+            row.update(measured=f"undefined (a distance not found; bracket [{fmt(low, 3)}, "
+                                f"{fmt(high, 3) if high is not None else 'inf'}])", reading="n/a")
     elif attacks["manifold_specificity"] is None:
         row.update(measured="undefined (a distance not found)", reading="n/a")
     else:
