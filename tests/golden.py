@@ -4,7 +4,7 @@ Each case is a shipped scene file plus `--set` overrides, run through the CLI (`
 interface users see, so the cases survive any reorganisation of the library). From the run's
 metrics.json it keeps the numbers a reader relies on: test accuracy, the tangent fraction and its
 ratio to the random baseline, the height-field summaries (clinging fraction, dimple depth), each
-attack mode's median distance and success rate, MS with its interval or bound, and the relabel
+attack mode's median distance (both ends of the bracket), success rate and share settled, MS with its interval, bracket and covering interval, and the relabel
 and seed-agreement figures where a case runs them.
 
 Two sets of cases:

@@ -133,6 +133,7 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
         for name, bases in (("exact", exact), ("estimated", estimated)):
             reports[name] = attack_arrays(model, x, bases, settings, scene.seed, device)
             reports[name].pop("free_delta", None)  # not stored by calibrations
+            reports[name].pop("lower_bounds")
         per_point = {mode: reports["estimated"]["distances"][mode] / reports["exact"]["distances"][mode]
                      for mode in MANIFOLD_MODES}
         result["attacks"] = {

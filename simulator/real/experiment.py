@@ -58,7 +58,7 @@ from simulator.runs.io import (
     write_torch,
 )
 from simulator.runs.provenance import provenance
-from simulator.stages.attack import attack_arrays
+from simulator.stages.attack import attack_arrays, pop_stored_arrays
 from simulator.stages.measure import tangent_and_stretch
 from simulator.stages.verdict import verdict_rows
 from simulator.training.loop import resolve_device
@@ -275,10 +275,7 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
     step = report["step"]
     thresholds = experiment.measure.thresholds.model_dump()
     record = geometry_record(geometry, step, cl_info["test_accuracy"], thresholds, report)
-    distances = report.pop("distances")
-    if "free_delta" in report:  # only when the free mode ran
-        distances["free_delta"] = report.pop("free_delta")
-    distances["point_index"] = np.arange(len(points["x"]))
+    distances = pop_stored_arrays(report, np.arange(len(points["x"])))
     training_final = {"step": step, "loss": cl_info["loss"], "train_accuracy": cl_info["train_accuracy"],
                       "test_accuracy": cl_info["test_accuracy"]}
     real = {

@@ -89,4 +89,5 @@ def random_subspace_control(model: nn.Module, images: np.ndarray, dim: int = 500
     report = attack_arrays(model, x, None, settings, seed, torch.device("cpu"), dim=dim)
     report.pop("free_delta", None)  # only when the free mode ran
     report["distances"] = {mode: distance.tolist() for mode, distance in report["distances"].items()}
+    report["lower_bounds"] = {mode: lower.tolist() for mode, lower in report["lower_bounds"].items()}
     return {"dim": dim, "ambient_dim": n, "n_points": len(x), **report}

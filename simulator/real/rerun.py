@@ -24,6 +24,7 @@ import yaml
 from simulator.config.real import RealExperiment, real_experiment_from_dict
 from simulator.errors import RunError, SceneError
 from simulator.real.autoencoder import Autoencoder
+from simulator.stages.attack import pop_stored_arrays
 from simulator.real.experiment import (
     POINT_ARRAYS,
     _tangent_space_summary,
@@ -159,10 +160,7 @@ def reattack_real_run(path: str | Path, overrides: dict | None = None, log=None)
     if experiment.examples:
         examples = example_perturbations(classifier, points["x"], points.get("tangent_bases"), settings,
                                          subspace_dim(experiment), experiment.examples, device)
-    distances = report.pop("distances")
-    if "free_delta" in report:  # only when the free mode ran
-        distances["free_delta"] = report.pop("free_delta")
-    distances["point_index"] = np.arange(len(points["x"]))
+    distances = pop_stored_arrays(report, np.arange(len(points["x"])))
     metrics = run.metrics
     metrics["attacks"] = {"settings": settings.as_record(), "seconds": seconds, "device": str(device), "final": report,
                           "snapshots": [report]}

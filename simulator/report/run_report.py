@@ -202,9 +202,9 @@ def _attack_extras(report: dict) -> list[str]:
     deepfool = report.get("deepfool_check")
     if deepfool:
         lines.append(f"DeepFool check of the free attack: median DeepFool distance {fmt(deepfool.get('median_distance'))}, "
-                     f"median relative difference PGD vs DeepFool "
+                     f"median relative difference ours vs DeepFool "
                      f"{fmt(deepfool.get('median_relative_difference_pgd_vs_deepfool'), 3)}, "
-                     f"share of PGD distances within 1% of DeepFool or shorter "
+                     f"share of our distances within 1% of DeepFool or shorter "
                      f"{percent(deepfool.get('share_pgd_within_1pct_or_shorter'))}.")
     alignment = report.get("stretch_alignment")
     if alignment:

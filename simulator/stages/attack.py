@@ -75,11 +75,25 @@ class AttackRecord:
                 "final": self.snapshots[-1], "snapshots": self.snapshots}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        arrays = dict(self.distances, point_index=self.point_index)
-        arrays |= {LOWER_BOUND_PREFIX + mode: lower for mode, lower in self.lower_bounds.items()}
-        if self.free_delta is not None:
-            arrays["free_delta"] = self.free_delta
-        return arrays
+        return stored_arrays(self.distances, self.lower_bounds, self.free_delta, self.point_index)
+
+
+def stored_arrays(distances: dict, lower_bounds: dict, free_delta: np.ndarray | None,
+                  point_index: np.ndarray) -> dict[str, np.ndarray]:
+    """attack_distances.npz's arrays: {mode: upper ends, "lower_bound_<mode>": lower ends,
+    "free_delta" (when the free mode ran), "point_index"}."""
+    arrays = dict(distances, point_index=point_index)
+    arrays |= {LOWER_BOUND_PREFIX + mode: lower for mode, lower in lower_bounds.items()}
+    if free_delta is not None:
+        arrays["free_delta"] = free_delta
+    return arrays
+
+
+def pop_stored_arrays(report: dict, point_index: np.ndarray) -> dict[str, np.ndarray]:
+    """Take the per-point arrays out of an `attack_points` report (metrics.json holds none)
+    and return them as attack_distances.npz stores them."""
+    return stored_arrays(report.pop("distances"), report.pop("lower_bounds"), report.pop("free_delta", None),
+                         point_index)
 
 
 def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, feature_directions: dict,
