@@ -21,7 +21,8 @@ For a point x, a mode's subspace S and the classifier, the quantity every ratio 
 
 A point whose bracket is already tight after the PGD walk, (upper - lower) <= tolerance x upper,
 skips the ray search; the others get up to `SEARCH_PASSES` passes, each marching between the
-bounds as they stand. A point with no upper bound is "none within reach" when lower >= reach
+bounds as they stand, while a pass still shortens them. Every decision is per point, so a point's
+bracket does not depend on which other points are searched with it. A point with no upper bound is "none within reach" when lower >= reach
 (certified) and "unknown" otherwise: the two are never mixed up.
 """
 
@@ -192,9 +193,12 @@ class MinimalDistanceSearch:
         # shortened the upper end, the next one probes a shorter interval just as densely, so
         # it resolves narrower features (a thin sliver of the other class that the first
         # march, out to the reach, stepped over).
+        searching = torch.ones(n_points, dtype=torch.bool, device=x.device)
         for _ in range(SEARCH_PASSES):
+            # A point goes on while its bracket is open and its last pass shortened it; the
+            # decision is per point, so a point's result does not depend on the other points.
             settled = torch.isfinite(upper) & (upper - lower_t <= budget.tolerance * upper)
-            work = (~settled).nonzero()[:, 0]
+            work = (searching & ~settled).nonzero()[:, 0]
             if len(work) == 0 or not (search == "exhaustive" or budget.starts > 0 or budget.walk_rounds > 0):
                 break
             before = upper[work].clone()
@@ -202,8 +206,8 @@ class MinimalDistanceSearch:
             used = self._search_rays(x, work, rays, label, lower_t, upper, delta, project)
             gradients += used[0]
             forwards += used[1]
-            if not (upper[work] < before).any():
-                break
+            searching = torch.zeros_like(searching)
+            searching[work[upper[work] < before]] = True
 
         upper, delta, adversarial_label, checks = _verified(model, x, label, upper, delta)
         forwards += checks

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
+from simulator.attacks.minimal_search import MinimalDistanceSearch
 from simulator.config.real import RealExperiment
 from simulator.config.resolve import AttackSettings, resolve_attack_settings
 from simulator.errors import SceneError, TrainingError
@@ -170,22 +171,22 @@ def example_perturbations(classifier, x: np.ndarray, bases: np.ndarray | None, s
                           device: torch.device) -> dict:
     """Minimal perturbations of the first `count` attacked images in every mode of `settings`.
 
-    The same `GreedyProjectedPGD` with the same settings as the attack table; its random and
-    coordinate subspaces are seeded per point index, so these are the table's first points again
-    (distances equal to attack_distances.npz up to float round-off). Returns {"x", "label",
-    "modes": {mode: {"delta", "distance", "adversarial_label"}}} as numpy arrays."""
+    The same `MinimalDistanceSearch` with the same settings as the attack table; its random and
+    coordinate subspaces and random starts are seeded per point index and every decision is per
+    point, so these are the table's first points again (distances equal to attack_distances.npz
+    up to float round-off). Returns {"x", "label", "modes": {mode: {"delta", "distance",
+    "adversarial_label"}}} as numpy arrays."""
     count = min(count, len(x))
     x_t = torch.as_tensor(x[:count], dtype=torch.float32, device=device)
     bases_t = None if bases is None else torch.as_tensor(bases[:count], dtype=torch.float32, device=device)
     out = {"x": x[:count], "modes": {}}
     for mode in settings.modes:
-        result = GreedyProjectedPGD(classifier, mode=mode, step_size=settings.step_size,
-                                    max_steps=settings.max_steps, refine_steps=settings.refine_steps,
-                                    loss=settings.loss, dim=k, seed=settings.seed,
-                                    normal_rounds=settings.normal_rounds)(x_t, tangent_bases=bases_t)
-        out["label"] = result.original_label.cpu().numpy()
-        out["modes"][mode] = {"delta": result.delta.detach().cpu().numpy(),
-                              "distance": result.distance.double().cpu().numpy(),
+        walk = GreedyProjectedPGD(classifier, mode=mode, step_size=settings.step_size,
+                                  max_steps=settings.max_steps, refine_steps=settings.refine_steps,
+                                  loss=settings.loss, dim=k, seed=settings.seed, normal_rounds=settings.normal_rounds)
+        result = MinimalDistanceSearch(walk, settings.search, settings.reach)(x_t, tangent_bases=bases_t)
+        out["label"] = result.label.cpu().numpy()
+        out["modes"][mode] = {"delta": result.delta.detach().cpu().numpy(), "distance": result.upper,
                               "adversarial_label": result.adversarial_label.cpu().numpy()}
     return out
 
