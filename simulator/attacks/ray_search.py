@@ -24,9 +24,7 @@ import math
 import torch
 from torch import nn
 
-# A projected gradient this much smaller than the full gradient means the subspace holds no
-# descent direction (float32 round-off of an exact zero sits around 1e-7 relative).
-NO_MOVE_RTOL = 1e-6
+from simulator.attacks.greedy_pgd import NO_MOVE_RTOL  # "no descent direction in this subspace"
 # Rows per forward pass: at most CHUNK_ROWS, and at most CHUNK_ELEMENTS input floats (a 224 x 224
 # image is 150,528 floats: 27 images per pass), bounding the memory of a march.
 CHUNK_ROWS, CHUNK_ELEMENTS = 1 << 16, 1 << 22
