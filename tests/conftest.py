@@ -15,6 +15,19 @@ SCENES = REPO / "scenes"
 SYNTHETIC_SCENES = sorted(p for p in SCENES.glob("*.yaml") if not p.name.startswith("real_"))
 
 
+def fit_full_batch(model, x, y, steps: int, lr: float = 1e-2):
+    """Fit a small classifier by full-batch Adam on cross-entropy, then freeze it in eval mode
+    (the hand-trained models of the attack tests)."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model.eval().requires_grad_(False)
+
+
 @pytest.fixture
 def tiny_overrides():
     """Overrides that make any scene train in about a second."""

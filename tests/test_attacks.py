@@ -26,6 +26,8 @@ from simulator.attacks.subspaces import (
 from simulator.config.scene import AdversarialTrainingSpec, AttackMode, AttackSpec
 from simulator.manifolds import Flat
 
+from conftest import fit_full_batch
+
 N_AMBIENT, K = 12, 3
 STEP = 1e-3
 
@@ -224,12 +226,7 @@ def trained_mlp():
     x = torch.tensor(manifold.immersion(u), dtype=torch.float32)
     y = torch.tensor(u[:, 1] > 0.4 * np.sin(3 * u[:, 0]), dtype=torch.long)
     model = nn.Sequential(nn.Linear(6, 32), nn.Softplus(), nn.Linear(32, 32), nn.Softplus(), nn.Linear(32, 2))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
+    model = fit_full_batch(model, x, y, steps=300)
     return model, x[:40], torch.tensor(manifold.tangent_basis(u[:40]), dtype=torch.float32)
 
 

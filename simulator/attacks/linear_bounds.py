@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -206,22 +207,24 @@ class LinearRelaxation:
     upper_offset: torch.Tensor
 
 
-class _Profile:
+class _Profile(ABC):
     """The math of one activation for `linear_relaxation`: value, derivative, and the points
     where act(z) - k z can have an interior extremum on [l, u] (any extra point is harmless)."""
 
     slack_scale = SMOOTH_SLACK
 
+    @abstractmethod
     def value(self, z):
-        raise NotImplementedError
+        """act(z), elementwise."""
 
+    @abstractmethod
     def derivative(self, z):
-        raise NotImplementedError
+        """act'(z), elementwise."""
 
+    @abstractmethod
     def critical_points(self, slope, lower, upper) -> tuple[list[torch.Tensor], torch.Tensor | float]:
         """(points, extra slack): the extremum of act(z) - k z over [l, u] is at l, u, or one of
         the points; the slack covers how far the points may miss an extremum's value."""
-        raise NotImplementedError
 
 
 class _ReLU(_Profile):

@@ -235,8 +235,9 @@ class MinimalDistanceSearch:
             frame = subspace_frame(self.mode, x[work], None if basis is None else basis[work])
             unit = sphere_directions(dim, self.budget.directions).to(x.dtype).to(x.device)
             return torch.einsum("wnd,md->wmn", frame, unit)
-        gaussian = gaussian_directions(len(x), max(self.budget.starts, 1), x.shape[1], self.pgd.seed,
-                                       device=x.device, dtype=x.dtype)[work]
+        # Drawn for the worked points only, each from its own stream: the same rays whatever else is searched.
+        gaussian = gaussian_directions(work.tolist(), max(self.budget.starts, 1), x.shape[1], self.pgd.seed,
+                                       device=x.device, dtype=x.dtype)
         rows = work.repeat_interleave(gaussian.shape[1])
         flat = gaussian.reshape(-1, x.shape[1])
         rays = (flat if project is None else project(flat, rows)).reshape(gaussian.shape)

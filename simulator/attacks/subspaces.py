@@ -74,12 +74,13 @@ def coordinate_subset_bases(n_points: int, ambient_dim: int, dim: int, seed: int
     return out
 
 
-def gaussian_directions(n_points: int, count: int, ambient_dim: int, seed: int, device=None,
+def gaussian_directions(indices, count: int, ambient_dim: int, seed: int, device=None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(n_points, count, n) standard Gaussian vectors, point i's drawn from its own (seed, i)
-    stream: the random starts of the minimal-distance search."""
-    draws = np.stack([_point_rng(seed, _RANDOM_START, i).standard_normal((count, ambient_dim)) for i in range(n_points)])
-    return torch.as_tensor(draws.reshape(n_points, count, ambient_dim), dtype=dtype, device=device)
+    """(len(indices), count, n) standard Gaussian vectors, point i's drawn from its own (seed, i)
+    stream (i from `indices`): the random starts of the minimal-distance search."""
+    indices = [int(i) for i in indices]
+    draws = np.stack([_point_rng(seed, _RANDOM_START, i).standard_normal((count, ambient_dim)) for i in indices])
+    return torch.as_tensor(draws.reshape(len(indices), count, ambient_dim), dtype=dtype, device=device)
 
 
 def subspace_frame(mode: str, x: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
