@@ -1,8 +1,9 @@
 """Datasets drawn from a scene: points on (or near) the manifold with labels and exact geometry.
 
-Besides the input points x, a dataset keeps each point's chart coordinates u and the
-orthonormal tangent basis U(u) of the manifold there, so measurements never have to estimate
-the manifold. Everything is determined by the scene's seed.
+Besides the input points x, a dataset keeps each point's chart coordinates u, from which the
+manifold gives the exact tangent spaces on demand (`simulator.attacks.subspaces.tangent_spaces`,
+an operator, never an (N, n, k) array), so measurements never have to estimate the manifold.
+Everything is determined by the scene's seed.
 
 `make_dataset` refuses data that no verdict could be drawn from (SceneError: the problem and the
 fix in one paragraph): a class with (almost) no training points, a class missing from the test
@@ -40,16 +41,14 @@ SIZE_FIELDS = ("extent", "radius", "major_radius", "minor_radius", "inner_radius
 
 @dataclass
 class Dataset:
-    """Train and test splits. Shapes: x (N, n), y (N,), u (N, k), tangent (N, n, k)."""
+    """Train and test splits. Shapes: x (N, n), y (N,), u (N, k) chart coordinates."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     u_train: np.ndarray
-    tangent_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     u_test: np.ndarray
-    tangent_test: np.ndarray
     n_classes: int
 
     @property
@@ -77,14 +76,13 @@ def make_dataset(scene: Scene, manifold: Manifold | None = None) -> Dataset:
     offset = rule.input_offset(u, y, rng)
     if offset is not None:  # classes that differ off the manifold (off-manifold fur)
         x = x + offset
-    tangent = manifold.tangent_basis(u)
     if scene.data.noise_std > 0:
         noise = rng.standard_normal(x.shape) * scene.data.noise_std
         x = x + manifold.to_normal(noise, u)  # off the manifold only: chart coordinates stay exact
     n = scene.data.n_train
     data = Dataset(
-        x_train=x[:n], y_train=y[:n].astype(np.int64), u_train=u[:n], tangent_train=tangent[:n],
-        x_test=x[n:], y_test=y[n:].astype(np.int64), u_test=u[n:], tangent_test=tangent[n:],
+        x_train=x[:n], y_train=y[:n].astype(np.int64), u_train=u[:n],
+        x_test=x[n:], y_test=y[n:].astype(np.int64), u_test=u[n:],
         n_classes=scene.labels.n_classes,
     )
     check_dataset(data, scene, on_manifold, rule)

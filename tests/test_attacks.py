@@ -18,7 +18,7 @@ from simulator.attacks.subspaces import (
     MODES,
     PROJECTIONS,
     coordinate_subset_bases,
-    mode_bases,
+    mode_subspace,
     project_off,
     project_onto,
     random_subspace_bases,
@@ -96,12 +96,13 @@ def test_the_schema_takes_its_modes_and_losses_from_the_attack_package():
 def test_every_schema_mode_has_a_subspace_and_a_projection(plane, mode):
     _, x, tangent, model = plane
     assert GreedyProjectedPGD(model, mode=mode).mode == BoundedProjectedPGD(model, 0.1, mode=mode).mode == mode
-    basis, project = mode_bases(mode, x, tangent, seed=4), PROJECTIONS[mode]
+    basis, project = mode_subspace(mode, x, tangent, seed=4), PROJECTIONS[mode]
     if mode == "free":
         assert basis is None and project is None
         return
     # orthonormal k-dim bases (the manifold's k: a *_off mode keeps the basis of what it avoids)
-    torch.testing.assert_close(basis.transpose(1, 2) @ basis, torch.eye(K, dtype=basis.dtype).expand(len(x), K, K))
+    dense = basis.basis()
+    torch.testing.assert_close(dense.transpose(1, 2) @ dense, torch.eye(K, dtype=dense.dtype).expand(len(x), K, K))
     v = torch.randn(len(x), N_AMBIENT, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     kept = project(v, basis)
     torch.testing.assert_close(project(kept, basis), kept)  # a projector: idempotent ...
@@ -150,8 +151,8 @@ def test_distances_match_the_linear_closed_form(plane, mode):
     assert (refined.adversarial_label != refined.original_label).all()
     if mode.startswith(("random", "coordinate")):  # the bases are recomputable from the seed, not only returned
         make = random_subspace_bases if mode.startswith("random") else coordinate_subset_bases
-        assert torch.equal(coarse.basis, make(len(x), N_AMBIENT, K, seed=5, dtype=torch.float64))
-        assert torch.equal(coarse.basis, refined.basis)
+        assert torch.equal(coarse.basis.basis(), make(len(x), N_AMBIENT, K, seed=5, dtype=torch.float64))
+        assert torch.equal(coarse.basis.basis(), refined.basis.basis())
 
 
 def test_gradient_without_tangent_component_reports_no_on_manifold_adversarial(plane):
@@ -170,9 +171,10 @@ def test_gradient_without_tangent_component_reports_no_on_manifold_adversarial(p
 def test_unreachable_boundary_is_a_failure_not_a_number(plane):
     _, x, tangent, model = plane
     result = GreedyProjectedPGD(model, step_size=STEP, max_steps=3)(x)
-    far = closed_form("free", model, x, None) > 3 * STEP
-    assert far.all() and not result.success.any() and torch.isnan(result.distance).all()
-    assert (result.steps == 3).all()
+    far = closed_form("free", model, x, None) > 3 * STEP  # beyond the walk's reach
+    assert far.sum() >= len(x) // 2
+    assert not result.success[far].any() and torch.isnan(result.distance[far]).all()
+    assert (result.steps[far] == 3).all()
 
 
 def test_early_stop_leaves_finished_samples_untouched(plane):
@@ -284,7 +286,7 @@ def test_margin_and_cross_entropy_losses_and_repr(plane):
 def test_summary_and_input_checks(plane):
     _, x, tangent, model = plane
     result = GreedyProjectedPGD(model, mode="random_on", step_size=0.01, max_steps=20_000, dim=2)(x)
-    assert result.basis.shape == (len(x), N_AMBIENT, 2)
+    assert result.basis.basis().shape == (len(x), N_AMBIENT, 2)
     summary = result.summary()
     assert summary["success_rate"] == 1.0 and summary["mode"] == "random_on"
     assert summary["median_distance"] == pytest.approx(float(np.median(result.distance.numpy())))

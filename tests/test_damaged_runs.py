@@ -397,8 +397,10 @@ def synthetic_variants() -> list[Variant]:
         "negative-label": lambda a: a["y_train"].__setitem__(0, -1),
         "n-classes": lambda a: a.update(n_classes=np.array(3)),
         "nan-points": lambda a: a["x_train"].__setitem__((0, 0), np.nan),
-        "inf-tangent": lambda a: a["tangent_test"].__setitem__((0, 0, 0), np.inf),
-        "flat-tangent": lambda a: a.update(tangent_train=a["tangent_train"][..., 0]),
+        # runs before format 2 stored dense tangent bases: a damaged one is still refused
+        "inf-tangent": lambda a: a.update(tangent_test=np.full((len(a["x_test"]), a["x_test"].shape[1],
+                                                                a["u_test"].shape[1]), np.inf)),
+        "flat-tangent": lambda a: a.update(tangent_train=np.zeros(a["x_train"].shape)),
         "u-columns": lambda a: a.update(u_test=a["u_test"][:, :1]),
         "complex": lambda a: a.update(u_train=a["u_train"].astype(complex)),
         "text-labels": lambda a: a.update(y_test=a["y_test"].astype(str)),

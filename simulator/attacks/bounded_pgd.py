@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from simulator.attacks.greedy_pgd import as_batch
-from simulator.attacks.subspaces import PROJECTIONS, check_mode, mode_bases
+from simulator.attacks.subspaces import PROJECTIONS, check_mode, mode_subspace
 
 
 def bounded_budget(epsilon: float | None, steps: int, step_size: float | None, data_radius: float) -> dict:
@@ -53,7 +53,7 @@ class BoundedProjectedPGD:
         if (label is None) == (target is None):
             raise ValueError("give exactly one of label= (untargeted) or target= (targeted)")
         x = as_batch(self.model, x)
-        basis = mode_bases(self.mode, x, tangent_bases, self.dim, self.seed)
+        basis = mode_subspace(self.mode, x, tangent_bases, self.dim, self.seed)
         project = PROJECTIONS[self.mode]
         classes = torch.as_tensor(label if target is None else target, device=x.device).long()
         direction = 1.0 if target is None else -1.0  # ascend CE of the label / descend CE of the target

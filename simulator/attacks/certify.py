@@ -5,7 +5,7 @@ minimal distance is at most that. This module gives the other side of the bracke
 r such that *no* point of the ball {x0 + v : v in S, ||v||_2 <= r} changes the label, proven by
 bounding the network's margin f_y - max_{j != y} f_j from below over the whole ball.
 
-    radius = certified_radius(model, x0, basis=B)                   # S = span B, B (N, n, k)
+    radius = certified_radius(model, x0, basis=B)                   # S = span B: a Subspace or (N, n, k)
     radius = certified_radius(model, x0, basis=B, complement=True)  # S = the complement of span B
     radius = certified_radius(model, x0)                            # S = R^n
 
@@ -45,6 +45,8 @@ import math
 import torch
 from torch import nn
 
+from simulator.attacks.operators import DenseBasis, FactoredBasis, Subspace
+from simulator.attacks.subspaces import as_subspace
 from simulator.attacks.linear_bounds import (
     Ball,
     Box,
@@ -69,6 +71,9 @@ BAB_SPLITS_PER_ROUND = 16
 # A box is halved across the side that maximises width x (|slope| + SPLIT_BALANCE ||slope||),
 # slope: the gradient of its weakest margin bound in z (thin across the boundary, not a needle).
 SPLIT_BALANCE = 0.1
+# Points certified at once: the first layer composed with a complement, W (I - B B^T), is
+# hidden x n float64 numbers per point, so large inputs are certified in chunks of points.
+CERTIFY_CHUNK_BYTES = 128 * 2**20
 # The first label change on the steepest ray: log-spaced probes, then halvings of the bracket.
 RAY_SAMPLES = 48
 RAY_BISECTIONS = 12
@@ -99,6 +104,17 @@ def certified_radius(model: nn.Module, x0: torch.Tensor, basis: torch.Tensor | N
     label = model(x0).argmax(dim=1) if label is None else torch.as_tensor(label, device=x0.device).long()
     x = x0.detach().to(torch.float64)
     basis = _orthonormal(basis, x, complement)
+    chunk = max(1, CERTIFY_CHUNK_BYTES // (8 * 4 * x.shape[1] * max(w.shape[0] for w, _ in net.linears)))
+    if len(x) > chunk:  # a point's radius does not depend on the others, so chunks change nothing
+        rows = torch.arange(len(x), device=x.device)
+        return torch.cat([_certified(net, x[part], None if basis is None else basis.select(part), label[part],
+                                     max_radius, steps, complement, bound, max_boxes, rtol, x0.dtype)
+                          for part in rows.split(chunk)])
+    return _certified(net, x, basis, label, max_radius, steps, complement, bound, max_boxes, rtol, x0.dtype)
+
+
+def _certified(net, x, basis, label, max_radius, steps, complement, bound, max_boxes, rtol, dtype) -> torch.Tensor:
+    """`certified_radius` for float64 points x with an orthonormal float64 `basis` operator."""
     first = subspace_first_layer(net, x, basis, complement)
 
     def margin_bound(method):
@@ -116,7 +132,7 @@ def certified_radius(model: nn.Module, x0: torch.Tensor, basis: torch.Tensor | N
             boxed = branch_and_bound(net, frame, label, radius, float(max_radius), max_boxes)
             # Branch and bound certifies the open ball; one ulp less gives the closed one.
             radius = torch.maximum(radius, torch.nextafter(boxed, torch.zeros_like(boxed)))
-    return _round_down(radius, x0.dtype)
+    return _round_down(radius, dtype)
 
 
 @torch.no_grad()
@@ -137,45 +153,63 @@ def margin_lower_bound(model: nn.Module, x0: torch.Tensor, label: torch.Tensor, 
 # --------------------------------------------------------------------------- subspaces
 
 
-def subspace_first_layer(net: Network, x: torch.Tensor, basis: torch.Tensor | None, complement: bool) -> FirstLayer:
-    """The first layer composed with x + A z: A = I (no basis), B, or I - B B^T (complement)."""
+def subspace_first_layer(net: Network, x: torch.Tensor, basis, complement: bool) -> FirstLayer:
+    """The first layer composed with x + A z: A = I (no basis), B, or I - B B^T (complement);
+    `basis` a Subspace or a dense (N, n, k) tensor."""
     weight, bias = net.linears[0]
     offset = x @ weight.T + bias
     if basis is None:
         return FirstLayer(weight.expand(len(x), -1, -1), offset)
-    projected = torch.einsum("hn,pnk->phk", weight, basis)  # W B
+    basis = as_subspace(basis, len(x))
+    if isinstance(basis, DenseBasis) and not basis.shared:
+        projected = torch.einsum("hn,pnk->phk", weight, basis.bases)  # W B, without a per-point copy of W
+    else:
+        projected = basis.coefficients(weight.expand(len(x), -1, -1))
     if not complement:
         return FirstLayer(projected, offset)
-    return FirstLayer(weight - torch.einsum("phk,pnk->phn", projected, basis), offset)  # W (I - B B^T)
+    return FirstLayer(weight - basis.expand(projected), offset)  # W (I - B B^T)
 
 
-def _orthonormal(basis, x, complement) -> torch.Tensor | None:
-    """The basis as (N, n, k) float64 with exactly orthonormal columns (QR; same span)."""
+def _orthonormal(basis, x, complement) -> Subspace | None:
+    """The subspaces as a float64 operator with orthonormal columns to float64 precision: dense
+    and factored bases are re-orthonormalised by QR (same span); coordinate and structured
+    random ones are orthonormal by construction."""
     if basis is None:
         if complement:
             raise ValueError("complement=True needs the basis of the span to avoid")
         return None
-    basis = torch.as_tensor(basis).to(device=x.device, dtype=torch.float64)
-    if basis.dim() == 2:
-        basis = basis.expand(len(x), *basis.shape)
-    if basis.dim() != 3 or basis.shape[:2] != x.shape or basis.shape[2] < 1:
-        raise ValueError(f"basis: expected ({len(x)}, {x.shape[1]}, k) or ({x.shape[1]}, k), got {tuple(basis.shape)}")
-    return torch.linalg.qr(basis).Q
+    if not isinstance(basis, Subspace):
+        basis = torch.as_tensor(basis).to(device=x.device, dtype=torch.float64)
+        if basis.dim() == 2:
+            basis = basis.expand(len(x), *basis.shape)
+        if basis.dim() != 3 or basis.shape[:2] != x.shape or basis.shape[2] < 1:
+            raise ValueError(f"basis: expected ({len(x)}, {x.shape[1]}, k) or ({x.shape[1]}, k), got {tuple(basis.shape)}")
+        basis = DenseBasis(basis)
+    if basis.n_points != len(x) or basis.ambient_dim != x.shape[1]:
+        raise ValueError(f"basis: expected {len(x)} subspaces of R^{x.shape[1]}, got {basis.n_points} of R^{basis.ambient_dim}")
+    basis = basis.to(device=x.device, dtype=torch.float64)
+    if isinstance(basis, DenseBasis):
+        dense = basis.bases.expand(len(x), -1, -1) if basis.shared else basis.bases
+        return DenseBasis(torch.linalg.qr(dense).Q)
+    if isinstance(basis, FactoredBasis):
+        return FactoredBasis(torch.linalg.qr(basis.embedding).Q, torch.linalg.qr(basis.local).Q)
+    return basis
 
 
 def _subspace_dim(x, basis, complement) -> int:
     if basis is None:
         return x.shape[1]
-    return x.shape[1] - basis.shape[2] if complement else basis.shape[2]
+    return x.shape[1] - basis.dim if complement else basis.dim
 
 
 def _frame(x, basis, complement) -> torch.Tensor:
     """An explicit orthonormal basis (N, n, d) of the subspace (for small d)."""
     if basis is None:
         return torch.eye(x.shape[1], dtype=x.dtype, device=x.device).expand(len(x), -1, -1)
+    dense = basis.basis(dtype=x.dtype)
     if not complement:
-        return basis
-    return torch.linalg.qr(basis, mode="complete").Q[:, :, basis.shape[2]:]
+        return dense
+    return torch.linalg.qr(dense, mode="complete").Q[:, :, dense.shape[2]:]
 
 
 def _round_down(radius: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from simulator.attacks.subspaces import PROJECTIONS, check_mode, mode_bases
+from simulator.attacks.operators import Subspace
+from simulator.attacks.subspaces import PROJECTIONS, check_mode, mode_subspace
 
 LOSSES = ("margin", "ce")
 
@@ -34,8 +35,8 @@ class AttackResult:
 
     delta: (N, n) final perturbation (refined when bisection was on); distance: (N,) its L2 norm,
     NaN where no adversarial example was found; success, steps, original_label, adversarial_label:
-    (N,); basis: (N, n, k) the subspace basis the mode used (its complement for `*_off` modes),
-    None for `free`. gradient_evaluations counts per-sample input gradients (one per sample per
+    (N,); basis: the subspace operator the mode used (a `Subspace`; the mode searches its
+    complement for `*_off` modes), None for `free`. gradient_evaluations counts per-sample input gradients (one per sample per
     backward pass), forward_evaluations per-sample forward passes.
     """
 
@@ -49,7 +50,7 @@ class AttackResult:
     forward_evaluations: int
     seconds: float
     mode: str
-    basis: torch.Tensor | None = None
+    basis: Subspace | None = None
 
     def summary(self) -> dict:
         """Medians and means over the successful samples, success rate, cost."""
@@ -201,9 +202,9 @@ class GreedyProjectedPGD:
                     ("mode", "step_size", "max_steps", "refine_steps", "loss", "dim", "seed", "normal_rounds")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
 
-    def subspace_bases(self, x: torch.Tensor, tangent_bases=None) -> torch.Tensor | None:
-        """The basis (N, n, k) whose span (`*_on`) or complement (`*_off`, `off`) the mode uses."""
-        return mode_bases(self.mode, x, tangent_bases, self.dim, self.seed)
+    def subspace_bases(self, x: torch.Tensor, tangent_bases=None) -> Subspace | None:
+        """The subspaces whose span (`*_on`) or complement (`*_off`, `off`) the mode uses."""
+        return mode_subspace(self.mode, x, tangent_bases, self.dim, self.seed)
 
     def _objective(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Per-sample quantity to *decrease* (N,)."""
@@ -229,7 +230,7 @@ class GreedyProjectedPGD:
         with torch.enable_grad():
             (gradient,) = torch.autograd.grad(self._objective(self.model(point), label[hit]).sum(), point)
         gradient_evaluations, forwards = len(hit), 0
-        projected = gradient if project is None else project(gradient, basis[hit])
+        projected = gradient if project is None else project(gradient, basis, hit)
         norm = projected.norm(dim=1, keepdim=True)
         usable = norm[:, 0] > NO_MOVE_RTOL * gradient.norm(dim=1)
         normal = -projected[usable] / norm[usable]  # downhill: towards the other side
@@ -262,7 +263,8 @@ class GreedyProjectedPGD:
         return gradient_evaluations, forwards
 
     def __call__(self, x, tangent_bases=None) -> AttackResult:
-        """Attack points x (N, n); `tangent_bases` (N, n, k) or (n, k) for on/off (and to give k)."""
+        """Attack points x (N, n); `tangent_bases` (a Subspace, or dense (N, n, k) or (n, k)) for on/off
+        (and to give k)."""
         start = time.perf_counter()
         x = as_batch(self.model, x)
         basis = self.subspace_bases(x, tangent_bases)
@@ -291,7 +293,7 @@ class GreedyProjectedPGD:
             (gradient,) = torch.autograd.grad(objective[~flipped].sum(), point)
             gradient_evaluations += len(active)
             gradient = gradient[~flipped]
-            projected = gradient if project is None else project(gradient, basis[moving])
+            projected = gradient if project is None else project(gradient, basis, moving)
             norm = projected.norm(dim=1)
             # No descent direction inside the subspace: stop instead of reporting a wrong distance.
             stuck = norm <= NO_MOVE_RTOL * gradient.norm(dim=1)

@@ -45,6 +45,7 @@ from simulator.attacks.ray_search import (
     sphere_directions,
     walk_to_nearest,
 )
+from simulator.attacks.operators import Subspace
 from simulator.attacks.subspaces import PROJECTIONS, gaussian_directions, subspace_dim, subspace_frame
 
 # Status of each point's bracket.
@@ -58,8 +59,6 @@ SEARCH_PASSES = 3
 # Relative nudges tried when a point found adversarial in one batch is not in the final check
 # (a forward pass can differ in the last bits with the batch's composition).
 NUDGES = (1e-6, 1e-5, 1e-4, 1e-3)
-# Largest gathered copy of per-row bases a projection may make (see `_row_projection`).
-GATHER_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,8 @@ class DistanceBrackets:
 
     lower (N,) certified; upper (N,) verified adversarial, NaN where none was found; delta (N, n)
     the perturbation achieving `upper` (zeros where none); label / adversarial_label (N,);
-    basis: the mode's basis (span for `*_on`, complement for `*_off`; None for free);
+    basis: the mode's subspace operator (its span for `*_on`, its complement for `*_off`; None
+    for free);
     certificate: None when lower bounds were computed, else why they are all 0.
     """
 
@@ -106,7 +106,7 @@ class DistanceBrackets:
     gradient_evaluations: int
     forward_evaluations: int
     seconds: float
-    basis: torch.Tensor | None = None
+    basis: Subspace | None = None
     certificate: str | None = None
     greedy_upper: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the PGD walk's alone
 
@@ -179,7 +179,7 @@ class MinimalDistanceSearch:
         greedy = self.pgd(x, tangent_bases)
         basis, label = greedy.basis, greedy.original_label
         n_points, ambient_dim = x.shape
-        k = None if basis is None else basis.shape[-1]
+        k = None if basis is None else basis.dim
         dim = ambient_dim if basis is None else subspace_dim(self.mode, k, ambient_dim)
         project = _row_projection(self.mode, basis)
         gradients, forwards = greedy.gradient_evaluations, greedy.forward_evaluations
@@ -232,7 +232,7 @@ class MinimalDistanceSearch:
     def _rays(self, x, work, basis, label, search, dim, project) -> torch.Tensor:
         """Unit rays (W, M, n) in each worked point's subspace."""
         if search == "exhaustive":
-            frame = subspace_frame(self.mode, x[work], None if basis is None else basis[work])
+            frame = subspace_frame(self.mode, x, basis, work)
             unit = sphere_directions(dim, self.budget.directions).to(x.dtype).to(x.device)
             return torch.einsum("wnd,md->wmn", frame, unit)
         # Drawn for the worked points only, each from its own stream: the same rays whatever else is searched.
@@ -303,26 +303,12 @@ def _unit_or_zero(v: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, v / norm.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
 
 
-def _row_projection(mode: str, basis: torch.Tensor | None):
-    """project(v (R, n), rows (R,)) onto each row's point's subspace, or None for free.
-
-    Gathering one basis per row costs R x n x k floats; above `GATHER_BYTES` (large images,
-    many rays) the rows are projected point by point instead, with each point's basis shared.
-    """
+def _row_projection(mode: str, basis: Subspace | None):
+    """project(v (R, n), rows (R,)) onto each row's point's subspace, or None for free."""
     operator = PROJECTIONS[mode]
     if operator is None:
         return None
-
-    def project(v: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        if len(rows) * basis[0].numel() * basis.element_size() <= GATHER_BYTES:
-            return operator(v, basis[rows])
-        out = torch.empty_like(v)
-        for owner in rows.unique():
-            mine = rows == owner
-            out[mine] = operator(v[mine], basis[owner])
-        return out
-
-    return project
+    return lambda v, rows: operator(v, basis, rows)
 
 
 @torch.no_grad()

@@ -67,9 +67,8 @@ def relabel_experiment(run: Run, progress: bool = True) -> dict:
     x_new, t_new, reached = relabelled_training_set(
         run.final_model(), data.x_train, data.y_train, data.n_classes, settings,
         numpy_rng(scene.seed, "relabel"), device)
-    relabelled = Dataset(x_train=x_new, y_train=t_new, u_train=data.u_train, tangent_train=data.tangent_train,
-                         x_test=data.x_test, y_test=data.y_test, u_test=data.u_test,
-                         tangent_test=data.tangent_test, n_classes=data.n_classes)
+    relabelled = Dataset(x_train=x_new, y_train=t_new, u_train=data.u_train, x_test=data.x_test,
+                         y_test=data.y_test, u_test=data.u_test, n_classes=data.n_classes)
     # A fresh model: another initialisation and batch order, plain training, two snapshots only.
     fresh_scene = scene.model_copy(update={
         "seed": torch_seed(scene.seed, "relabel_model") % 2**31,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simulator.attacks.subspaces import tangent_spaces
 from simulator.geometry.margins import model_dtype_device
 from simulator.geometry.tangent import margin_gradients
 
@@ -32,8 +33,23 @@ def boundary_heights(model: torch.nn.Module, base_points: torch.Tensor, directio
                      t_max: float, tolerance: float, bracket_steps: int = 32) -> torch.Tensor:
     """Signed distance t to the first label change along base + t * direction. (G,n),(G,n) -> (G,).
 
-    NaN where the label does not change within |t| <= t_max (or the direction is zero).
+    NaN where the label does not change within |t| <= t_max (or the direction is zero). Lines
+    are searched in chunks holding at most `PROBE_CHUNK_BYTES` of probe points; each line's
+    result depends on that line only.
     """
+    g, n = base_points.shape
+    chunk = max(1, PROBE_CHUNK_BYTES // (2 * bracket_steps * n * base_points.element_size()))
+    if g <= chunk:
+        return _line_heights(model, base_points, directions, t_max, tolerance, bracket_steps)
+    return torch.cat([_line_heights(model, base_points[start:start + chunk], directions[start:start + chunk],
+                                    t_max, tolerance, bracket_steps) for start in range(0, g, chunk)])
+
+
+# Probe points (lines x 2 bracket_steps x n) evaluated at once by `boundary_heights`.
+PROBE_CHUNK_BYTES = 64 * 2**20
+
+
+def _line_heights(model, base_points, directions, t_max, tolerance, bracket_steps) -> torch.Tensor:
     g, n = base_points.shape
     start = _labels(model, base_points)
     ts = torch.linspace(0, t_max, bracket_steps + 1, device=base_points.device, dtype=base_points.dtype)[1:]
@@ -65,8 +81,7 @@ def probe_directions(model: torch.nn.Module, manifold, points: torch.Tensor, u: 
     if manifold.ambient_dim == manifold.dim + 1:
         return torch.as_tensor(manifold.unit_normal(u), dtype=points.dtype, device=points.device)
     gradient = margin_gradients(model, points)
-    bases = torch.as_tensor(manifold.tangent_basis(u), dtype=points.dtype, device=points.device)
-    normal_part = gradient - torch.einsum("gik,gk->gi", bases, torch.einsum("gik,gi->gk", bases, gradient))
+    normal_part = tangent_spaces(manifold, u, device=points.device, dtype=points.dtype).remove(gradient)
     norm = normal_part.norm(dim=1, keepdim=True)
     return torch.where(norm > 0, normal_part / norm.clamp_min(1e-30), torch.zeros_like(normal_part))
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
+from simulator.attacks.subspaces import as_subspace
 from simulator.geometry.margins import predicted_margin
 
 
@@ -25,12 +26,14 @@ def margin_gradients(model: torch.nn.Module, points: torch.Tensor) -> torch.Tens
     return vmap(grad(margin_of_one))(points).detach()
 
 
-def tangent_fractions(vectors: torch.Tensor, tangent_bases: torch.Tensor) -> torch.Tensor:
-    """tau = ||U^T v|| / ||v|| (U orthonormal, so ||U^T v|| = ||U U^T v||). (N,n),(N,n,k) -> (N,).
+def tangent_fractions(vectors: torch.Tensor, tangent_bases) -> torch.Tensor:
+    """tau = ||U^T v|| / ||v|| (U orthonormal, so ||U^T v|| = ||U U^T v||). vectors (N, n); the
+    tangent spaces a Subspace operator or dense bases (N, n, k) -> (N,).
 
     Zero vectors give NaN (no direction to measure).
     """
-    along = torch.einsum("nik,ni->nk", tangent_bases, vectors).norm(dim=1)
+    along = as_subspace(tangent_bases, len(vectors)).to(device=vectors.device, dtype=vectors.dtype) \
+        .coefficients(vectors).norm(dim=1)
     norm = vectors.norm(dim=1)
     return torch.where(norm > 0, along / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.nan)
 

@@ -51,14 +51,16 @@ def wrap_angle(angle) -> np.ndarray:
 def random_isometry(ambient_dim: int, host_dim: int, seed: int) -> np.ndarray:
     """A seeded (n, h) matrix with orthonormal columns.
 
-    The columns are the first h columns of a Haar-random orthogonal matrix: QR of a Gaussian
-    matrix with the signs fixed so that diag(R) > 0 (without the fix Q is not Haar-distributed
+    The columns are distributed as the first h columns of a Haar-random orthogonal matrix: QR
+    of an (n, h) Gaussian matrix with the signs fixed so that diag(R) > 0 (without the fix Q is not Haar-distributed
     and depends on LAPACK's sign convention).
     """
     rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.standard_normal((ambient_dim, ambient_dim)))
+    # Gram-Schmidt of the first h columns does not depend on the others, so QR of an (n, h)
+    # Gaussian gives the same distribution at O(n h^2) instead of O(n^3).
+    q, r = np.linalg.qr(rng.standard_normal((ambient_dim, host_dim)))
     signs = np.where(np.diag(r) < 0, -1.0, 1.0)
-    return (q * signs)[:, :host_dim]
+    return q * signs
 
 
 def rejection_sample(n_samples, rng, low, high, density, density_bound) -> np.ndarray:
@@ -182,10 +184,16 @@ class Manifold(ABC):
         d phi / du_i: the basis follows the chart directions instead of LAPACK's sign choice.
         Undefined where the chart is degenerate (the sphere's poles).
         """
+        # QR in host space is cheaper and equal after embedding, since E preserves inner products.
+        return self.embedding_matrix @ self.host_tangent_basis(u)
+
+    def host_tangent_basis(self, u) -> np.ndarray:
+        """Q(u) [..., h, k] with tangent_basis(u) = E Q(u): the orthonormal tangent basis in host
+        coordinates. With E (`embedding_matrix`, n x h) it gives the tangent spaces of many
+        points in N h k + n h numbers instead of N n k."""
         q, r = np.linalg.qr(self._host_jacobian(self._as_chart(u)))
         signs = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
-        # QR in host space is cheaper and equal after embedding, since E preserves inner products.
-        return self.embedding_matrix @ (q * signs[..., None, :])
+        return q * signs[..., None, :]
 
     def unit_normal(self, u) -> np.ndarray:
         """Unit normal of the hypersurface inside range(E): [..., k] -> [..., n]."""

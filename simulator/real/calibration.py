@@ -98,7 +98,8 @@ def calibrate_autoencoder(scene: Scene | str | Path, autoencoder: AutoencoderSpe
                                     spec.batch_size, spec.lr, spec.weight_decay, scene.seed, device,
                                     x_test=data.x_test, output="affine")
     x = torch.as_tensor(data.x_test[:n_points], dtype=torch.float32, device=device)
-    exact = torch.as_tensor(data.tangent_test[:n_points], dtype=torch.float32, device=device)
+    # Dense: the principal angles compare two explicit bases (n_points x n x k floats each).
+    exact = torch.as_tensor(manifold.tangent_basis(data.u_test[:n_points]), dtype=torch.float32, device=device)
     with torch.no_grad():
         codes = ae.encode(x)
     estimated, singular_values = decoder_tangent_bases(ae.decoder, codes)

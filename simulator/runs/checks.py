@@ -172,7 +172,10 @@ def dataset_specs() -> dict[str, ArraySpec]:
         specs |= {f"x_{split}": ArraySpec("f", (rows, "manifold.ambient_dim"), finite=True),
                   f"y_{split}": ArraySpec("iu", (rows,)),
                   f"u_{split}": ArraySpec("f", (rows, "manifold dim k"), finite=True),
-                  f"tangent_{split}": ArraySpec("f", (rows, "manifold.ambient_dim", "manifold dim k"), finite=True)}
+                  # Runs before format 2 also stored the dense tangent bases; they are checked, then
+                  # ignored: the manifold recomputes them from u.
+                  f"tangent_{split}": ArraySpec("f", (rows, "manifold.ambient_dim", "manifold dim k"), finite=True,
+                                                required=False)}
     return specs
 
 

@@ -2,7 +2,7 @@
 
     <out>/<scene-name>/
         scene.yaml       the resolved scene (every default filled in)
-        data.npz         train/test points, labels, chart coordinates, tangent bases
+        data.npz         train/test points, labels, chart coordinates (tangent spaces follow from them)
         snapshots.pt     {"steps": [...], "state_dicts": [...]} (torch.load(weights_only=True))
         metrics.json     format version, training history, per-snapshot scalars, later measurements
         *.png, report.md figures and the report

@@ -43,9 +43,10 @@ from simulator.attacks.statistics import (
     random_alignment_baseline,
     specificity_bracket,
 )
-from simulator.attacks.subspaces import SPECIFICITY_MODES, subspace_dim
+from simulator.attacks.operators import Subspace
+from simulator.attacks.subspaces import SPECIFICITY_MODES, as_subspace, subspace_dim, tangent_spaces
 from simulator.config.resolve import AttackSettings
-from simulator.geometry.stretch import feature_jacobians
+from simulator.geometry.stretch import feature_jacobians, spectra
 from simulator.progress import counting_bar
 from simulator.runs.format import LOWER_BOUND_PREFIX
 from simulator.runs.loading import Run
@@ -102,7 +103,8 @@ def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, f
     snapshot's model (every snapshot's with `every_snapshot`). `feature_directions`: the scene's
     named class features at those points ({} when its label rule has none)."""
     count = settings.n_points
-    x, bases, labels = run.data.x_test[:count], run.data.tangent_test[:count], run.data.y_test[:count]
+    x, labels = run.data.x_test[:count], run.data.y_test[:count]
+    bases = tangent_spaces(run.manifold(), run.data.u_test[:count])
     records = run.snapshots if settings.every_snapshot else run.snapshots[-1:]
     started = time.perf_counter()
     reports = []
@@ -122,21 +124,23 @@ def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, f
 def attack_arrays(model: torch.nn.Module, x, bases, settings: AttackSettings, seed: int, device: torch.device,
                   labels=None, feature_directions: dict | None = None, dim: int | None = None) -> dict:
     """`attack_points` for arrays or tensors (any kind of run): moves the model to `device` in
-    evaluation mode and the points (N, n), tangent bases (N, n, k) and labels (N,) beside it.
-    Without a manifold estimate pass `bases=None` and the random subspaces' dimension `dim`."""
+    evaluation mode and the points (N, n), tangent spaces (a Subspace or dense bases (N, n, k))
+    and labels (N,) beside it. Without a manifold estimate pass `bases=None` and the random
+    subspaces' dimension `dim`."""
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
     x = torch.as_tensor(x, dtype=dtype, device=device)
-    bases = None if bases is None else torch.as_tensor(bases, dtype=dtype, device=device)
+    bases = None if bases is None else as_subspace(
+        bases if isinstance(bases, Subspace) else torch.as_tensor(bases, dtype=dtype)).to(device=device, dtype=dtype)
     labels = None if labels is None else torch.as_tensor(labels, device=device)
     return attack_points(model, x, bases, settings, seed, labels=labels, feature_directions=feature_directions,
                          dim=dim)
 
 
-def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor | None, settings: AttackSettings,
+def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: Subspace | None, settings: AttackSettings,
                   seed: int, labels: torch.Tensor | None = None, feature_directions: dict | None = None,
                   dim: int | None = None) -> dict:
-    """Every mode of `settings.modes` at points x (N, n) with tangent bases (N, n, k) (or None
+    """Every mode of `settings.modes` at points x (N, n) with their tangent spaces (or None
     and the subspace dimension `dim`, for runs without a manifold estimate: no on/off modes),
     for any kind of run. `seed`: the scene's seed (the bootstrap's stream). With the points' true
     `labels`, robust accuracy at `settings.robust_epsilons`; with named `feature_directions`
@@ -145,7 +149,7 @@ def attack_points(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor |
     Returns the report: per mode a summary, "distances" {mode: (N,) upper ends}, "lower_bounds"
     {mode: (N,)} and "free_delta" (N, n)."""
     n = x.shape[1]
-    k = dim if bases is None else bases.shape[-1]
+    k = dim if bases is None else bases.dim
     report: dict = {"modes": {}, "distances": {}, "lower_bounds": {}}
     free_delta = None
     for mode in settings.modes:
@@ -257,8 +261,7 @@ def _stretch_alignment(model, x, free_delta, free_distance, ambient_dim: int) ->
     if not found.any():
         return {"mean_alignment": None, "random_baseline": random_alignment_baseline(ambient_dim)}
     index = torch.as_tensor(np.flatnonzero(found), device=x.device)
-    jacobians = feature_jacobians(model, x[index]).double()
-    top_direction = torch.linalg.svd(jacobians, full_matrices=False)[2][:, 0, :]
+    top_direction = spectra(feature_jacobians(model, x[index]))[1]
     direction = free_delta[index].double()
     direction = direction / direction.norm(dim=1, keepdim=True)
     alignment = (direction * top_direction).sum(dim=1).abs().cpu().numpy()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from simulator.attacks.subspaces import as_subspace, tangent_spaces
 from simulator.config.resolve import MeasureSettings
 from simulator.geometry.height import (
     HeightField,
@@ -24,7 +25,7 @@ from simulator.geometry.height import (
     probe_directions,
     summarize_heights,
 )
-from simulator.geometry.stretch import feature_jacobians, stretch_spectra
+from simulator.geometry.stretch import stretch_spectra
 from simulator.geometry.tangent import (
     margin_gradients,
     summarize_tangent_fractions,
@@ -36,16 +37,18 @@ from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng
 
 
-def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases: torch.Tensor,
+def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases,
                         feature_directions: dict | None = None) -> tuple[dict, np.ndarray]:
-    """{"tangent": ..., "stretch": ...} summaries at points x (N, n) with tangent bases (N, n, k),
-    for any kind of run (exact or autoencoder-estimated bases); also tau per point (N,).
-    `feature_directions` ({name: (N, n)}): named class features, for the stretch alignment."""
-    k, n = bases.shape[-1], x.shape[1]
+    """{"tangent": ..., "stretch": ...} summaries at points x (N, n) with their tangent spaces (a
+    Subspace operator, or dense bases (N, n, k)), for any kind of run (exact or
+    autoencoder-estimated); also tau per point (N,). `feature_directions` ({name: (N, n)}):
+    named class features, for the stretch alignment."""
+    bases = as_subspace(bases, len(x))
+    k, n = bases.dim, x.shape[1]
     tau = tangent_fractions(margin_gradients(model, x), bases).cpu().numpy()
     summary = {"tangent": summarize_tangent_fractions(tau, k, n)}
     if hasattr(model, "features"):
-        summary["stretch"] = stretch_spectra(feature_jacobians(model, x), bases, feature_directions)
+        summary["stretch"] = stretch_spectra(model, bases, feature_directions, x=x)
     return summary, tau
 
 
@@ -61,7 +64,7 @@ def measure_model(model: torch.nn.Module, manifold, run: Run, settings: MeasureS
     dtype = next(model.parameters()).dtype
     count = settings.n_points
     x = torch.as_tensor(run.data.x_test[:count], dtype=dtype, device=device)
-    bases = torch.as_tensor(run.data.tangent_test[:count], dtype=dtype, device=device)
+    bases = tangent_spaces(manifold, run.data.u_test[:count], device=device, dtype=dtype)
     summary, _ = tangent_and_stretch(model, x, bases, feature_directions)
     field = None
     if resolution is not None:

@@ -16,6 +16,7 @@ import math
 import torch
 
 from simulator.attacks.bounded_pgd import BoundedProjectedPGD, bounded_budget
+from simulator.attacks.operators import Subspace
 from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.geometry.scale import data_radius
@@ -32,14 +33,14 @@ def resolved_adversarial_settings(scene: Scene, data: Dataset) -> dict:
 class AdversarialBatches:
     """Replaces the first `fraction` of each (already shuffled) batch by adversarial examples."""
 
-    def __init__(self, settings: dict, tangent_train: torch.Tensor | None):
+    def __init__(self, settings: dict, tangent_train: Subspace | None):
         self.settings = settings
-        self.tangent_train = tangent_train  # (N, n, k) on the training device; needed for on/off
+        self.tangent_train = tangent_train  # the training points' tangent spaces; needed for on/off
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         count = math.ceil(self.settings["fraction"] * len(x))
         attack = BoundedProjectedPGD(model, self.settings["epsilon"], self.settings["steps"],
                                      self.settings["step_size"], mode=self.settings["mode"])
-        bases = None if self.settings["mode"] == "free" else self.tangent_train[index[:count]]
+        bases = None if self.settings["mode"] == "free" else self.tangent_train.select(index[:count])
         delta = attack(x[:count], label=y[:count], tangent_bases=bases)
         return torch.cat([x[:count] + delta, x[count:]])
