@@ -169,7 +169,25 @@ class Stripes(LabelRule):
 
 
 class Checkerboard(LabelRule):
+    """Classes alternate over a checkerboard of the chart box. With `sampling: grid` the first
+    points drawn are the cell centres (Melamed et al.'s 5 x 5 chessboard of training points)."""
+
     rule = "checkerboard"
+
+    def sample(self, n_samples, rng):
+        if self.spec.sampling != "grid":
+            return super().sample(n_samples, rng)
+        grid = self.cell_centres()[:n_samples]
+        # The rest are uniform by volume, as without the grid (the test points of a grid scene).
+        rest = self.manifold.sample_chart(n_samples - len(grid), rng)
+        u = np.concatenate([grid, rest])
+        return u, self.label_of(u)
+
+    def cell_centres(self) -> np.ndarray:
+        """The centre of every cell of the chart box, (cells_per_axis**k, k), first axis slowest."""
+        cells, k = self.spec.cells_per_axis, self.manifold.dim
+        index = np.stack(np.meshgrid(*[np.arange(cells)] * k, indexing="ij"), -1).reshape(-1, k)
+        return self.low + (index + 0.5) / cells * self.width
 
     def label_of(self, u):
         n_axes = self.spec.n_axes or self.manifold.dim

@@ -42,8 +42,8 @@ def test_shipped_scene_data_lies_on_its_manifold(scene_file, tiny_overrides):
         assert np.all(manifold.belongs(data.x_train, atol=1e-8))
     np.testing.assert_allclose(data.x_test, manifold.immersion(data.u_test) + offset, atol=1e-10)
     # the run stores no tangent bases: the operator rebuilt from u gives the manifold's exact ones
-    operator = tangent_spaces(manifold, data.u_train, dtype=torch.float64)
-    np.testing.assert_allclose(operator.basis().numpy(), manifold.tangent_basis(data.u_train), atol=1e-12)
+    operator = tangent_spaces(manifold, data.u_train[:10], dtype=torch.float64)
+    np.testing.assert_allclose(operator.basis().numpy(), manifold.tangent_basis(data.u_train[:10]), atol=1e-12)
     assert set(np.unique(data.y_train)) <= set(range(scene.labels.n_classes))
 
 

@@ -45,8 +45,6 @@ import math
 import torch
 from torch import nn
 
-from simulator.attacks.operators import DenseBasis, FactoredBasis, Subspace
-from simulator.attacks.subspaces import as_subspace
 from simulator.attacks.linear_bounds import (
     Ball,
     Box,
@@ -58,6 +56,8 @@ from simulator.attacks.linear_bounds import (
     interval_margins,
     network_layers,
 )
+from simulator.attacks.operators import DenseBasis, FactoredBasis, Subspace
+from simulator.attacks.subspaces import as_subspace
 
 __all__ = ["BOUNDS", "certified_radius", "margin_lower_bound", "network_layers"]
 

@@ -5,7 +5,7 @@
     parse_memory_size("8G")                    # 8 * 2**30, for `sim run --max-memory`
 
 The estimate counts the large arrays each stage builds (their shapes follow from the settings:
-points x n x k tangent bases, resolution^k chart grids, resolution^3 render grids, ...), not
+points x n inputs, tangent operators, resolution^k chart grids, resolution^3 render grids, ...), not
 Python, PyTorch and plotting libraries themselves (a few hundred MB, already loaded when the
 check runs). Arrays kept for the whole run (the data, the snapshots) add up; each stage's
 working arrays are freed when it ends, so the peak is the kept arrays plus the largest stage.
@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
+from simulator.attacks.certify import CERTIFY_CHUNK_BYTES
+from simulator.attacks.operators import STRUCTURED_ROUNDS
+from simulator.attacks.subspaces import random_subspace_kind
 from simulator.errors import SceneError
+from simulator.geometry.height import PROBE_CHUNK_BYTES
+from simulator.geometry.stretch import JACOBIAN_CHUNK_BYTES
 
 F64, F32, I64 = 8, 4, 8  # bytes per number
 
@@ -181,9 +186,9 @@ def _scene_estimate(scene) -> MemoryEstimate:
     n, k = scene.manifold.ambient_dim, scene.manifold_dim()
     points = scene.data.n_train + scene.data.n_test
     parameters = mlp_parameters(n, list(scene.model.hidden), scene.labels.n_classes)
-    data = points * (n + k + n * k + 1) * F64  # x, u, tangent bases, labels (data.py)
+    data = points * (n + k + 1) * F64  # x, u, labels (data.py; tangent spaces are recomputed from u)
     snapshots = scene.snapshot_count() * parameters * F32
-    kept = {"data arrays (data.n_train + n_test points x n x k tangent bases)": data,
+    kept = {"data arrays (data.n_train + n_test points x manifold.ambient_dim)": data,
             "snapshots (snapshots.*, model.hidden)": snapshots}
     stages = {"drawing the data (data.*, manifold.ambient_dim)": _data_stage(scene, points, n),
               # compressing and digesting the files, then reading them back beside the first copy
@@ -201,9 +206,9 @@ def _scene_estimate(scene) -> MemoryEstimate:
 
 
 def _data_stage(scene, points: int, n: int) -> int:
-    """Drawing the data: the random isometry's QR (n x n), and a copy of the points per step
+    """Drawing the data: the random isometry's QR (n x h), and a copy of the points per step
     (immersion, noise, its normal part)."""
-    isometry = QR_COPIES * n * n * F64 if scene.manifold.embedding == "random" else 0
+    isometry = QR_COPIES * n * scene.manifold.host_dim() * F64 if scene.manifold.embedding == "random" else 0
     copies = 3 if scene.data.noise_std > 0 else 1
     return isometry + copies * points * n * F64
 
@@ -216,8 +221,9 @@ def _training_stage(scene, points: int, n: int, k: int, parameters: int) -> int:
     activations = _mlp_activations(batch, hidden, classes) + _mlp_activations(
         min(EVALUATION_CHUNK, points), hidden, classes) // ACTIVATION_COPIES
     adversarial = 0
-    if scene.train.adversarial.enabled:  # float32 tangent bases of the training set, PGD state
-        adversarial = scene.data.n_train * n * k * F32 + ATTACK_COPIES * batch * n * F32
+    if scene.train.adversarial.enabled:  # the training set's tangent operator (E Q(u)), PGD state
+        h = scene.manifold.host_dim()
+        adversarial = (scene.data.n_train * h * k + n * h) * F32 + ATTACK_COPIES * batch * n * F32
     return inputs + optimiser + activations + adversarial
 
 
@@ -230,31 +236,37 @@ def height_points(resolution: int, k: int, max_points: int) -> int:
 
 
 def _measure_stage(scene, n: int, k: int) -> int:
-    """The finest height field (probes: points x 2 bracket_steps x n) plus the per-point
-    tangent-fraction and stretch arrays at measure.n_points."""
+    """The finest height field (probes: at most PROBE_CHUNK_BYTES of points x 2 bracket_steps x n
+    at a time) plus the per-point tangent-fraction and stretch arrays at measure.n_points
+    (Jacobians in chunks of JACOBIAN_CHUNK_BYTES)."""
     spec = scene.measure
+    h = scene.manifold.host_dim()
     grid = height_points(max(spec.height_resolution, spec.final_height_resolution), k, spec.height_max_points)
-    probes = 2 * spec.bracket_steps * (n * F32 + I64 + 1)  # points, their labels, the changed mask
-    chart = n * k * (2 * F64 + F32) + n * (2 * F64 + 3 * F32)  # Jacobians, bases, points, directions
+    probes = min(grid * 2 * spec.bracket_steps * n * F32, PROBE_CHUNK_BYTES) * 2  # points, and their labels
+    chart = h * k * (2 * F64 + F32) + n * (2 * F64 + 3 * F32)  # host Jacobians and bases, points, directions
     widest = max(scene.model.hidden)
     labels = LABEL_CHUNK * widest * F32 * 2
     distances = DISTANCE_CHUNK * scene.data.n_train * F64 * 2
-    per_point = spec.n_points * (2 * n * k * F32 + 3 * widest * n * F64)  # bases, feature Jacobians + SVD
-    return grid * (probes + chart) + labels + distances + per_point
+    jacobians = min(spec.n_points * widest * n * F32, JACOBIAN_CHUNK_BYTES) * 4  # float32, float64 copy, Gram
+    per_point = spec.n_points * (h * k * F32 + 2 * n * F64) + jacobians
+    return grid * chart + probes + labels + distances + per_point
 
 
 def _attack_stage(spec, count: int, n: int, k: int, classes: int, widest: int) -> int:
-    """One mode at a time: the walk's state, the mode's bases (random ones via float64 QR blocks),
-    DeepFool's per-class gradients and the stretch alignment's feature Jacobians."""
+    """One mode at a time: the walk's state, the mode's subspace operator (a dense Haar basis per
+    point while n k <= HAAR_MAX_ENTRIES, via float64 QR blocks; else O(n) per point), the
+    certifier's chunk, DeepFool's per-class gradients and the stretch alignment's Jacobians."""
     bases = 0
-    if any(mode.startswith(("random", "coordinate")) for mode in spec.modes):
-        bases = count * n * k * F32
-        if any(mode.startswith("random") for mode in spec.modes):
-            bases += QR_COPIES * min(count, SUBSPACE_CHUNK) * n * k * F64
-    tangent = count * n * k * F32 if any(mode in ("on", "off") for mode in spec.modes) else 0
+    if any(mode.startswith("random") for mode in spec.modes):
+        if random_subspace_kind(n, k) == "haar":
+            bases = count * n * k * F32 + QR_COPIES * min(count, SUBSPACE_CHUNK) * n * k * F64
+        else:
+            bases = count * (STRUCTURED_ROUNDS * n + k * I64)
+    tangent = count * (k + 1) * k * F32 if any(mode in ("on", "off") for mode in spec.modes) else 0
+    certify = CERTIFY_CHUNK_BYTES if spec.search.certify else 0
     deepfool = count * classes * n * F32 if spec.check_with_deepfool else 0
     jacobians = count * widest * n * F64 * 2  # the stretch alignment (models with `features`; widest 0: none)
-    return ATTACK_COPIES * count * n * F32 + bases + tangent + deepfool + jacobians
+    return ATTACK_COPIES * count * n * F32 + bases + tangent + certify + deepfool + jacobians
 
 
 def _render_stage(scene, n: int) -> int:

@@ -37,9 +37,10 @@ from simulator.manifolds import MANIFOLD_FAMILIES
 
 MAX_SEED = 2**63 - 1  # run records and most tools store integers as int64
 MAX_AMBIENT_DIM = 2**20  # a megapixel image; whether the arrays fit is the memory check's job
-# The seeded random isometry is the QR factorisation of an n x n Gaussian matrix, redone by
-# every stage that rebuilds the manifold: ~3 s at n = 2048 and ~25 s at 4096 on one core.
-MAX_RANDOM_EMBEDDING_DIM = 4096
+# The seeded random isometry is an n x h float64 matrix (the QR factorisation of an n x h
+# Gaussian), redone by every stage that rebuilds the manifold: 2**25 entries is 256 MiB and a
+# few seconds of QR, e.g. n = 150528 (a 224 x 224 x 3 image) at h = 222.
+MAX_RANDOM_EMBEDDING_ENTRIES = 2**25
 MAX_POINTS = 10**7  # data points (MNIST has 7 x 10^4); the memory check bounds the arrays
 MAX_WIDTH = 2**16  # hidden layer width
 MAX_LAYERS = 64
@@ -107,12 +108,12 @@ class _ManifoldBase(StrictModel):
                 f"ambient_dim: {self.ambient_dim} is smaller than the {_possessive(self.family_noun)} host "
                 f"dimension {self.host_dim()}; set manifold.ambient_dim to at least {self.host_dim()}"
             )
-        if self.embedding == "random" and self.ambient_dim > MAX_RANDOM_EMBEDDING_DIM:
+        if self.embedding == "random" and self.ambient_dim * self.host_dim() > MAX_RANDOM_EMBEDDING_ENTRIES:
             raise ValueError(
-                f"ambient_dim: {self.ambient_dim} is too large for embedding: random (at most "
-                f"{MAX_RANDOM_EMBEDDING_DIM}): the random isometry is the QR factorisation of an n x n matrix, "
-                f"minutes of work at this size, redone by every stage; set manifold.embedding: identity or a "
-                f"smaller ambient_dim"
+                f"ambient_dim: {self.ambient_dim} x host dimension {self.host_dim()} is too large for "
+                f"embedding: random (at most {MAX_RANDOM_EMBEDDING_ENTRIES:,} entries): the random isometry is "
+                f"an n x h float64 matrix, {8 * self.ambient_dim * self.host_dim() / 2**20:,.0f} MiB and its QR "
+                f"redone by every stage; set manifold.embedding: identity, or a smaller ambient_dim or dim"
             )
         return self
 
@@ -136,7 +137,22 @@ class FlatSpec(_ManifoldBase):
     family: Literal["flat"]
     dim: int = Field(2, ge=1, le=MAX_AMBIENT_DIM - 1, description="k: intrinsic dimension (1 line, 2 plane, ...).")
     extent: float = Field(1.0, ge=MIN_LENGTH, le=MAX_LENGTH, description="Chart box half-width: data lies in [-extent, extent]^k.", json_schema_extra=LENGTH)
+    offset: list[Annotated[float, Field(ge=-MAX_LENGTH, le=MAX_LENGTH)]] | None = Field(
+        None, max_length=MAX_AMBIENT_DIM, json_schema_extra=why(
+            f"one entry per ambient coordinate (manifold.ambient_dim), each between -{MAX_LENGTH:g} and {MAX_LENGTH:g}"),
+        description="A point added after embedding, so the flat no longer passes through the origin "
+        "(e.g. [0, 0, 0.5] with embedding: identity is the plane z = 0.5 of Melamed et al. 2023); "
+        "default none: the flat passes through the origin.")
 
+    @model_validator(mode="after")
+    def _offset_is_a_point(self):
+        if self.offset is not None and len(self.offset) != self.ambient_dim:
+            raise ValueError(
+                f"offset: has {len(self.offset)} entries but manifold.ambient_dim is {self.ambient_dim}; the offset "
+                f"is a point of the input space, so give one number per ambient coordinate (e.g. [0, 0, 0.5] "
+                f"in 3-D) or leave it out for a flat through the origin"
+            )
+        return self
 
     @property
     def family_noun(self) -> str:
@@ -337,10 +353,23 @@ class CheckerboardLabels(_LabelBase):
                                 json_schema_extra=why(f"at most {MAX_CELLS:,} cells per axis"))
     n_axes: int | None = Field(None, ge=1, le=MAX_AMBIENT_DIM,
                                description="How many leading chart axes carry the pattern; default all.")
+    sampling: Literal["uniform", "grid"] = Field(
+        "uniform",
+        description="uniform: every point is drawn uniformly by volume. grid: the first cells_per_axis**k "
+        "points drawn are the cell centres of the chart box, in grid order (first axis slowest), the rest "
+        "uniform; with data.n_train = cells_per_axis**k the training set is exactly the grid and the test "
+        "points are random (Melamed et al.'s 5 x 5 chessboard: cells_per_axis 5, n_train 25).")
 
     def check_fits(self, k, family):
         if self.n_axes is not None and self.n_axes > k:
             raise ValueError(f"labels.n_axes: {self.n_axes} exceeds the manifold's k={k}")
+        # Compared in logarithms: cells_per_axis**k itself can have millions of digits.
+        if self.sampling == "grid" and k * math.log(self.cells_per_axis) > math.log(MAX_POINTS) + 1e-9:
+            raise ValueError(
+                f"labels.sampling: grid puts cells_per_axis**k = {self.cells_per_axis}**{k} points on the chart, "
+                f"more than the {MAX_POINTS:,} points a data set may have; lower labels.cells_per_axis or use "
+                f"sampling: uniform"
+            )
 
 
 class RandomLabels(_LabelBase):
@@ -487,7 +516,15 @@ class TrainSpec(StrictModel):
                                 description="L2 weight decay (coupled, as in torch.optim).")
     batch_size: int = Field(128, ge=1, le=MAX_POINTS, description="Mini-batch size (capped at n_train).",
                             json_schema_extra=POINTS)
-    steps: int = Field(2000, ge=1, le=MAX_STEPS, description="Optimiser steps.", json_schema_extra=STEPS)
+    steps: int = Field(2000, ge=1, le=MAX_STEPS, json_schema_extra=STEPS,
+                       description="Optimiser steps (the most, when stop_at_margin stops training earlier).")
+    stop_at_margin: float | None = Field(
+        None, gt=0, le=MAX_LENGTH, json_schema_extra=why(f"a positive logit margin up to {MAX_LENGTH:g}"),
+        description="Stop training once every training point has margin z_y - max_{j != y} z_j >= this value "
+        "(y its true class, so a misclassified point has a negative margin), as in 'trained until a margin is "
+        "reached' (Melamed et al. 2023). Checked on the whole training set at the loss-log cadence "
+        "(every train.steps // 200 steps); the final snapshot is then taken at the stopping step. "
+        "Default none: train for train.steps.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
     adversarial: AdversarialTrainingSpec = AdversarialTrainingSpec()
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from simulator.attacks.subspaces import tangent_spaces
 from simulator.geometry.margins import model_dtype_device
 from simulator.geometry.tangent import margin_gradients
 
@@ -81,7 +80,13 @@ def probe_directions(model: torch.nn.Module, manifold, points: torch.Tensor, u: 
     if manifold.ambient_dim == manifold.dim + 1:
         return torch.as_tensor(manifold.unit_normal(u), dtype=points.dtype, device=points.device)
     gradient = margin_gradients(model, points)
-    normal_part = tangent_spaces(manifold, u, device=points.device, dtype=points.dtype).remove(gradient)
+    # The tangent space is E (nu^perp) with nu the host-space unit normal (every family is a
+    # hypersurface of its host space), so its projection needs no basis: O(n h) per point.
+    embedding = torch.as_tensor(manifold.embedding_matrix, dtype=points.dtype, device=points.device)
+    normal = torch.as_tensor(manifold.host_unit_normal(u), dtype=points.dtype, device=points.device)
+    host = gradient @ embedding
+    tangent_part = (host - (host * normal).sum(dim=1, keepdim=True) * normal) @ embedding.T
+    normal_part = gradient - tangent_part
     norm = normal_part.norm(dim=1, keepdim=True)
     return torch.where(norm > 0, normal_part / norm.clamp_min(1e-30), torch.zeros_like(normal_part))
 

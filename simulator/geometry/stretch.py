@@ -48,17 +48,20 @@ def spectra(jacobians: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _top_eigenvector(gram: torch.Tensor, top_value: torch.Tensor, iterations: int = 3) -> torch.Tensor:
     """Unit eigenvectors (N, d) of symmetric G (N, d, d) for their largest eigenvalues, by
     inverse iteration shifted just above them (converges in one or two solves; the shift keeps
-    G - shift I nonsingular). A degenerate top eigenvalue gives some unit vector of its
+    shift I - G positive definite). A degenerate top eigenvalue gives some unit vector of its
     eigenspace, as an SVD would."""
     d = gram.shape[-1]
-    scale = top_value.abs().clamp_min(torch.finfo(gram.dtype).tiny)
-    shifted = gram - ((top_value + 1e-10 * scale)[:, None, None] * torch.eye(d, dtype=gram.dtype, device=gram.device))
+    # G = 0 (a Jacobian that vanishes, e.g. every unit dead) has no top direction: shift by 1 there.
+    gap = torch.where(top_value > 0, 1e-10 * top_value, torch.ones_like(top_value))
+    # shift I - G is symmetric positive definite (shift above every eigenvalue): Cholesky solves.
+    shifted = (top_value + gap)[:, None, None] * torch.eye(d, dtype=gram.dtype, device=gram.device) - gram
+    factor = torch.linalg.cholesky_ex(shifted)[0]
     vector = torch.ones(gram.shape[0], d, 1, dtype=gram.dtype, device=gram.device) \
         + torch.linspace(0, 1, d, dtype=gram.dtype, device=gram.device)[None, :, None]  # not orthogonal to v_1
     for _ in range(iterations):
-        vector = torch.linalg.solve(shifted, vector)
+        vector = torch.cholesky_solve(vector, factor)
         vector = vector / vector.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
-    return vector[..., 0]
+    return torch.nan_to_num(vector[..., 0])
 
 
 # Relative size below which a singular value is not resolved from the Gram matrix in float64

@@ -195,6 +195,12 @@ class Manifold(ABC):
         signs = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
         return q * signs[..., None, :]
 
+    def host_unit_normal(self, u) -> np.ndarray:
+        """Unit normal of the hypersurface in host coordinates: [..., k] -> [..., h]. The tangent
+        space at phi(u) is E (nu^perp): the projection of v onto it is E (y - (nu . y) nu) with
+        y = E^T v, no basis needed."""
+        return self._host_normal(self._as_chart(u))
+
     def unit_normal(self, u) -> np.ndarray:
         """Unit normal of the hypersurface inside range(E): [..., k] -> [..., n]."""
         return self._host_normal(self._as_chart(u)) @ self.embedding_matrix.T

@@ -33,6 +33,7 @@ from simulator.attacks.bounded_pgd import BoundedProjectedPGD
 from simulator.attacks.deepfool import DeepFoolL2
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
 from simulator.attacks.minimal_search import MinimalDistanceSearch
+from simulator.attacks.operators import Subspace
 from simulator.attacks.statistics import (
     bootstrap_interval,
     covering_interval,
@@ -43,15 +44,19 @@ from simulator.attacks.statistics import (
     random_alignment_baseline,
     specificity_bracket,
 )
-from simulator.attacks.operators import Subspace
-from simulator.attacks.subspaces import SPECIFICITY_MODES, as_subspace, subspace_dim, tangent_spaces
+from simulator.attacks.subspaces import (
+    SPECIFICITY_MODES,
+    as_subspace,
+    subspace_dim,
+    tangent_spaces,
+)
 from simulator.config.resolve import AttackSettings
 from simulator.geometry.stretch import feature_jacobians, spectra
 from simulator.progress import counting_bar
 from simulator.runs.format import LOWER_BOUND_PREFIX
 from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng
-
+from simulator.training.loop import one_cpu_thread
 
 # The report's per-point arrays: stored in attack_distances.npz, not in metrics.json.
 PER_POINT_ARRAYS = ("distances", "lower_bounds", "free_delta")
@@ -108,7 +113,9 @@ def attack_snapshots(run: Run, settings: AttackSettings, device: torch.device, f
     records = run.snapshots if settings.every_snapshot else run.snapshots[-1:]
     started = time.perf_counter()
     reports = []
-    with counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
+    # One thread, as in training and measurement (see simulator.stages.measure).
+    with one_cpu_thread(device), \
+            counting_bar(progress and len(records) > 1, len(records), f"attack {run.scene.name}") as advance:
         for record in records:
             report = attack_arrays(record.model(), x, bases, settings, run.scene.seed, device, labels=labels,
                                    feature_directions=feature_directions)

@@ -35,6 +35,7 @@ from simulator.labels import make_label_rule
 from simulator.progress import counting_bar
 from simulator.runs.loading import Run
 from simulator.seeding import numpy_rng
+from simulator.training.loop import one_cpu_thread
 
 
 def tangent_and_stretch(model: torch.nn.Module, x: torch.Tensor, bases,
@@ -118,7 +119,9 @@ def measure_snapshots(run: Run, settings: MeasureSettings, device: torch.device,
     x_train_clean = manifold.immersion(run.data.u_train)
     started = time.perf_counter()
     results, final_field = [], None
-    with counting_bar(progress, len(run.snapshots), f"measure {run.scene.name}") as advance:
+    # One thread, as in training: these batched small products gain little from two, and on a
+    # busy 2-core machine two spinning threads made batched eigenvalues ~5x slower (measured).
+    with one_cpu_thread(device), counting_bar(progress, len(run.snapshots), f"measure {run.scene.name}") as advance:
         for record in run.snapshots:
             last = record.index == len(run.snapshots) - 1
             resolution = (settings.final_height_resolution if last else settings.height_resolution) \

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from simulator.attacks.subspaces import tangent_spaces
 from simulator.config.scene import Scene, SnapshotSpec
 from simulator.data import Dataset
 from simulator.errors import TrainingError
@@ -51,6 +52,7 @@ class TrainingResult:
     seconds: float = 0.0
     device: str = "cpu"
     adversarial: dict | None = None  # the resolved train.adversarial settings, when it was on
+    stopped_at_margin: int | None = None  # the step train.stop_at_margin ended training at, if it did
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -93,6 +95,15 @@ def shuffled_batches(n_items: int, batch_size: int, generator: torch.Generator) 
             yield permutation[start:start + batch_size]
 
 
+def smallest_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """min over the set of z_y - max_{j != y} z_j, y the true class (negative where misclassified)."""
+    with torch.no_grad():
+        logits = torch.cat([model(chunk) for chunk in x.split(65536)])
+        true_logit = logits.gather(1, y[:, None]).squeeze(1)
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        return (true_logit - others.max(dim=1).values).min().item()
+
+
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on the whole set, in evaluation batches."""
     with torch.no_grad():
@@ -126,6 +137,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
     `on_checkpoint` is called at every snapshot before the last with a `TrainingCheckpoint`;
     `resume_from` continues from one (same scene and data), ending with the same weights, the
     same snapshots and the same history as an uninterrupted run.
+    With `train.stop_at_margin` set, training ends at the first loss-log step where every training
+    point has at least that margin; the last snapshot is then the model at that step.
     Raises TrainingError when the loss stops being finite or grows far above its start.
     """
     spec = scene.train
@@ -145,8 +158,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
     adversary = adversarial_settings = None
     if spec.adversarial.enabled:
         adversarial_settings = resolved_adversarial_settings(scene, data)
-        tangent = torch.as_tensor(data.tangent_train, dtype=torch.float32, device=device)
-        adversary = AdversarialBatches(adversarial_settings, tangent)
+        adversary = AdversarialBatches(adversarial_settings, tangent_spaces(scene.manifold.build(), data.u_train,
+                                                                            device=device))
     log_every = max(1, spec.steps // 200)
 
     snapshots: list[Snapshot] = []
@@ -178,6 +191,14 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
             _to_cpu(optimizer.state_dict()), list(snapshots), list(history), running_loss.detach().cpu().clone(),
             running_correct.detach().cpu().clone(), seconds_before + time.perf_counter() - started)
 
+    def margin_reached(step: int) -> bool:
+        # Only on log steps (one full-set forward pass per log interval), and only when asked:
+        # without stop_at_margin training runs exactly as before.
+        if spec.stop_at_margin is None or step % log_every != 0:
+            return False
+        return smallest_margin(model, x_train, y_train) >= spec.stop_at_margin
+
+    stopped_at = None
     started = time.perf_counter()
     with one_cpu_thread(device), _progress_bar(progress, spec.steps, scene.name) as (bar, task):
         if resume_from is None:
@@ -208,12 +229,17 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
                 running_correct.zero_()
                 if bar is not None:
                     bar.update(task, completed=step, loss=mean_loss, accuracy=history[-1]["accuracy"])
-            if step in schedule:
-                take_snapshot(step)
-                if on_checkpoint is not None and step < spec.steps:
+            stopping = step < spec.steps and margin_reached(step)
+            if step in schedule or stopping:
+                take_snapshot(step)  # when stopping, the last snapshot is the final model
+                if on_checkpoint is not None and step < spec.steps and not stopping:
                     on_checkpoint(checkpoint(step))
+            if stopping:
+                stopped_at = step
+                break
     seconds = seconds_before + time.perf_counter() - started
-    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings)
+    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings,
+                          stopped_at)
 
 
 def _to_cpu(value):
