@@ -172,7 +172,7 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
     metrics = run.metrics
     final = metrics["training"]["final"]
     geometry, attacks = metrics.get("geometry"), metrics.get("attacks")
-    return RunSummary(final_path, scene.name, metrics["device"], scene.train.steps, len(run.snapshots),
+    return RunSummary(final_path, scene.name, metrics["device"], final["step"], len(run.snapshots),
                       final["train_accuracy"], final["test_accuracy"], metrics["training"].get("seconds") or 0.0,
                       files, verdict=geometry["snapshots"][-1]["verdict"] if geometry else None,
                       measure_seconds=((geometry.get("seconds") or 0.0) + ((attacks or {}).get("seconds") or 0.0))

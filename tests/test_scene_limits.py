@@ -120,8 +120,9 @@ REPRODUCERS = {
     "binary-tag": (BASE + "description: !!binary aGVsbG8=\n", ["line 3", "tag !!binary"]),
     "explicit-octal-int": (BASE + "seed: !!int 010\n", ["'010' is not a plain decimal integer"]),
     "python-tag": (BASE + "description: !!python/object/apply:os.system [echo]\n", ["tag !!python/object/apply"]),
-    "random-embedding-too-large": ("manifold: {family: flat, ambient_dim: 5000}\nlabels: {rule: clusters}\n",
-                                   ["manifold.ambient_dim: 5000", "embedding: random", "embedding: identity"]),
+    "random-embedding-too-large": ("manifold: {family: flat, dim: 40, ambient_dim: 1000000}\nlabels: {rule: clusters}\n",
+                                   ["manifold.ambient_dim: 1000000", "host dimension 41", "embedding: random",
+                                    "embedding: identity"]),
     "every-snapshot-of-1e6-steps": (BASE + "train: {steps: 1000000}\nsnapshots: {schedule: every, every: 1}\n",
                                     ["snapshots.every: 1", "1,000,002 snapshots", "at least 101"]),
     "sine-sheet-too-steep": ("manifold: {family: sine_sheet, amplitude: 1000, frequency: 1000}\nlabels: {rule: random}\n",
@@ -316,8 +317,9 @@ def test_estimate_grows_with_the_settings_that_size_it():
 
 def test_real_experiment_estimates():
     photos = estimate_memory(load_real_experiment(SCENES / "real_photos_efficientnet.yaml"))
-    # 2 photos x 150528 pixels x k = 500 random directions: the float64 QR dominates
-    assert 2**30 < photos.peak < 16 * 2**30 and photos.largest_stage.startswith("attacks")
+    # 2 photos x 150528 pixels x k = 500: the random subspaces are structured operators (O(n) per
+    # photo, not a 150528 x 500 float64 QR of 0.6 GB each), so the attacks stay well under 1 GiB
+    assert 2**20 < photos.peak < 2**30 and photos.largest_stage.startswith("attacks")
     digits = estimate_memory(load_real_experiment(SCENES / "real_digits.yaml"))
     assert digits.peak < 2**30
 

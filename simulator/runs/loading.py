@@ -86,7 +86,7 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
         "provenance": provenance(),
         "training": {
             "seconds": result.seconds,
-            "steps": scene.train.steps,
+            "steps": final.step,  # steps trained: train.steps, or fewer with train.stop_at_margin
             "final": final.scalars(),
             "history": result.history,
             "adversarial": result.adversarial,  # null for plain training
