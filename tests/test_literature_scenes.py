@@ -88,9 +88,9 @@ def test_melamed_scenes_differ_only_by_their_fix():
     plain, small, decay = (_leaves(load_scene(SCENES / f"{name}.yaml").model_dump()) for name in MELAMED)
     assert plain["model.hidden"] == [400] and plain["train.optimizer"] == "sgd" and plain["train.lr"] == 0.05
     assert plain["manifold.offset"] == [0.0, 0.0, 0.5] and plain["labels.sampling"] == "grid"
-    assert plain["train.stop_at_margin"] is not None
+    assert plain["train.stop_at_margin"] == 1.0
     assert small["model.init_scale"] == pytest.approx(1 / 3, abs=1e-15)
-    assert decay["train.weight_decay"] > 0
+    assert decay["train.weight_decay"] == 0.002
     for variant, field in ((small, "model.init_scale"), (decay, "train.weight_decay")):
         assert {key for key in plain if variant[key] != plain[key]} == {"name", "description", field}
 

@@ -123,11 +123,10 @@ class DenseBasis(Subspace):
         if rows is None:
             return torch.einsum(equation, self.bases, values)
         rows = _rows(rows, self.n_points, self.device)
-        per_basis = self.ambient_dim * self.dim * self.bases.element_size()
-        chunk = max(1, GATHER_BYTES // per_basis)
-        return torch.cat([torch.einsum(equation, self.bases[rows[start:start + chunk]], values[start:start + chunk])
-                          for start in range(0, len(rows), chunk)]) if len(rows) else \
-            torch.einsum(equation, self.bases[rows], values)
+        chunk = max(1, GATHER_BYTES // (self.ambient_dim * self.dim * self.bases.element_size()))
+        parts = [torch.einsum(equation, self.bases[rows[start:start + chunk]], values[start:start + chunk])
+                 for start in range(0, len(rows), chunk)]
+        return torch.cat(parts) if parts else torch.einsum(equation, self.bases[rows], values)
 
     def coefficients(self, v, rows=None):
         if self.shared:

@@ -82,14 +82,18 @@ def point_stretch(model: torch.nn.Module, x: torch.Tensor, tangent) -> dict[str,
     parts = []
     for start in range(0, len(x), chunk):
         rows = torch.arange(start, min(start + chunk, len(x)), device=x.device)
-        jacobians = feature_jacobians(model, x[rows])
-        values, top = spectra(jacobians)
-        tangent_part = tangent.to(dtype=torch.float64).coefficients(jacobians.double(), rows)
-        parts.append({"singular_values": values, "top_direction": top,
-                      "total": jacobians.double().pow(2).sum(dim=(1, 2)),
-                      "tangent_energy": tangent_part.pow(2).sum(dim=(1, 2)),
-                      "top_tangent": tangent.to(dtype=torch.float64).coefficients(top, rows).norm(dim=1)})
+        parts.append(_jacobian_stats(feature_jacobians(model, x[rows]), tangent, rows))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _jacobian_stats(jacobians: torch.Tensor, tangent, rows=None) -> dict[str, torch.Tensor]:
+    """`point_stretch`'s quantities for Jacobians (R, m, n) of the points `rows` of `tangent`."""
+    jacobians = jacobians.double()
+    tangent = tangent.to(device=jacobians.device, dtype=torch.float64)
+    values, top = spectra(jacobians)
+    return {"singular_values": values, "top_direction": top, "total": jacobians.pow(2).sum(dim=(1, 2)),
+            "tangent_energy": tangent.coefficients(jacobians, rows).pow(2).sum(dim=(1, 2)),
+            "top_tangent": tangent.coefficients(top, rows).norm(dim=1)}
 
 
 def stretch_spectra(jacobians_or_model, tangent_bases, feature_directions: dict | None = None,
@@ -105,12 +109,8 @@ def stretch_spectra(jacobians_or_model, tangent_bases, feature_directions: dict 
       fur), the mean |<v_1, d>| per feature: which feature the network stretches most.
     """
     if x is None:
-        jacobians = jacobians_or_model.double()
-        tangent = as_subspace(tangent_bases, len(jacobians)).to(device=jacobians.device, dtype=torch.float64)
-        values, top = spectra(jacobians)
-        point = {"singular_values": values, "top_direction": top, "total": jacobians.pow(2).sum(dim=(1, 2)),
-                 "tangent_energy": tangent.coefficients(jacobians).pow(2).sum(dim=(1, 2)),
-                 "top_tangent": tangent.coefficients(top).norm(dim=1)}
+        jacobians = jacobians_or_model
+        point = _jacobian_stats(jacobians, as_subspace(tangent_bases, len(jacobians)))
         n = jacobians.shape[2]
     else:
         point = point_stretch(jacobians_or_model, x, tangent_bases)
