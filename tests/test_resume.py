@@ -143,13 +143,16 @@ def test_a_killed_run_leaves_the_older_run_alone_and_resumes_to_identical_files(
     assert {p.name: p.read_bytes() for p in older.iterdir()} == before
     sections = stored_sections(staging)
     if stage == "training":
-        # no run written yet: a checkpoint part-way through, naming exactly the snapshot files beside it
+        # no run written yet: a checkpoint part-way through, naming the snapshot files beside it (a
+        # kill between a snapshot file and the state that names it leaves one unnamed file, which
+        # resuming removes and writes afresh)
         assert sections == set() and not (staging / "snapshots.pt").exists()
         state = torch.load(staging / "checkpoint" / "state.pt", weights_only=True)
         assert 0 < state["step"] < SETTINGS["train.steps"]
         snapshot_files = sorted(p.name for p in (staging / "checkpoint").glob("snapshot_*.pt"))
-        assert snapshot_files == [f"snapshot_{i:04d}.pt" for i in range(state["n_snapshots"])]
-        assert torch.load(staging / "checkpoint" / snapshot_files[-1], weights_only=True)["step"] == state["step"]
+        named = [f"snapshot_{i:04d}.pt" for i in range(state["n_snapshots"])]
+        assert snapshot_files[:len(named)] == named and len(snapshot_files) - len(named) in (0, 1)
+        assert torch.load(staging / "checkpoint" / named[-1], weights_only=True)["step"] == state["step"]
     elif stage in ("measuring", "attacking"):
         assert {"training", "snapshots"} <= sections and "geometry" not in sections and "attacks" not in sections
         assert (staging / "snapshots.pt").is_file() and not (staging / "checkpoint").exists()
@@ -175,3 +178,23 @@ def test_resume_refuses_a_staging_folder_of_a_changed_scene(tmp_path):
     assert completed.returncode == 2, completed.stderr
     assert "different scene" in completed.stderr and "without --resume" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_snapshot_file_the_state_does_not_name_is_removed_on_resume(tmp_path):
+    """A kill between writing snapshot i and the state naming it leaves an orphan file, which the
+    resumed training must write afresh (the writer skips files that exist)."""
+    from simulator.config.loading import load_scene
+    from simulator.runs.checkpoint import CHECKPOINT_FOLDER, CheckpointWriter, read_checkpoint
+    from simulator.training.loop import Snapshot, TrainingCheckpoint
+
+    scene = load_scene(SCENE)
+    weights = {"w": torch.ones(2)}
+    snapshots = [Snapshot(step, 1.0 / (step + 1), 0.5, 0.5, weights) for step in (0, 10)]
+    checkpoint = TrainingCheckpoint(10, weights, {}, snapshots, [], torch.tensor(0.0), torch.tensor(0), 1.0)
+    CheckpointWriter(tmp_path, scene)(checkpoint)
+    orphan = tmp_path / CHECKPOINT_FOLDER / "snapshot_0002.pt"
+    shutil.copy(tmp_path / CHECKPOINT_FOLDER / "snapshot_0001.pt", orphan)
+
+    restored = read_checkpoint(tmp_path, scene)
+    assert [s.step for s in restored.snapshots] == [0, 10] and restored.step == 10
+    assert not orphan.exists()

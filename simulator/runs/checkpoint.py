@@ -68,6 +68,7 @@ def read_checkpoint(staging: Path, scene: Scene) -> TrainingCheckpoint | None:
             raise RunError(f"{staging}: the interrupted run was of a different scene (the scene file or a --set "
                            f"changed since); run without --resume to start afresh.")
         snapshots = [_read_snapshot(folder / _snapshot_file(index)) for index in range(state["n_snapshots"])]
+        _remove_orphan_snapshots(folder, state["n_snapshots"])
         return TrainingCheckpoint(int(state["step"]), state["model_state"], state["optimizer_state"], snapshots,
                                   list(state["history"]), state["running_loss"], state["running_correct"],
                                   float(state["seconds"]))
@@ -80,6 +81,14 @@ def read_checkpoint(staging: Path, scene: Scene) -> TrainingCheckpoint | None:
 
 def remove_checkpoint(staging: Path) -> None:
     shutil.rmtree(Path(staging) / CHECKPOINT_FOLDER, ignore_errors=True)
+
+
+def _remove_orphan_snapshots(folder: Path, n_named: int) -> None:
+    """A kill between writing a snapshot file and the state that names it leaves that file
+    unnamed; training redoes that stretch on resume and must write the snapshot afresh."""
+    for file in folder.glob("snapshot_*.pt"):
+        if int(file.stem.removeprefix("snapshot_")) >= n_named:
+            file.unlink()
 
 
 def _snapshot_file(index: int) -> str:
