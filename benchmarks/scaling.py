@@ -287,7 +287,7 @@ def analyse_and_draw(recorder: Recorder, run, device: str) -> None:
     from simulator.training.loop import resolve_device
 
     def measure():  # pipeline.measure_step without the attacks, which are timed apart
-        settings = resolve_measure_settings(run.scene.measure, run.manifold().immersion(run.data.u_train))
+        settings = resolve_measure_settings(run.scene.measure, run.manifold().host_immersion(run.data.u_train))
         directions = class_feature_directions(run, settings.n_points)
         pipeline.store_geometry(run, measure_snapshots(run, settings, resolve_device(device), directions, False))
 

@@ -32,6 +32,16 @@ class MLP(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def first_layer_split(self) -> tuple[nn.Linear, nn.Module, nn.Module] | None:
+        """(first layer z = W1 x + b1, the features as a function of z, the logits as a function
+        of z); None without hidden layers. The first layer is linear, so along a line x + t d its
+        output is z + t W1 d, and d features / dx = (d features / dz) W1: measurements can work
+        in the first hidden width instead of the input dimension n."""
+        if not len(self.body):
+            return None
+        rest = self.body[1:]
+        return self.body[0], rest, nn.Sequential(*rest, self.head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
 

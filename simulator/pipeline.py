@@ -224,7 +224,8 @@ def measure_step(run: Run, progress: bool = True, note=lambda stage: None) -> No
     """The measure stage (and the attack stage when the scene enables attacks), then the verdict.
     Everything is computed before anything is stored, so a failure leaves the run as it was."""
     device = resolve_device(run.scene.train.device)
-    settings = resolve_measure_settings(run.scene.measure, run.manifold().immersion(run.data.u_train))
+    # Host coordinates: the same distances and radius as in R^n (an isometry), at h/n of the cost.
+    settings = resolve_measure_settings(run.scene.measure, run.manifold().host_immersion(run.data.u_train))
     note("measuring")
     geometry = measure_snapshots(run, settings, device, class_feature_directions(run, settings.n_points), progress)
     if run.scene.measure.attacks.enabled:

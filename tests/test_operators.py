@@ -25,6 +25,7 @@ from simulator.attacks.subspaces import (
     random_subspace_kind,
     random_subspaces,
     tangent_spaces,
+    tangent_subspaces,
 )
 from simulator.manifolds.sphere import Sphere
 
@@ -45,12 +46,13 @@ def _operators():
     return {
         "dense": DenseBasis(random_subspace_bases(6, N, K, seed=1, dtype=torch.float64)),
         "factored": tangent_spaces(sphere, u, dtype=torch.float64),
+        "hypersurface": tangent_subspaces(sphere, u, dtype=torch.float64),
         "coordinate": coordinate_subsets(6, N, K, seed=1, dtype=torch.float64),
         "structured": StructuredRandomSubspace.draw(6, N, K, seed=1, dtype=torch.float64),
     }
 
 
-@pytest.mark.parametrize("kind", ["dense", "factored", "coordinate", "structured"])
+@pytest.mark.parametrize("kind", ["dense", "factored", "hypersurface", "coordinate", "structured"])
 def test_every_operator_applies_exactly_its_dense_orthonormal_basis(kind):
     operator = _operators()[kind]
     basis = operator.basis()
@@ -68,6 +70,28 @@ def test_every_operator_applies_exactly_its_dense_orthonormal_basis(kind):
     torch.testing.assert_close(operator.remove(w, rows) + operator.project(w, rows), w)
     torch.testing.assert_close(operator.select(rows).basis(), basis[rows])
     torch.testing.assert_close(operator.to(dtype=torch.float32).basis(), basis.float(), atol=1e-6, rtol=0)
+    inner, shared = torch.randn(4, 3, 7, dtype=torch.float64, generator=generator), v[0, :, :].repeat(2, 1)[:7]
+    torch.testing.assert_close(operator.shared_energy(inner, shared, rows),
+                               (inner @ shared @ basis[rows]).pow(2).sum(dim=(1, 2)))
+
+
+@pytest.mark.parametrize("width", [7, 2])  # the host space (h = 5) narrower / wider than w's rows
+def test_hypersurface_tangents_span_the_manifold_tangent_spaces(width):
+    """Householder bases from the host normals: the same subspaces as the chart-aligned QR bases
+    (equal projectors), and the same energies without any per-row basis."""
+    sphere = Sphere(dim=K, ambient_dim=N, embedding="random", embedding_seed=2)
+    u = sphere.sample_chart(6, np.random.default_rng(0))
+    householder, factored = tangent_subspaces(sphere, u, dtype=torch.float64), tangent_spaces(sphere, u, dtype=torch.float64)
+    assert householder.dim == K and householder.host_normals.shape == (6, K + 1)
+    projector = householder.basis() @ householder.basis().transpose(1, 2)
+    torch.testing.assert_close(projector, factored.basis() @ factored.basis().transpose(1, 2))
+    generator = torch.Generator().manual_seed(4)
+    inner = torch.randn(5, 3, width, dtype=torch.float64, generator=generator)
+    shared = torch.randn(width, N, dtype=torch.float64, generator=generator)
+    rows = torch.tensor([1, 4, 4, 0, 5])
+    explicit = (inner @ shared @ factored.basis()[rows]).pow(2).sum(dim=(1, 2))
+    torch.testing.assert_close(householder.shared_energy(inner, shared, rows), explicit)
+    torch.testing.assert_close(factored.shared_energy(inner, shared, rows), explicit)
 
 
 def test_operators_store_far_less_than_a_dense_basis():
@@ -76,6 +100,7 @@ def test_operators_store_far_less_than_a_dense_basis():
     sphere = Sphere(dim=k, ambient_dim=n, embedding="random")
     u = sphere.sample_chart(points, np.random.default_rng(0))
     assert tangent_spaces(sphere, u).stored_bytes < dense_bytes / 50  # (n h + N h k) vs N n k
+    assert tangent_subspaces(sphere, u).stored_bytes < dense_bytes / 100  # (n h + 2 N h) vs N n k
     assert coordinate_subsets(points, n, k, seed=0).stored_bytes < dense_bytes / 100
     assert StructuredRandomSubspace.draw(points, n, k, seed=0).stored_bytes < dense_bytes / 8
 

@@ -25,6 +25,7 @@ from simulator.attacks.operators import (
     CoordinateSubset,
     DenseBasis,
     FactoredBasis,
+    HypersurfaceTangents,
     StructuredRandomSubspace,
     Subspace,
 )
@@ -129,10 +130,20 @@ def gaussian_directions(indices, count: int, ambient_dim: int, seed: int, device
 
 def tangent_spaces(manifold, u, device=None, dtype: torch.dtype | None = None) -> FactoredBasis:
     """The manifold's exact tangent spaces at chart points u (N, k) as an operator: its isometric
-    embedding E (n, h) and the host-space bases Q(u) (N, h, k), B = E Q(u) (N h k + n h numbers)."""
+    embedding E (n, h) and the host-space bases Q(u) (N, h, k), B = E Q(u) (N h k + n h numbers).
+    Each basis follows the chart directions (QR of the chart Jacobian, signs fixed)."""
     dtype = dtype or torch.float32
     return FactoredBasis(torch.as_tensor(manifold.embedding_matrix, dtype=dtype, device=device),
                          torch.as_tensor(manifold.host_tangent_basis(u), dtype=dtype, device=device))
+
+
+def tangent_subspaces(manifold, u, device=None, dtype: torch.dtype | None = None) -> HypersurfaceTangents:
+    """The same tangent spaces as `tangent_spaces`, from the host unit normals alone (every
+    family is a hypersurface of its host space): N h + n h numbers and no per-point QR, for
+    measurements that depend on the spaces and not on a basis (tangent fractions, stretch)."""
+    dtype = dtype or torch.float32
+    return HypersurfaceTangents(torch.as_tensor(manifold.embedding_matrix, dtype=dtype, device=device),
+                                torch.as_tensor(manifold.host_unit_normal(u), dtype=dtype, device=device))
 
 
 def subspace_frame(mode: str, x: torch.Tensor, basis, rows=None) -> torch.Tensor:

@@ -38,6 +38,7 @@ class MeasureSettings:
     final_height_resolution: int
     height_max_points: int
     height_every: int
+    stretch_every: int
     thresholds: dict
 
     def as_record(self) -> dict:
@@ -89,7 +90,8 @@ class AttackSettings:
 
 def resolve_measure_settings(spec, x_train_clean: np.ndarray) -> MeasureSettings:
     """`spec` a scene's `measure` section; `x_train_clean` the training points' exact manifold
-    positions (N, n), whose radius and spacing set the default lengths."""
+    positions (N, n), or their host coordinates (N, h), which have the same radius and spacing;
+    these set the default lengths."""
     radius = data_radius(x_train_clean)
     spacing = float(np.median(nearest_distances(x_train_clean, x_train_clean, exclude_self=True)))
     t_max = spec.t_max or 0.5 * radius
@@ -105,6 +107,7 @@ def resolve_measure_settings(spec, x_train_clean: np.ndarray) -> MeasureSettings
         final_height_resolution=spec.final_height_resolution,
         height_max_points=spec.height_max_points,
         height_every=spec.height_every,
+        stretch_every=spec.stretch_every,
         thresholds=spec.thresholds.model_dump(),
     )
 

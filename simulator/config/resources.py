@@ -26,7 +26,7 @@ from simulator.attacks.certify import CERTIFY_CHUNK_BYTES
 from simulator.attacks.operators import STRUCTURED_ROUNDS
 from simulator.attacks.subspaces import random_subspace_kind
 from simulator.errors import SceneError
-from simulator.geometry.height import PROBE_CHUNK_BYTES
+from simulator.geometry.height import BRACKET_BLOCK, PROBE_CHUNK_BYTES
 from simulator.geometry.stretch import JACOBIAN_CHUNK_BYTES
 
 F64, F32, I64 = 8, 4, 8  # bytes per number
@@ -236,19 +236,25 @@ def height_points(resolution: int, k: int, max_points: int) -> int:
 
 
 def _measure_stage(scene, n: int, k: int) -> int:
-    """The finest height field (probes: at most PROBE_CHUNK_BYTES of points x 2 bracket_steps x n
-    at a time) plus the per-point tangent-fraction and stretch arrays at measure.n_points
-    (Jacobians in chunks of JACOBIAN_CHUNK_BYTES)."""
+    """The finest height field (probes: at most PROBE_CHUNK_BYTES of lines x 2 BRACKET_BLOCK
+    steps x the wider of n and the first hidden layer at a time) plus the per-point
+    tangent-fraction and stretch arrays at measure.n_points (Jacobians in chunks of
+    JACOBIAN_CHUNK_BYTES)."""
     spec = scene.measure
     h = scene.manifold.host_dim()
-    grid = height_points(max(spec.height_resolution, spec.final_height_resolution), k, spec.height_max_points)
-    probes = min(grid * 2 * spec.bracket_steps * n * F32, PROBE_CHUNK_BYTES) * 2  # points, and their labels
-    chart = h * k * (2 * F64 + F32) + n * (2 * F64 + 3 * F32)  # host Jacobians and bases, points, directions
+    resolution = max(spec.height_resolution, spec.final_height_resolution)
+    grid = height_points(resolution, k, spec.height_max_points)
     widest = max(scene.model.hidden)
+    row = max(n, scene.model.hidden[0]) if scene.model.hidden else n
+    probes = min(grid * 2 * min(spec.bracket_steps, BRACKET_BLOCK) * row * F32, PROBE_CHUNK_BYTES) * 2
+    # Per chart point: its point and probe direction in R^n (float64 and float32 copies), host
+    # point and normal; a grid layout also takes the chart Jacobian (n x k) for its area weights.
+    on_grid = resolution**k <= spec.height_max_points
+    chart = n * (2 * F64 + 3 * F32) + 2 * h * F64 + (n * k * F64 if on_grid else 0)
     labels = LABEL_CHUNK * widest * F32 * 2
     distances = DISTANCE_CHUNK * scene.data.n_train * F64 * 2
     jacobians = min(spec.n_points * widest * n * F32, JACOBIAN_CHUNK_BYTES) * 4  # float32, float64 copy, Gram
-    per_point = spec.n_points * (h * k * F32 + 2 * n * F64) + jacobians
+    per_point = spec.n_points * (h * k * F64 + 2 * n * F64) + jacobians  # tangent operator (float64)
     return grid * chart + probes + labels + distances + per_point
 
 

@@ -671,7 +671,12 @@ class MeasureSpec(StrictModel):
     height_every: int = Field(
         2, ge=1, le=MAX_SNAPSHOTS, json_schema_extra=SNAPSHOTS,
         description="Height field on every height_every-th snapshot (always the first and last); "
-        "the cheap measurements (tangent fraction, stretch) run on every snapshot.",
+        "the tangent fraction runs on every snapshot, the stretch spectrum every `stretch_every`-th.",
+    )
+    stretch_every: int = Field(
+        1, ge=1, le=MAX_SNAPSHOTS, json_schema_extra=SNAPSHOTS,
+        description="Stretch spectrum on every stretch_every-th snapshot (always the first and last): at "
+        "high n and k its per-point Jacobian eigenproblems can cost more than training.",
     )
     t_max: float | None = Field(
         None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.func import jacrev, vmap
+from torch.func import jacfwd, jacrev, vmap
 
 from simulator.attacks.subspaces import as_subspace
 
 
 def feature_jacobians(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
     """J = d features / d x per point. Needs `model.features`. (N, n) -> (N, m, n), detached."""
+    return batched_jacobians(model.features, points)
 
-    def features_of_one(point: torch.Tensor) -> torch.Tensor:
-        return model.features(point.unsqueeze(0))[0]
 
-    return vmap(jacrev(features_of_one))(points).detach()
+def batched_jacobians(function, points: torch.Tensor) -> torch.Tensor:
+    """d function / d x at each point, (N, d) -> (N, m, d), detached; `function` maps (B, d) to
+    (B, m) row by row. Forward mode (d Jacobian-vector products) when the input is the narrower
+    side, reverse mode (m vector-Jacobian products) otherwise: at d = 3 inputs and m = 400
+    features forward mode is ~100x less work (measured: 0.3 s -> ms per snapshot)."""
+
+    def of_one(point: torch.Tensor) -> torch.Tensor:
+        return function(point.unsqueeze(0))[0]
+
+    outputs = function(points[:1]).shape[-1]
+    mode = jacfwd if points.shape[-1] < outputs else jacrev
+    return vmap(mode(of_one))(points).detach()
 
 
 def spectra(jacobians: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,15 +44,24 @@ def spectra(jacobians: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     a Gram matrix resolves in float64 and are returned as 0 (rank-deficient)."""
     jacobians = jacobians.double()
     m, n = jacobians.shape[1:]
-    gram = jacobians.transpose(1, 2) @ jacobians if n <= m else jacobians @ jacobians.transpose(1, 2)
+    if n <= m:
+        return gram_spectrum(jacobians.transpose(1, 2) @ jacobians)
+    values, left = gram_spectrum(jacobians @ jacobians.transpose(1, 2))  # G = J J^T gives u_1
+    return values, _unit(torch.einsum("pmn,pm->pn", jacobians, left))  # v_1 = J^T u_1 / sigma_1
+
+
+def gram_spectrum(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values (N, d), descending, of the J whose Gram matrices (J^T J or J J^T) are
+    `gram` (N, d, d), and the unit top eigenvector (N, d) of each (see `spectra`)."""
     eigenvalues = torch.linalg.eigvalsh(gram)  # ascending
     top = _top_eigenvector(gram, eigenvalues[:, -1])
-    if n > m:  # G = J J^T gave the left vector u_1; v_1 = J^T u_1 / sigma_1
-        top = torch.einsum("pmn,pm->pn", jacobians, top)
-        top = top / top.norm(dim=1, keepdim=True).clamp_min(torch.finfo(top.dtype).tiny)
     squared = eigenvalues.flip(-1).clamp_min(0)
     resolved = squared > (GRAM_RESOLUTION**2) * squared[:, :1]
     return torch.where(resolved, squared.sqrt(), torch.zeros_like(squared)), top
+
+
+def _unit(vectors: torch.Tensor) -> torch.Tensor:
+    return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(torch.finfo(vectors.dtype).tiny)
 
 
 def _top_eigenvector(gram: torch.Tensor, top_value: torch.Tensor, iterations: int = 3) -> torch.Tensor:
@@ -53,13 +72,16 @@ def _top_eigenvector(gram: torch.Tensor, top_value: torch.Tensor, iterations: in
     d = gram.shape[-1]
     # G = 0 (a Jacobian that vanishes, e.g. every unit dead) has no top direction: shift by 1 there.
     gap = torch.where(top_value > 0, 1e-10 * top_value, torch.ones_like(top_value))
-    # shift I - G is symmetric positive definite (shift above every eigenvalue): Cholesky solves.
-    shifted = (top_value + gap)[:, None, None] * torch.eye(d, dtype=gram.dtype, device=gram.device) - gram
+    # shift I - G is symmetric positive definite (shift above every eigenvalue): Cholesky solves,
+    # as two triangular solves (4x faster than batched cholesky_solve on CPU, measured at d = 256).
+    shifted = gram.neg()
+    shifted.diagonal(dim1=-2, dim2=-1).add_((top_value + gap)[:, None])
     factor = torch.linalg.cholesky_ex(shifted)[0]
     vector = torch.ones(gram.shape[0], d, 1, dtype=gram.dtype, device=gram.device) \
         + torch.linspace(0, 1, d, dtype=gram.dtype, device=gram.device)[None, :, None]  # not orthogonal to v_1
     for _ in range(iterations):
-        vector = torch.cholesky_solve(vector, factor)
+        vector = torch.linalg.solve_triangular(factor, vector, upper=False)
+        vector = torch.linalg.solve_triangular(factor.mT, vector, upper=True)
         vector = vector / vector.norm(dim=1, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
     return torch.nan_to_num(vector[..., 0])
 
@@ -75,15 +97,42 @@ def point_stretch(model: torch.nn.Module, x: torch.Tensor, tangent) -> dict[str,
     """Per-point stretch quantities at x (N, n) against tangent spaces (a Subspace or dense
     bases (N, n, k)), computed over chunks of points so that at most `JACOBIAN_CHUNK_BYTES` of
     Jacobians exist at a time: singular values (N, r), top direction v_1 (N, n), total energy
-    ||J||_F^2 and tangent energy ||J U||_F^2 (N,)."""
+    ||J||_F^2 and tangent energy ||J U||_F^2 (N,).
+
+    An MLP wider in its input than in its first hidden layer (n > h1) is measured through that
+    layer: J = A W1 with A = d features / d z1, so J J^T = A (W1 W1^T) A^T and J U = A (W1 U),
+    and no (N, m, n) Jacobian is formed (at n = 3072 its Gram matrices cost 5x the rest)."""
     tangent = as_subspace(tangent, len(x))
+    n = x.shape[1]
+    split = model.first_layer_split() if hasattr(model, "first_layer_split") else None
     width = model.features(x[:1]).shape[-1]
-    chunk = max(1, JACOBIAN_CHUNK_BYTES // (4 * width * x.shape[1]))
+    through_first_layer = split is not None and split[0].out_features < n and width <= n
+    columns = split[0].out_features if through_first_layer else n
+    chunk = max(1, JACOBIAN_CHUNK_BYTES // (4 * width * columns))
     parts = []
     for start in range(0, len(x), chunk):
         rows = torch.arange(start, min(start + chunk, len(x)), device=x.device)
-        parts.append(_jacobian_stats(feature_jacobians(model, x[rows]), tangent, rows))
+        if through_first_layer:
+            parts.append(_first_layer_stats(split, x[rows], tangent, rows))
+        else:
+            parts.append(_jacobian_stats(feature_jacobians(model, x[rows]), tangent, rows))
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def _first_layer_stats(split, x: torch.Tensor, tangent, rows) -> dict[str, torch.Tensor]:
+    """`_jacobian_stats` for J = A W1 without forming J (see `point_stretch`); needs m <= n."""
+    first, features_of_z, _ = split
+    with torch.no_grad():
+        z = first(x)
+    inner = batched_jacobians(features_of_z, z).double()  # A (R, m, h1)
+    weight = first.weight.detach().double()  # W1 (h1, n)
+    gram = inner @ (weight @ weight.T) @ inner.transpose(1, 2)  # J J^T (R, m, m)
+    values, left = gram_spectrum(gram)
+    top = _unit((inner.transpose(1, 2) @ left[..., None])[..., 0] @ weight)  # J^T u_1 = W1^T A^T u_1
+    tangent = tangent.to(device=x.device, dtype=torch.float64)
+    return {"singular_values": values, "top_direction": top, "total": gram.diagonal(dim1=1, dim2=2).sum(-1),
+            "tangent_energy": tangent.shared_energy(inner, weight, rows),
+            "top_tangent": tangent.coefficients(top, rows).norm(dim=1)}
 
 
 def _jacobian_stats(jacobians: torch.Tensor, tangent, rows=None) -> dict[str, torch.Tensor]:

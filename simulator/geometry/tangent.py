@@ -11,19 +11,21 @@ import math
 
 import numpy as np
 import torch
-from torch.func import grad, vmap
 
 from simulator.attacks.subspaces import as_subspace
 from simulator.geometry.margins import predicted_margin
 
 
 def margin_gradients(model: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
-    """g = grad_x f(x) for each point, batched with torch.func. (N, n) -> (N, n), detached."""
+    """g = grad_x f(x) for each point. (N, n) -> (N, n), detached.
 
-    def margin_of_one(point: torch.Tensor) -> torch.Tensor:
-        return predicted_margin(model(point.unsqueeze(0)))[0]
-
-    return vmap(grad(margin_of_one))(points).detach()
+    One backward pass of the summed margins: each point's margin depends on that point only (a
+    model in eval mode mixes no rows), so the gradient of the sum holds every point's gradient,
+    the same numbers as a per-point vmap at a fraction of its overhead."""
+    with torch.enable_grad():
+        points = points.detach().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(predicted_margin(model(points)).sum(), points)
+    return gradient.detach()
 
 
 def tangent_fractions(vectors: torch.Tensor, tangent_bases) -> torch.Tensor:

@@ -173,6 +173,17 @@ class Manifold(ABC):
         """Ambient point phi(u): [..., k] -> [..., n]."""
         return self._host_immersion(self._as_chart(u)) @ self.embedding_matrix.T
 
+    def host_immersion(self, u) -> np.ndarray:
+        """The host point y [..., h] with phi(u) = E y (plus a constant offset for an offset flat).
+        E is an isometry, so distances between manifold points, and their spread about their
+        centroid, are the same in host and ambient coordinates: O(h) per point instead of O(n)."""
+        return self._host_immersion(self._as_chart(u))
+
+    @property
+    def ambient_offset(self) -> np.ndarray | None:
+        """The constant c in phi(u) = E y(u) + c, y the host point (None: c = 0)."""
+        return None
+
     def jacobian(self, u) -> np.ndarray:
         """d phi / du: [..., k] -> [..., n, k]."""
         return self.embedding_matrix @ self._host_jacobian(self._as_chart(u))

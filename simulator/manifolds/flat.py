@@ -57,6 +57,10 @@ class Flat(Manifold):
             params["offset"] = self.offset.tolist()
         return params
 
+    @property
+    def ambient_offset(self) -> np.ndarray | None:
+        return self.offset
+
     def immersion(self, u) -> np.ndarray:
         embedded = super().immersion(u)
         return embedded if self.offset is None else embedded + self.offset

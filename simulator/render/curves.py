@@ -63,12 +63,14 @@ def plot_geometry_curves(run, path: Path, dpi: int | None = None) -> Path:
     tau_ax.set_ylim(-0.03, 1.03)
     tau_ax.set_title("gradient tangent fraction (0 = perpendicular)", fontsize=9)
 
-    if any("stretch" in s for s in snapshots):
-        stretch_ax.plot(steps, _series(snapshots, "stretch", "normal_energy_share"), "o-",
+    has_stretch = np.asarray(["stretch" in s for s in snapshots])  # every measure.stretch_every-th
+    if has_stretch.any():
+        stretch_ax.plot(steps[has_stretch], _series(snapshots, "stretch", "normal_energy_share")[has_stretch], "o-",
                         label="feature Jacobian energy off-manifold")
-        stretch_ax.plot(steps, _series(snapshots, "stretch", "top_direction_tangent_fraction"), "o-",
-                        label="tangent fraction of most stretched direction")
-        stretch_ax.axhline(snapshots[0]["stretch"]["normal_energy_baseline"], color="black", ls="--", lw=1,
+        stretch_ax.plot(steps[has_stretch], _series(snapshots, "stretch", "top_direction_tangent_fraction")[has_stretch],
+                        "o-", label="tangent fraction of most stretched direction")
+        baseline = next(s["stretch"]["normal_energy_baseline"] for s in snapshots if "stretch" in s)
+        stretch_ax.axhline(baseline, color="black", ls="--", lw=1,
                            label="isotropic (n-k)/n")
         stretch_ax.set_ylim(-0.03, 1.03)
     stretch_ax.set_title("stretch of the penultimate features", fontsize=9)
