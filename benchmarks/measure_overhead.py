@@ -62,7 +62,8 @@ def measure_scene(path, repeats: int, device: str) -> dict:
         with_files = time.perf_counter() - started
         for _ in range(repeats - 1):
             training.append(run_scene(scene, folder, progress=False).seconds)
-    return {"scene": scene.name, "n": scene.manifold.ambient_dim, "k": scene.manifold.dim,
+    manifold = run.manifold()
+    return {"scene": scene.name, "n": manifold.ambient_dim, "k": manifold.dim,
             "steps": summary.steps,
             "snapshots": len(run.snapshots), "height_every": settings.height_every,
             "stretch_every": settings.stretch_every, "training_s": statistics.median(training),

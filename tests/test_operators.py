@@ -172,3 +172,17 @@ def test_attacks_in_operator_subspaces_hit_the_linear_closed_form(kind, mode):
     result = GreedyProjectedPGD(model, mode=mode, step_size=0.01, max_steps=100_000, refine_steps=30)(
         x, tangent_bases=operator)
     torch.testing.assert_close(result.distance, expected, rtol=1e-6, atol=0)
+
+
+def test_hypersurface_energy_from_the_total_when_the_host_space_is_everything():
+    """A k-sphere in R^(k+1) (E = I): the tangent energy is the total minus the normal part; the
+    caller's total ||inner w||^2 replaces one product and gives the explicit basis's energy."""
+    sphere = Sphere(dim=K, ambient_dim=K + 1, embedding="identity")
+    u = sphere.sample_chart(4, np.random.default_rng(2))
+    householder = tangent_subspaces(sphere, u, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(6)
+    inner = torch.randn(4, 3, 6, dtype=torch.float64, generator=generator)
+    shared = torch.randn(6, K + 1, dtype=torch.float64, generator=generator)
+    total = (inner @ shared).pow(2).sum(dim=(1, 2))
+    explicit = (inner @ shared @ householder.basis()).pow(2).sum(dim=(1, 2))
+    torch.testing.assert_close(householder.shared_energy(inner, shared, total=total), explicit)

@@ -90,10 +90,12 @@ class Subspace(ABC):
         count = self.n_points if rows is None else len(rows)
         return self.coefficients(w.expand(count, *w.shape), rows)
 
-    def shared_energy(self, inner: torch.Tensor, w: torch.Tensor, rows=None) -> torch.Tensor:
+    def shared_energy(self, inner: torch.Tensor, w: torch.Tensor, rows=None,
+                      total: torch.Tensor | None = None) -> torch.Tensor:
         """||inner_r w B_r||_F^2 per row r, for inner (R, m, d) and one w (d, n): the energy of the
         products J_r = inner_r w inside each row's subspace (e.g. a feature Jacobian through a
-        shared first layer), (R,)."""
+        shared first layer), (R,). total: ||inner_r w||_F^2 when the caller has it (some
+        subclasses save a product with it)."""
         return (inner @ self.shared_coefficients(w, rows)).pow(2).sum(dim=(1, 2))
 
     def project(self, v: torch.Tensor, rows=None) -> torch.Tensor:
@@ -246,10 +248,12 @@ class HypersurfaceTangents(Subspace):
         padded = torch.cat([torch.zeros_like(c[..., :1]), c], dim=-1)
         return self._reflect(padded, rows) @ self.embedding.T
 
-    def shared_energy(self, inner, w, rows=None):
+    def shared_energy(self, inner, w, rows=None, total=None):
         # B B^T = E (I - nu nu^T) E^T: the energy in the host space minus that along nu.
         host = w @ self.embedding  # (d, h)
-        if host.shape[1] <= host.shape[0]:
+        if total is not None and self.embedding.shape[0] == self.embedding.shape[1]:
+            in_host = total  # E square (identity embedding): E E^T = I, the host space is everything
+        elif host.shape[1] <= host.shape[0]:
             in_host = (inner @ host).pow(2).sum(dim=(1, 2))
         else:  # trace(inner (host host^T) inner^T): d x d instead of d x h per row
             in_host = ((inner @ (host @ host.T)) * inner).sum(dim=(1, 2))

@@ -130,8 +130,9 @@ def _first_layer_stats(split, x: torch.Tensor, tangent, rows) -> dict[str, torch
     values, left = gram_spectrum(gram)
     top = _unit((inner.transpose(1, 2) @ left[..., None])[..., 0] @ weight)  # J^T u_1 = W1^T A^T u_1
     tangent = tangent.to(device=x.device, dtype=torch.float64)
-    return {"singular_values": values, "top_direction": top, "total": gram.diagonal(dim1=1, dim2=2).sum(-1),
-            "tangent_energy": tangent.shared_energy(inner, weight, rows),
+    total = gram.diagonal(dim1=1, dim2=2).sum(-1)  # ||J||_F^2 = trace(J J^T)
+    return {"singular_values": values, "top_direction": top, "total": total,
+            "tangent_energy": tangent.shared_energy(inner, weight, rows, total),
             "top_tangent": tangent.coefficients(top, rows).norm(dim=1)}
 
 
