@@ -38,10 +38,14 @@ TINY_SYNTHETIC = {"train.steps": 60, "data.n_train": 200, "data.n_test": 100, "m
 TINY_REAL = {"dataset.n_train": 300, "dataset.n_test": 100, "autoencoder.steps": 150, "classifier.steps": 150,
              "measure.n_points": 20, "measure.attacks.bootstrap": 50, "device": "cpu", "examples": 0}
 
-# Scenes that need something a fresh checkout does not have: (file stem, what it needs).
+TINY_PHOTOS = {"measure.n_points": 1, "measure.subspace_dim": 20, "measure.attacks.max_steps": 20,
+               "measure.attacks.bootstrap": 50, "device": "cpu", "examples": 0}
+
+# Scenes that need something a fresh checkout does not have: (file stem, (paths or modules), what it needs).
 NEEDS = {
-    "real_fashion_mnist": ("/usr/share/datasets/fashion-mnist", "Debian's dataset-fashion-mnist package"),
-    "real_photos_efficientnet": ("efficientnet_lite_pytorch", "the pretrained extra"),
+    "real_fashion_mnist": (("/usr/share/datasets/fashion-mnist",), "Debian's dataset-fashion-mnist package"),
+    "real_photos_efficientnet": (("efficientnet_lite_pytorch",), "the pretrained extra"),
+    "real_photos_critique_k3500": (("efficientnet_lite_pytorch", "skimage"), "the pretrained and photos extras"),
 }
 
 
@@ -55,8 +59,8 @@ def cases() -> dict[str, dict]:
     for path in shipped_scenes():
         real = path.stem.startswith("real_")
         relative = str(path.relative_to(REPO))
-        result[f"tiny/{path.stem}"] = {"scene": relative, "budget": "tiny",
-                                       "set": dict(TINY_REAL if real else TINY_SYNTHETIC)}
+        tiny = TINY_PHOTOS if path.stem.startswith("real_photos") else TINY_REAL if real else TINY_SYNTHETIC
+        result[f"tiny/{path.stem}"] = {"scene": relative, "budget": "tiny", "set": dict(tiny)}
         result[f"full/{path.stem}"] = {"scene": relative, "budget": "full",
                                        "set": {"device": "cpu"} if real else {"train.device": "cpu", **NO_RENDERS}}
     result["tiny/sheet_two_class+relabel"] = {
@@ -76,12 +80,15 @@ def missing_requirement(case: dict) -> str | None:
     stem = Path(case["scene"]).stem
     if stem not in NEEDS:
         return None
-    needed, what = NEEDS[stem]
-    if needed.startswith("/"):
-        return None if Path(needed).exists() else f"needs {what} ({needed})"
     import importlib.util
 
-    return None if importlib.util.find_spec(needed) else f"needs {what}"
+    needed, what = NEEDS[stem]
+    for need in needed:
+        if need.startswith("/") and not Path(need).exists():
+            return f"needs {what} ({need})"
+        if not need.startswith("/") and importlib.util.find_spec(need) is None:
+            return f"needs {what}"
+    return None
 
 
 def run_case(case: dict, out_root: Path) -> dict:

@@ -165,6 +165,29 @@ def test_image_folder_and_digits(tmp_path):
     assert 0 <= digits.x_train.min() and digits.x_train.max() <= 1 and digits.n_classes == 10
 
 
+def test_center_crop_keeps_the_middle_of_a_wide_image_and_stretch_keeps_all_of_it(tmp_path):
+    """A 30 x 120 image in three vertical bands (red 30 | green 60 | blue 30 columns): centre-cropped
+    to 12 x 12 it is the middle 30 x 30, green alone (the ImageNet evaluation preprocessing);
+    stretched, all three bands."""
+    from PIL import Image
+
+    bands = np.zeros((30, 120, 3), np.uint8)
+    bands[:, :30, 0] = bands[:, 30:90, 1] = bands[:, 90:, 2] = 255
+    (tmp_path / "only").mkdir()
+    for i in range(4):
+        Image.fromarray(bands).save(tmp_path / "only" / f"{i}.png")
+    cropped = load_image_folder(tmp_path, image_size=(12, 12), resize="center_crop").x_train[0]
+    np.testing.assert_allclose(cropped[1], 1.0, atol=1e-6)  # green everywhere
+    np.testing.assert_allclose(cropped[[0, 2]], 0.0, atol=1e-6)
+    stretched = load_image_folder(tmp_path, image_size=(12, 12)).x_train[0]
+    assert stretched[0, :, 0].min() > 0.99 and stretched[2, :, -1].min() > 0.99  # red left, blue right
+    experiment = real_experiment_from_dict({"dataset": {"source": "folder", "path": str(tmp_path),
+                                                        "resize": "center_crop"}})
+    assert experiment.dataset.resize == "center_crop"
+    with pytest.raises(SceneError, match="dataset.resize: only used with dataset.source: folder"):
+        real_experiment_from_dict({"dataset": {"resize": "center_crop"}})
+
+
 # --------------------------------------------------------------------------- decoder Jacobians
 
 
@@ -609,3 +632,21 @@ def test_bad_input_on_real_runs_exits_2_and_changes_nothing(real_run_copy, tmp_p
     (real_run_copy / "metrics.json").write_text(json.dumps(metrics))
     result = _invoke("attack", real_run_copy, "--set", "measure.attacks.n_points=30")
     assert result.exit_code == 2 and "no longer gives the images" in result.output, result.output
+
+
+def test_the_critique_scene_is_the_four_photos_at_k_3500_with_structured_subspaces():
+    """scenes/real_photos_critique_k3500.yaml: scikit-image's four photos, k = 3500 of n = 150528,
+    all five modes; its random subspaces are seeded structured operators (a dense basis would be
+    150528 x 3500 floats per photo) and its memory estimate is within the 2 GiB goal."""
+    from conftest import SCENES
+
+    from simulator.attacks.subspaces import random_subspace_kind
+    from simulator.config.resources import estimate_memory
+
+    experiment = load_real_experiment(SCENES / "real_photos_critique_k3500.yaml")
+    assert experiment.photo_names == ["chelsea", "coffee", "astronaut", "rocket"]
+    assert experiment.measure.subspace_dim == 3500 and experiment.manifold == "none"
+    assert list(experiment.measure.attacks.modes) == ["free", "random_on", "random_off", "coordinate_on",
+                                                      "coordinate_off"]
+    assert random_subspace_kind(3 * 224 * 224, 3500) == "structured"
+    assert estimate_memory(experiment).peak < 2 * 2**30

@@ -80,7 +80,7 @@ class DatasetSpec(StrictModel):
     photos: list[PhotoName] | None = Field(
         None, min_length=1, max_length=64, json_schema_extra=why("at most 64 photos"),
         description="photos: which shipped photos, in order; default [china, flower] (scikit-learn's). "
-        "astronaut, chelsea, coffee and rocket need scikit-image (`pip install scikit-image`).",
+        "astronaut, chelsea, coffee and rocket need scikit-image (the photos extra: `pip install -e '.[photos]'`).",
     )
     path: str | None = Field(None, description="Local folder of the data (required for mnist, idx, cifar10, folder).")
     n_train: int | None = Field(
@@ -100,6 +100,10 @@ class DatasetSpec(StrictModel):
         "after centre-cropping; default [224, 224] (the pretrained classifier's input size).",
     )
     grayscale: bool = Field(False, description="folder: convert images to one channel.")
+    resize: Literal["stretch", "center_crop"] = Field(
+        "stretch", description="folder: how images reach image_size. stretch: resized to it (the aspect ratio "
+        "is not kept); center_crop: scaled until the shorter side fits, then the centre cut out (the "
+        "preprocessing ImageNet classifiers are evaluated with).")
 
 
 class AutoencoderSpec(StrictModel):
@@ -230,6 +234,9 @@ class RealExperiment(RunFile):
                                  "manifold: none (the random-subspace control alone)")
         elif data.photos is not None:
             raise ValueError(f"dataset.photos: only used with dataset.source: photos (got {data.source!r}); "
+                             f"remove it")
+        if data.resize != "stretch" and data.source != "folder":
+            raise ValueError(f"dataset.resize: only used with dataset.source: folder (got {data.source!r}); "
                              f"remove it")
         if self.manifold == "none":
             if measure.subspace_dim is None:

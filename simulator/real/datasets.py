@@ -253,9 +253,11 @@ def load_cifar10(path: str | Path) -> ImageDataset:
 # --------------------------------------------------------------------------- image folders
 
 
-def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, class_names: list[str] | None = None):
+def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, class_names: list[str] | None = None,
+                        resize: str = "stretch"):
     from PIL import (  # deferred: Pillow loads only when image files are read
         Image,
+        ImageOps,
         UnidentifiedImageError,
     )
 
@@ -269,7 +271,11 @@ def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, clas
         for file in files:
             try:
                 with Image.open(file) as image:
-                    image = image.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+                    image = image.convert("L" if grayscale else "RGB")
+                    if resize == "center_crop":  # scale the shorter side to fit, cut out the centre
+                        image = ImageOps.fit(image, (size[1], size[0]), Image.BILINEAR, centering=(0.5, 0.5))
+                    else:
+                        image = image.resize((size[1], size[0]), Image.BILINEAR)
                     array = np.asarray(image, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as error:
                 raise DatasetError(f"{file}: not a readable image ({error}); remove it or convert it.") from None
@@ -282,8 +288,9 @@ def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, clas
 
 
 def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = None, grayscale: bool = False,
-                      test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
-    """Class subfolders of images (resized with Pillow). With train/ and test/ (or val/) subfolders
+                      test_fraction: float = 0.25, seed: int = 0, resize: str = "stretch") -> ImageDataset:
+    """Class subfolders of images (resized with Pillow: stretched to image_size, or with resize
+    "center_crop" scaled and centre-cropped to it). With train/ and test/ (or val/) subfolders
     those are the splits; otherwise a seeded `test_fraction` of the images is held out."""
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -291,10 +298,10 @@ def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = Non
     size = tuple(image_size or (32, 32))
     test_root = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
     if (root / "train").is_dir() and test_root is not None:
-        x_train, y_train, classes = _read_class_folders(root / "train", size, grayscale)
-        x_test, y_test, _ = _read_class_folders(test_root, size, grayscale, classes)
+        x_train, y_train, classes = _read_class_folders(root / "train", size, grayscale, resize=resize)
+        x_test, y_test, _ = _read_class_folders(test_root, size, grayscale, classes, resize)
     else:
-        x, y, classes = _read_class_folders(root, size, grayscale)
+        x, y, classes = _read_class_folders(root, size, grayscale, resize=resize)
         x_train, y_train, x_test, y_test = _split(x, y, test_fraction, np.random.default_rng(seed))
     return ImageDataset("folder", x_train, y_train, x_test, y_test, source=str(root), class_names=classes)
 
@@ -329,7 +336,8 @@ def read_shipped_photo(name: str) -> np.ndarray:
             )
         except ImportError:
             raise DatasetError(f"dataset.photos: {name!r} ships with scikit-image, which is not installed; "
-                               f"`pip install scikit-image`, or use china and flower (scikit-learn's).") from None
+                               f"`pip install -e '.[photos]'` (or `pip install scikit-image`), or use china and flower "
+                               f"(scikit-learn's).") from None
         return np.asarray(getattr(skimage_data, name)())
     raise DatasetError(f"dataset.photos: {name!r} is not a shipped photo; choose from "
                        f"{', '.join([*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES])}.")
@@ -369,7 +377,7 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageData
 def load_dataset(source: str = "digits", path: str | Path | None = None, n_train: int | None = None,
                  n_test: int | None = None, seed: int = 0, test_fraction: float = 0.25,
                  image_size: tuple[int, int] | None = None, grayscale: bool = False,
-                 photos: list[str] | None = None) -> ImageDataset:
+                 photos: list[str] | None = None, resize: str = "stretch") -> ImageDataset:
     """Load a data set by name (see the module docstring), optionally a seeded random subset."""
     rng = numpy_rng(seed, "real_split")
     if source == "photos":
@@ -387,7 +395,7 @@ def load_dataset(source: str = "digits", path: str | Path | None = None, n_train
         elif source == "cifar10":
             data = load_cifar10(path)
         else:
-            data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)))
+            data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)), resize)
     else:
         raise DatasetError(f"dataset.source: {source!r} is not known; choose one of "
                            f"{', '.join(get_args(DatasetSource))}.")

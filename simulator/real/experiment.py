@@ -81,7 +81,7 @@ def load_experiment_data(experiment: RealExperiment) -> ImageDataset:
     spec = experiment.dataset
     return load_dataset(spec.source, spec.path, spec.n_train, spec.n_test, experiment.seed, spec.test_fraction,
                         tuple(spec.image_size) if spec.image_size else None, spec.grayscale,
-                        photos=experiment.photo_names if spec.source == "photos" else None)
+                        photos=experiment.photo_names if spec.source == "photos" else None, resize=spec.resize)
 
 
 def load_pretrained_classifier(architecture: str) -> torch.nn.Module:
