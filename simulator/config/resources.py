@@ -230,7 +230,7 @@ def _training_stage(scene, points: int, n: int, k: int, parameters: int) -> int:
 def height_points(resolution: int, k: int, max_points: int) -> int:
     """Chart points of one height field: resolution^k on a grid, else resolution^2 random points,
     both capped at max_points (geometry/height.py `chart_samples`)."""
-    if k * math.log(resolution) <= math.log(max_points):
+    if resolution**k <= max_points:  # exact integers, as chart_samples decides (a float log test erred at equality)
         return resolution**k
     return min(resolution**2, max_points)
 
@@ -249,7 +249,7 @@ def _measure_stage(scene, n: int, k: int) -> int:
     probes = min(grid * 2 * min(spec.bracket_steps, BRACKET_BLOCK) * row * F32, PROBE_CHUNK_BYTES) * 2
     # Per chart point: its point and probe direction in R^n (float64 and float32 copies), host
     # point and normal; a grid layout also takes the chart Jacobian (n x k) for its area weights.
-    on_grid = resolution**k <= spec.height_max_points
+    on_grid = resolution**k <= spec.height_max_points  # as height_points and chart_samples decide
     chart = n * (2 * F64 + 3 * F32) + 2 * h * F64 + (n * k * F64 if on_grid else 0)
     labels = LABEL_CHUNK * widest * F32 * 2
     distances = DISTANCE_CHUNK * scene.data.n_train * F64 * 2

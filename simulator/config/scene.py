@@ -696,8 +696,8 @@ class MeasureSpec(StrictModel):
     near_data_radius: float | None = Field(
         None, ge=MIN_LENGTH, le=MAX_LENGTH, json_schema_extra=LENGTH,
         description="A chart point is 'near data' within this distance of a training point; default "
-        "2 x the median nearest-neighbour distance between training points (median over the first 2048 "
-        "training points, each to its nearest among all).",
+        "2 x the median nearest-neighbour distance between training points (median over at most 2048 "
+        "training points drawn at random, each to its nearest among all).",
     )
     attacks: AttackSpec = AttackSpec()
     thresholds: ThresholdSpec = ThresholdSpec()
