@@ -24,6 +24,7 @@ from pathlib import Path
 
 from simulator.attacks.certify import CERTIFY_CHUNK_BYTES
 from simulator.attacks.operators import STRUCTURED_ROUNDS
+from simulator.attacks.ray_search import rows_per_pass
 from simulator.attacks.subspaces import random_subspace_kind
 from simulator.errors import SceneError
 from simulator.geometry.height import BRACKET_BLOCK, PROBE_CHUNK_BYTES
@@ -43,6 +44,9 @@ DISTANCE_CHUNK = 4096  # query rows per nearest-distance block (geometry/height.
 SUBSPACE_CHUNK = 256  # points per QR block of random subspaces (attacks/subspaces.py)
 # A pretrained ImageNet network's activations, with gradients, per 224 x 224 image (rough).
 PRETRAINED_BYTES_PER_IMAGE = 100 * 2**20
+# The same network's forward pass without gradients, per image: the attacks' probes run
+# `rows_per_pass(n)` images at once (27 at n = 150528: +462 MB peak for EfficientNet-Lite0, measured).
+PRETRAINED_PROBE_BYTES_PER_IMAGE = 17 * 2**20
 PRETRAINED_WEIGHT_BYTES = 5_000_000 * F32 * ADAM_COPIES
 # Known sizes of the real-image data sets: (images in all, pixels per image).
 DATASET_SIZES = {"digits": (1797, 64), "mnist": (70_000, 784), "fashion_mnist": (70_000, 784),
@@ -330,7 +334,7 @@ def _real_estimate(experiment) -> MemoryEstimate:
     classes = 1000 if experiment.pretrained else 10
     attacks = _attack_stage(experiment.measure.attacks, count, n, k, classes, _widest(experiment))
     if experiment.pretrained:
-        attacks += count * PRETRAINED_BYTES_PER_IMAGE
+        attacks += count * PRETRAINED_BYTES_PER_IMAGE + rows_per_pass(n) * PRETRAINED_PROBE_BYTES_PER_IMAGE
     stages = {"training (autoencoder.*, classifier.*)": _real_training(experiment, used, n, classes),
               "attacks (measure.attacks.n_points x n per mode)": attacks}
     if experiment.manifold == "autoencoder":  # decoder-Jacobian bases, float64 QR
