@@ -233,8 +233,9 @@ def _wide_input_mlp(n=40, hidden=(12, 9), seed=0):
 
 def test_stretch_through_the_first_layer_equals_the_full_jacobian_path():
     """n = 40 > h1 = 12: J = A W1 is never formed; every per-point quantity must equal the one
-    from the explicit (N, m, n) Jacobians, against a factored (manifold) and a dense subspace."""
-    from simulator.attacks.subspaces import tangent_spaces
+    from the explicit (N, m, n) Jacobians, against a factored (manifold), a Householder
+    (host-normal) and a dense subspace."""
+    from simulator.attacks.subspaces import tangent_spaces, tangent_subspaces
     from simulator.geometry.stretch import point_stretch
 
     mlp = _wide_input_mlp()
@@ -242,7 +243,7 @@ def test_stretch_through_the_first_layer_equals_the_full_jacobian_path():
     u = sphere.sample_chart(30, np.random.default_rng(4))
     x = torch.as_tensor(sphere.immersion(u))
     factored = tangent_spaces(sphere, u, device="cpu", dtype=torch.float64)
-    for tangent in (factored, factored.basis()):
+    for tangent in (factored, tangent_subspaces(sphere, u, dtype=torch.float64), factored.basis()):
         fast, generic = point_stretch(mlp, x, tangent), point_stretch(WithoutFirstLayerSplit(mlp), x, tangent)
         for key in ("singular_values", "total", "tangent_energy", "top_tangent"):
             torch.testing.assert_close(fast[key], generic[key], rtol=1e-9, atol=1e-12)
@@ -317,3 +318,19 @@ def test_manifold_labels_through_the_first_layer_in_host_coordinates_equal_the_p
     plain = mlp(torch.as_tensor(manifold.immersion(u))).argmax(-1).numpy()
     np.testing.assert_array_equal(fast, plain)
     assert 0 < fast.mean() < 1  # both classes occur: the comparison is not trivially constant
+
+
+def test_stretch_energy_on_a_sphere_that_fills_its_space_uses_the_total_correctly():
+    """A 4-sphere in R^5 (identity embedding, E square): the Householder operator takes the
+    tangent energy as the total minus the normal part; it must equal the explicit-basis value."""
+    from simulator.attacks.subspaces import tangent_spaces, tangent_subspaces
+    from simulator.geometry.stretch import point_stretch
+
+    mlp = _wide_input_mlp(n=5, hidden=(4, 3), seed=1)
+    sphere = Sphere(dim=4, ambient_dim=5, embedding="identity")
+    u = sphere.sample_chart(20, np.random.default_rng(3))
+    x = torch.as_tensor(sphere.immersion(u))
+    fast = point_stretch(mlp, x, tangent_subspaces(sphere, u, dtype=torch.float64))
+    explicit = point_stretch(WithoutFirstLayerSplit(mlp), x, tangent_spaces(sphere, u, dtype=torch.float64).basis())
+    for key in ("singular_values", "total", "tangent_energy", "top_tangent"):
+        torch.testing.assert_close(fast[key], explicit[key], rtol=1e-9, atol=1e-12)
