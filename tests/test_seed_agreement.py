@@ -69,6 +69,25 @@ def test_batched_training_equals_sequential_train(optimiser, method, monkeypatch
     assert not torch.equal(batched.models[0].head.weight, batched.models[1].head.weight)
 
 
+def test_batched_training_stops_each_model_where_train_stops_at_its_margin():
+    """Melamed's chessboard (trained until every point has margin 1): each stacked model is the
+    model `train()` returns for its seed, stopped at its own step, and the seeds stop at
+    different steps (so keeping one model while the others train on is exercised)."""
+    scene = load_scene(SCENES / "melamed_chessboard.yaml", overrides={"train.device": "cpu", "train.steps": 8000,
+                                                                       "measure.enabled": False})
+    data = make_dataset(scene)
+    seeds = [0, 1, 2]
+    batched = stacked.train_seeds(scene, data, seeds)
+    assert batched.batched
+    stops = []
+    for seed, model in zip(seeds, batched.models):
+        reference = train(scene.model_copy(update={"seed": seed}), data, progress=False)
+        stops.append(reference.stopped_at_margin)
+        for (name, expected), actual in zip(reference.model.named_parameters(), model.parameters()):
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(step is not None for step in stops) and len(set(stops)) > 1, stops
+
+
 def test_sequential_fallback_matches_and_says_why(monkeypatch):
     scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**TINY, "train.steps": 30})
     data = make_dataset(scene)

@@ -87,6 +87,10 @@ def _train_batched(scene: Scene, data: Dataset, seeds: list[int], device: torch.
     exactly its own gradient, and Adam/SGD (with momentum and coupled weight decay) update each
     number from its own gradient and state only, so one optimiser over the stacked tensors takes
     the same steps as S separate ones (tests compare with `train()`).
+
+    With `train.stop_at_margin`, each model is kept as it was at the first log step where all its
+    training points reach the margin, as `train()` stops there; the others train on (a stopped
+    model's later updates touch only its own numbers, and are discarded).
     """
     from torch.func import stack_module_state
 
@@ -110,6 +114,7 @@ def _train_batched(scene: Scene, data: Dataset, seeds: list[int], device: torch.
     streams = [shuffled_batches(len(x_train), batch_size, torch_generator(seed, "batches")) for seed in seeds]
     log_every = max(1, spec.steps // 200)
     running = torch.zeros(len(seeds), device=device)
+    stopped: dict[int, dict[str, torch.Tensor]] = {}  # model index -> its parameters when it stopped
 
     with one_cpu_thread(device), counting_bar(progress, spec.steps,
                                                f"train {len(seeds)} seeds of {scene.name}") as advance:
@@ -123,13 +128,31 @@ def _train_batched(scene: Scene, data: Dataset, seeds: list[int], device: torch.
             if step % log_every == 0 or step == spec.steps:  # one host sync per interval, as train()
                 _check_all_finite(running.cpu().numpy(), seeds, step, spec.lr)
                 running.zero_()
+            if spec.stop_at_margin is not None and step < spec.steps and step % log_every == 0:
+                margins = _smallest_margins(forward, params, buffers, x_train, y_train)
+                for i in np.flatnonzero(margins >= spec.stop_at_margin):
+                    if int(i) not in stopped:
+                        stopped[int(i)] = {name: value[i].detach().clone() for name, value in params.items()}
+                if len(stopped) == len(seeds):
+                    break
             advance()
 
     trained = []
     for i, model in enumerate(models):
-        model.load_state_dict({name: value[i].detach() for name, value in params.items()})
+        model.load_state_dict(stopped.get(i) or {name: value[i].detach() for name, value in params.items()})
         trained.append(model.cpu().eval())
     return trained
+
+
+@torch.no_grad()
+def _smallest_margins(forward, params, buffers, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Each stacked model's min over the set of z_y - max_{j != y} z_j (as `smallest_margin`). (S,)"""
+    count = next(iter(params.values())).shape[0]
+    logits = forward(params, buffers, x.expand(count, *x.shape))  # (S, N, C)
+    labels = y.expand(count, -1)[..., None]
+    true_logit = logits.gather(2, labels)[..., 0]
+    others = logits.scatter(2, labels, float("-inf"))
+    return (true_logit - others.max(dim=2).values).min(dim=1).values.cpu().numpy()
 
 
 def stacked_forward(template: nn.Module, method: str = "auto"):
