@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scaling import read_status_kb  # benchmarks/scaling.py, beside this script
 
 from simulator.config.real import load_real_experiment
 from simulator.formatting import fmt
@@ -34,11 +35,8 @@ MODE_NAMES = {"free": "PGD (unconstrained)", "random_on": "random-subspace PGD",
 
 def peak_rss_bytes() -> int | None:
     """The process's peak resident memory so far (Linux VmHWM), or None elsewhere."""
-    try:
-        line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) * 1024
+    kilobytes = read_status_kb("VmHWM")
+    return None if kilobytes is None else kilobytes * 1024
 
 
 def parse_overrides(pairs: list[str]) -> dict:

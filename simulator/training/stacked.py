@@ -19,6 +19,7 @@ from torch import nn
 from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.errors import TrainingError
+from simulator.geometry.margins import class_margins
 from simulator.models import ACTIVATIONS, MLP, build_model
 from simulator.progress import counting_bar
 from simulator.seeding import torch_generator, torch_seed
@@ -149,10 +150,8 @@ def _smallest_margins(forward, params, buffers, x: torch.Tensor, y: torch.Tensor
     """Each stacked model's min over the set of z_y - max_{j != y} z_j (as `smallest_margin`). (S,)"""
     count = next(iter(params.values())).shape[0]
     logits = forward(params, buffers, x.expand(count, *x.shape))  # (S, N, C)
-    labels = y.expand(count, -1)[..., None]
-    true_logit = logits.gather(2, labels)[..., 0]
-    others = logits.scatter(2, labels, float("-inf"))
-    return (true_logit - others.max(dim=2).values).min(dim=1).values.cpu().numpy()
+    true_class = class_margins(logits).gather(2, y.expand(count, -1)[..., None])[..., 0]  # (S, N)
+    return true_class.min(dim=1).values.cpu().numpy()
 
 
 def stacked_forward(template: nn.Module, method: str = "auto"):
