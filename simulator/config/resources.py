@@ -29,6 +29,8 @@ from simulator.attacks.subspaces import random_subspace_kind
 from simulator.errors import SceneError
 from simulator.geometry.height import BRACKET_BLOCK, PROBE_CHUNK_BYTES
 from simulator.geometry.stretch import JACOBIAN_CHUNK_BYTES
+from simulator.real.autoencoder import JACOBIAN_CHUNK_BYTES as DECODER_JACOBIAN_CHUNK_BYTES
+from simulator.real.streaming import stream_chunk
 
 F64, F32, I64 = 8, 4, 8  # bytes per number
 
@@ -311,34 +313,49 @@ def _experiment_stages(scene, points: int, n: int, parameters: int) -> dict[str,
 
 
 def _real_images(experiment) -> tuple[int, int, int]:
-    """(images loaded, images used, pixels per image). A folder's size is unknown before it is
-    read: then only the requested subset (dataset.n_train + n_test) is counted, if any."""
+    """(images held in memory, images trained on, pixels per image). An image folder is read batch by
+    batch (`simulator.real.streaming`): only the measured images are held, whatever its size."""
     data = experiment.dataset
     if data.source == "photos":
         side = (data.image_size or [224])[0]
         return len(experiment.photo_names), len(experiment.photo_names), 3 * side * side
     requested = data.n_train + data.n_test if data.n_train and data.n_test else None
     if data.source == "folder":
-        height, width = data.image_size or [32, 32]
-        return requested or 0, requested or 0, (1 if data.grayscale else 3) * height * width
+        height, width = experiment.image_size
+        count = experiment.measure.attacks.n_points or experiment.measure.n_points
+        return count, requested or 0, (1 if data.grayscale else 3) * height * width
     loaded, n = DATASET_SIZES[data.source]
     return loaded, min(requested or loaded, loaded), n
 
 
+# Per-image costs of a pretrained network scale with the pixels it sees (measured at 224 x 224).
+IMAGENET_PIXELS = 3 * 224 * 224
+
+
 def _real_estimate(experiment) -> MemoryEstimate:
-    loaded, used, n = _real_images(experiment)
-    subset = used * n * F32 if used < loaded else 0  # a subset is a copy
-    kept = {"images (dataset.*)": loaded * n * (F32 + 1) + subset}  # float32, and the raw bytes read
+    held, used, n = _real_images(experiment)
+    streamed = experiment.dataset.source == "folder"
+    subset = used * n * F32 if used < held and not streamed else 0  # a subset is a copy
     count = experiment.measure.attacks.n_points or experiment.measure.n_points
+    if streamed:  # the measured images, and the loader's batches in flight (2 per worker, and the one in use)
+        batch = max(experiment.autoencoder.batch_size, experiment.classifier.batch_size, stream_chunk(n))
+        in_flight = (2 * (experiment.dataset.workers if experiment.dataset.workers is not None else 8) + 1) * batch
+        kept = {"measured images and the loader's batches (measure.n_points, dataset.workers)":
+                (count + in_flight) * n * F32}
+    else:
+        kept = {"images (dataset.*)": held * n * (F32 + 1) + subset}  # float32, and the raw bytes read
     k = experiment.measure.subspace_dim if experiment.manifold == "none" else experiment.autoencoder.latent_dim
     classes = 1000 if experiment.pretrained else 10
     attacks = _attack_stage(experiment.measure.attacks, count, n, k, classes, _widest(experiment))
-    if experiment.pretrained:
-        attacks += count * PRETRAINED_BYTES_PER_IMAGE + rows_per_pass(n) * PRETRAINED_PROBE_BYTES_PER_IMAGE
+    if experiment.pretrained:  # EfficientNet-Lite0's measured costs (a user's network: assumed similar)
+        scale = n / IMAGENET_PIXELS
+        attacks += int(scale * (count * PRETRAINED_BYTES_PER_IMAGE
+                                + rows_per_pass(n) * PRETRAINED_PROBE_BYTES_PER_IMAGE))
     stages = {"training (autoencoder.*, classifier.*)": _real_training(experiment, used, n, classes),
               "attacks (measure.attacks.n_points x n per mode)": attacks}
-    if experiment.manifold == "autoencoder":  # decoder-Jacobian bases, float64 QR
-        stages["tangent bases (measure.n_points x n x autoencoder.latent_dim)"] = count * n * k * (2 * F32 + F64)
+    if experiment.manifold == "autoencoder":  # the kept bases; Jacobians in chunks of a fixed budget
+        stages["tangent bases (measure.n_points x n x autoencoder.latent_dim)"] = \
+            count * n * k * 2 * F32 + DECODER_JACOBIAN_CHUNK_BYTES
     return MemoryEstimate(kept, stages)
 
 
@@ -348,21 +365,34 @@ def _widest(experiment) -> int:
     return 0 if experiment.pretrained else experiment.classifier.hidden[-1]
 
 
+def _conv_maps(pixels: int, channels: list[int], pooled: bool) -> int:
+    """Values in one image's conv feature maps (each layer halves the sides)."""
+    return sum(width * pixels // 4 ** (layer + (1 if not pooled else 0)) for layer, width in enumerate(channels))
+
+
 def _real_training(experiment, used: int, n: int, classes: int) -> int:
-    if experiment.pretrained:
-        return PRETRAINED_WEIGHT_BYTES
-    inputs = used * n * F32
+    streamed = experiment.dataset.source == "folder"
+    inputs = 0 if streamed else used * n * F32  # a folder is read batch by batch
     autoencoder = 0
     if experiment.manifold == "autoencoder":
         spec = experiment.autoencoder
-        hidden = [*spec.hidden, spec.latent_dim, *reversed(spec.hidden)]
-        autoencoder = ADAM_COPIES * mlp_parameters(n, hidden, n) * F32 + _mlp_activations(
-            min(spec.batch_size, used or spec.batch_size), hidden, n)
+        batch = min(spec.batch_size, used or spec.batch_size)
+        if spec.architecture == "conv":  # encoder and mirrored decoder maps of one batch
+            pixels = n // (1 if experiment.dataset.grayscale else 3)
+            maps = 2 * _conv_maps(pixels, spec.channels, pooled=False)
+            autoencoder = batch * (maps + 2 * n) * F32 * ACTIVATION_COPIES + ADAM_COPIES * F32 * (
+                2 * spec.latent_dim * spec.channels[-1] * pixels // 4 ** len(spec.channels)
+                + 2 * 9 * sum(a * b for a, b in pairwise([3, *spec.channels])))
+        else:
+            hidden = [*spec.hidden, spec.latent_dim, *reversed(spec.hidden)]
+            autoencoder = ADAM_COPIES * mlp_parameters(n, hidden, n) * F32 + _mlp_activations(batch, hidden, n)
+    if experiment.pretrained:
+        return inputs + max(autoencoder, PRETRAINED_WEIGHT_BYTES)
     spec = experiment.classifier
     batch = min(spec.batch_size, used or spec.batch_size)
     if spec.architecture == "cnn":  # conv maps of one batch (each layer halves the sides), dense layers
         pixels = n // (1 if experiment.dataset.grayscale else 3)
-        maps = sum(channels * pixels // 4**layer for layer, channels in enumerate(spec.channels))
+        maps = _conv_maps(pixels, spec.channels, pooled=True)
         flat = spec.channels[-1] * pixels // 4 ** len(spec.channels)
         classifier = batch * maps * F32 * ACTIVATION_COPIES + _mlp_activations(batch, list(spec.hidden), classes)
         classifier += ADAM_COPIES * mlp_parameters(flat, list(spec.hidden), classes) * F32

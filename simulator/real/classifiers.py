@@ -17,6 +17,7 @@ from torch import nn
 
 from simulator.errors import TrainingError
 from simulator.models import ACTIVATIONS, MLP
+from simulator.real.streaming import image_batches, image_chunks
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.loop import shuffled_batches
 from simulator.training.optimizers import make_optimizer
@@ -64,10 +65,15 @@ def build_classifier(architecture: str, image_shape: tuple[int, int, int], n_cla
     raise ValueError(f"classifier.architecture: {architecture!r} is not known; choose mlp or cnn")
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in evaluation batches."""
+def accuracy(model: nn.Module, x, y, chunk: int = 4096, workers: int | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in evaluation batches; x: rows on the model's device, an
+    image array, or lazy `ImageFiles` (streamed); y: labels (tensor or array)."""
+    device = next(model.parameters()).device
+    if isinstance(x, torch.Tensor):
+        x = x.cpu().numpy()
+    y = torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y), dtype=torch.long, device=device)
     with torch.no_grad():
-        logits = torch.cat([model(part) for part in x.split(chunk)])
+        logits = torch.cat([model(part) for part in image_chunks(x, chunk, device, workers)])
     return (nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
 
 
@@ -75,12 +81,15 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
                      hidden: list[int] = (256, 256), channels: list[int] = (16, 32), activation: str = "relu",
                      steps: int = 2000, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                      seed: int = 0, device: str | torch.device = "cpu", x_test=None, y_test=None,
-                     n_classes: int | None = None):
-    """Train with Adam and cross-entropy on flattened images (N, n); seeded.
+                     n_classes: int | None = None, workers: int | None = None):
+    """Train with Adam and cross-entropy on images x_train (rows (N, n), an array, or lazy
+    `ImageFiles` read batch by batch: the same batches, the same weights); seeded.
 
     Returns (model in eval mode on `device`, info {train_accuracy, test_accuracy, loss, seconds, steps, history}).
     """
-    x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
+    device = torch.device(device)
+    if isinstance(x_train, torch.Tensor):
+        x_train = x_train.cpu().numpy()
     y_train = torch.as_tensor(np.asarray(y_train), dtype=torch.long, device=device)
     n_classes = n_classes or int(y_train.max()) + 1
     torch.manual_seed(torch_seed(seed, "classifier_init"))
@@ -94,15 +103,16 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
     running_correct = torch.zeros((), device=device)
     log_every = max(1, steps // 100)
     model.train()
-    for step, index in zip(range(1, steps + 1), shuffled_batches(len(x_train), batch_size, generator)):
-        index = index.to(device)
-        logits = model(x_train[index])
-        loss = nn.functional.cross_entropy(logits, y_train[index])
+    batches = image_batches(x_train, shuffled_batches(len(x_train), batch_size, generator), steps, device, workers)
+    for step, (rows, index) in zip(range(1, steps + 1), batches):
+        labels = y_train[index.to(device)]
+        logits = model(rows)
+        loss = nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         running_loss += loss.detach()
-        running_correct += (logits.argmax(1) == y_train[index]).float().mean().detach()
+        running_correct += (logits.argmax(1) == labels).float().mean().detach()
         if step % log_every == 0 or step == steps:
             count = log_every if step % log_every == 0 else step % log_every
             mean_loss = running_loss.item() / count
@@ -112,11 +122,9 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
             running_loss.zero_()
             running_correct.zero_()
     model.eval()
-    loss, train_accuracy = accuracy(model, x_train, y_train)
+    loss, train_accuracy = accuracy(model, x_train, y_train, workers=workers)
     info = {"steps": steps, "seconds": time.perf_counter() - started, "loss": loss, "train_accuracy": train_accuracy,
             "test_accuracy": None, "history": history, "architecture": architecture}
     if x_test is not None:
-        x_test = torch.as_tensor(np.asarray(x_test), dtype=torch.float32, device=device)
-        y_test = torch.as_tensor(np.asarray(y_test), dtype=torch.long, device=device)
-        info["test_accuracy"] = accuracy(model, x_test, y_test)[1]
+        info["test_accuracy"] = accuracy(model, x_test, y_test, workers=workers)[1]
     return model, info

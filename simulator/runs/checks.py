@@ -324,13 +324,15 @@ def check_points(file: Path, arrays: dict[str, np.ndarray], real: dict, k: int |
     return sizes["N"]
 
 
-def check_models(file: Path, models: Any, with_autoencoder: bool, ambient_dim: int, k: int | None) -> None:
-    """models.pt of a real-image run: the classifier's state dict, and the autoencoder's with its
-    configuration when the run estimated the manifold."""
+def check_models(file: Path, models: Any, with_autoencoder: bool, ambient_dim: int, k: int | None,
+                 with_classifier: bool = True) -> None:
+    """models.pt of a real-image run: the classifier's state dict (unless it is pretrained), and the
+    autoencoder's with its configuration when the run estimated the manifold."""
     fix = RERUN["real"]
-    if not isinstance(models, dict) or "classifier" not in models:
+    if not isinstance(models, dict) or (with_classifier and "classifier" not in models):
         raise damaged(file, "expected a dict with the classifier's state dict under 'classifier'", fix)
-    check_state_dict(file, "the classifier", models["classifier"], None, fix)
+    if with_classifier:
+        check_state_dict(file, "the classifier", models["classifier"], None, fix)
     if not with_autoencoder:
         return
     check_state_dict(file, "the autoencoder", models.get("autoencoder"), None, fix)

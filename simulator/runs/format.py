@@ -52,7 +52,7 @@ KIND_NAMES = {"synthetic": "synthetic", "real": "real-image"}
 # The files each kind of run must hold besides metrics.json and scene.yaml.
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "synthetic": ("data.npz", "snapshots.pt"),
-    "real": ("points.npz", ATTACK_FILE),  # + models.pt unless the classifier is pretrained
+    "real": ("points.npz", ATTACK_FILE),  # + models.pt when the run trained a model (classifier or autoencoder)
 }
 
 

@@ -182,7 +182,7 @@ class Run(_RunFiles):
 class RealRun(_RunFiles):
     """A loaded real-image run: its `experiment`, `metrics`, the measured images and what was
     computed at them (`points`, points.npz) and the trained models' state dicts (`models`,
-    models.pt; None for a pretrained classifier). simulator.real.rerun rebuilds the models."""
+    models.pt; None when nothing was trained: a pretrained classifier without an autoencoder). simulator.real.rerun rebuilds the models."""
 
     kind: ClassVar[str] = "real"
     path: Path
@@ -212,7 +212,7 @@ def _load_real_run(path: Path, metrics: dict) -> RealRun:
     compared with those metrics.json recorded (`simulator.runs.integrity`)."""
     check_files(path, "real")
     experiment = _read_checked_scene(path, metrics, "real")
-    check_files(path, "real", () if experiment.pretrained else ("models.pt",))
+    check_files(path, "real", ("models.pt",) if experiment.trains_models else ())
     fix, real = RERUN["real"], metrics["real"]
     k = None if experiment.manifold == "none" else experiment.autoencoder.latent_dim
     points = _read_checked(path, metrics, "points.npz", read_npz, fix)
@@ -220,9 +220,10 @@ def _load_real_run(path: Path, metrics: dict) -> RealRun:
     if "data_radius" not in points and metrics["geometry"]["settings"].get("data_radius") is None:
         raise damaged(path / "points.npz", "no data_radius here nor in metrics.json's geometry settings", fix)
     models = None
-    if not experiment.pretrained:
+    if experiment.trains_models:
         models = _read_checked(path, metrics, "models.pt", read_torch, fix)
-        check_models(path / "models.pt", models, k is not None, real["ambient_dim"], k)
+        check_models(path / "models.pt", models, k is not None, real["ambient_dim"], k,
+                     with_classifier=not experiment.pretrained)
     _check_stage_files(path, metrics, n_points, real["ambient_dim"], None)
     return RealRun(path, experiment, metrics, points, models)
 
