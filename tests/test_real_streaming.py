@@ -160,9 +160,10 @@ def test_lazy_folder_reads_what_the_files_hold_and_only_on_demand(tmp_path):
     assert isinstance(data.x_train, ImageFiles) and data.x_train.shape == (9, 3, SIDE, SIDE)
     assert data.class_names == ["rings", "stripes"] and len(data.x_test) == 3
     first = data.x_train[0]  # one image, read now
-    np.testing.assert_array_equal(first, read_image(data.x_train.files[0], (SIDE, SIDE)))
+    np.testing.assert_array_equal(first, read_image(data.x_train.file(0), (SIDE, SIDE)))
     subset = data.x_train[np.array([2, 0])]  # a lazy subset: nothing read
-    assert isinstance(subset, ImageFiles) and list(subset.files) == [data.x_train.files[2], data.x_train.files[0]]
+    assert isinstance(subset, ImageFiles) and [subset.file(0), subset.file(1)] == [data.x_train.file(2), data.x_train.file(0)]
+    assert data.x_train.files.dtype.kind == "S"  # one bytes array: loader processes share it without copying
     streamed = torch.cat(list(image_chunks(data.x_train, 4, torch.device("cpu"), workers=1)))
     np.testing.assert_array_equal(streamed.numpy(), np.asarray(data.x_train).reshape(9, -1))
 
@@ -400,6 +401,22 @@ def test_protocol_runs_of_the_same_network_saved_three_ways_agree(protocol_runs)
                                    np.load(protocol_runs["state_dict"] / "points.npz")["tau"], rtol=1e-5)
 
 
+def test_a_folder_with_more_classes_than_the_network_stops_before_training(user_setup, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(user_setup["folder"], tmp_path / "three_classes")
+    shutil.copytree(folder / "stripes", folder / "zigzags")
+    raw = _experiment({**user_setup, "folder": folder}, architecture="exported",
+                      path=str(user_setup["root"] / "net.pt2"))
+    raw["autoencoder"]["steps"] = 10**6  # would take hours: the check must come first
+    scene = tmp_path / "three.yaml"
+    scene.write_text(json.dumps(raw))
+    result = CliRunner().invoke(cli.main, ["run", str(scene), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "test labels go up to 2, but the classifier has 2 classes" in result.output
+    assert "dataset.labels: predicted" in result.output and not (tmp_path / "user_protocol").exists()
+
+
 def test_protocol_run_reruns_and_adds_points_from_the_folder(protocol_runs):
     folder = protocol_runs["exported"]
     before = np.load(folder / "points.npz")
@@ -411,6 +428,22 @@ def test_protocol_run_reruns_and_adds_points_from_the_folder(protocol_runs):
 
 
 HAVE_PRETRAINED = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
+IMAGENET_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "imagenet_efficientnet_autoencoder.yaml"
+
+
+def test_imagenet_example_validates_and_its_estimate_counts_the_dense_tangent_bases():
+    """The README's ImageNet file: valid, streamed (no image set in the estimate), and its peak is
+    the 50 float32 bases of 150528 x 128 (twice: numpy and tensor) plus bounded stages."""
+    from simulator.config.resources import estimate_memory
+
+    result = CliRunner().invoke(cli.main, ["scenes", "validate", str(IMAGENET_EXAMPLE)])
+    assert result.exit_code == 0 and "tangent bases" in result.output, result.output
+    experiment = load_real_experiment(IMAGENET_EXAMPLE)
+    assert experiment.pretrained and experiment.manifold == "autoencoder" and experiment.labels == "dataset"
+    estimate = estimate_memory(experiment)
+    bases = 50 * 150528 * 128 * 4 * 2
+    assert bases < estimate.peak < bases + 4 * 2**30
+    assert not any("images (dataset" in name for name in estimate.kept)  # a folder is not loaded whole
 
 
 @pytest.mark.slow  # 45 s on 2 cores

@@ -11,6 +11,11 @@ from torch import nn
 from simulator.attacks.greedy_pgd import AttackResult, as_batch, refine_by_bisection
 
 
+# Classes DeepFool linearises per step (the most likely ones): the DeepFool paper's ImageNet setting
+# and foolbox's default.
+DEEPFOOL_CANDIDATES = 10
+
+
 class DeepFoolL2:
     r"""Minimal free L2 perturbation by iterative linearisation, to check `GreedyProjectedPGD`.
 
@@ -49,7 +54,7 @@ class DeepFoolL2:
     """
 
     def __init__(self, model: nn.Module, overshoot: float = 0.02, max_iter: int = 50, refine_steps: int = 20,
-                 projection_rounds: int = 10, candidates: int | None = 10):
+                 projection_rounds: int = 10, candidates: int | None = DEEPFOOL_CANDIDATES):
         self.model = model
         self.candidates = candidates
         self.overshoot = float(overshoot)

@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from simulator.attacks.certify import CERTIFY_CHUNK_BYTES
+from simulator.attacks.deepfool import DEEPFOOL_CANDIDATES
 from simulator.attacks.operators import STRUCTURED_ROUNDS
 from simulator.attacks.ray_search import rows_per_pass
 from simulator.attacks.subspaces import random_subspace_kind
@@ -276,7 +277,7 @@ def _attack_stage(spec, count: int, n: int, k: int, classes: int, widest: int) -
             bases = count * (STRUCTURED_ROUNDS * n + k * I64)
     tangent = count * (k + 1) * k * F32 if any(mode in ("on", "off") for mode in spec.modes) else 0
     certify = CERTIFY_CHUNK_BYTES if spec.search.certify else 0
-    deepfool = count * classes * n * F32 if spec.check_with_deepfool else 0
+    deepfool = count * min(classes, DEEPFOOL_CANDIDATES) * n * F32 if spec.check_with_deepfool else 0
     jacobians = count * widest * n * F64 * 2  # the stretch alignment (models with `features`; widest 0: none)
     return ATTACK_COPIES * count * n * F32 + bases + tangent + certify + deepfool + jacobians
 

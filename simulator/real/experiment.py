@@ -290,6 +290,11 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
     if k >= n:
         field = "measure.subspace_dim" if experiment.manifold == "none" else "autoencoder.latent_dim"
         raise SceneError(f"{field}: {k} must be smaller than the image dimension n = {n}")
+    if pretrained is not None and experiment.labels == "dataset" and len(data.y_test) \
+            and int(data.y_test.max()) >= pretrained.n_classes:  # before any training
+        raise SceneError(f"dataset: the test labels go up to {int(data.y_test.max())}, but the classifier has "
+                         f"{pretrained.n_classes} classes; its classes must be the data set's, in sorted "
+                         f"class-folder order (or set dataset.labels: predicted)")
     streamed = " (read from files batch by batch)" if isinstance(x_train, ImageFiles) else ""
     log(f"{data.name}: {len(x_train)} train / {len(x_test)} test images of shape {data.image_shape} (n = {n}){streamed}")
 
@@ -311,10 +316,6 @@ def run_real_experiment(experiment: RealExperiment, log: Callable[[str], None] |
         classifier = pretrained
         if experiment.labels == "predicted":  # e.g. the photos, which carry no label
             data.y_test = predicted_labels(classifier, data, count, workers)
-        elif len(data.y_test) and int(data.y_test.max()) >= classifier.n_classes:
-            raise SceneError(f"dataset: the test labels go up to {int(data.y_test.max())}, but the classifier has "
-                             f"{classifier.n_classes} classes; its classes must be the data set's, in sorted "
-                             f"class-folder order (or set dataset.labels: predicted)")
         cl_info = {"seconds": 0.0, "steps": 0, "loss": None, "train_accuracy": None, "test_accuracy": None,
                    "history": []}
         log(f"classifier: pretrained {cl.architecture} ({classifier.n_classes} classes)")

@@ -76,9 +76,12 @@ class ImageFiles:
     indexing (one image, read now) and index-array indexing (a lazy subset, nothing read).
     `np.asarray(images)` reads them all: only for small sets (tests)."""
 
-    def __init__(self, files: Iterable[str | Path], image_size: tuple[int, int], grayscale: bool = False,
+    def __init__(self, files: Iterable[str | Path] | np.ndarray, image_size: tuple[int, int], grayscale: bool = False,
                  resize: str = "stretch", crop_fraction: float = 1.0):
-        self.files = np.asarray([str(file) for file in files], dtype=object)
+        # One fixed-width bytes array, not a list of Python strings: loader processes share it as
+        # it is, whereas touching 1.28 million string objects would copy their pages into each.
+        self.files = files if isinstance(files, np.ndarray) and files.dtype.kind == "S" else \
+            np.asarray([os.fsencode(file) for file in files], dtype=bytes)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.grayscale, self.resize, self.crop_fraction = grayscale, resize, float(crop_fraction)
 
@@ -91,12 +94,16 @@ class ImageFiles:
     def __len__(self) -> int:
         return len(self.files)
 
+    def file(self, index: int) -> str:
+        """The path of image `index`."""
+        return os.fsdecode(self.files[index])
+
     def _like(self, files) -> ImageFiles:
         return ImageFiles(files, self.image_size, self.grayscale, self.resize, self.crop_fraction)
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return read_image(self.files[index], self.image_size, self.grayscale, self.resize, self.crop_fraction)
+            return read_image(self.file(index), self.image_size, self.grayscale, self.resize, self.crop_fraction)
         return self._like(self.files[np.asarray(index)])
 
     def __array__(self, dtype=None, copy=None):
