@@ -6,6 +6,7 @@ paragraph and exits with code 2; no traceback, no half-written output.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from simulator.config.loading import parse_yaml
-from simulator.errors import SimulatorError
+from simulator.errors import SceneError, SimulatorError
 
 console = Console()
 errors = Console(stderr=True)
@@ -181,50 +182,112 @@ def _print_run_summary(summary) -> None:
                       f"[{low:.1%}, {high:.1%}], chance {relabel['chance']:.1%}", highlight=False)
 
 
-@main.command(short_help="Run a scene once per value of one field and compare the runs.")
-@click.argument("scene_file", type=click.Path(path_type=Path))
-@click.option("--param", "field", required=True, metavar="FIELD",
-              help="Dotted scene field to vary, e.g. model.init_scale, train.weight_decay, model.hidden.")
-@click.option("--values", "values_text", required=True, metavar="V1,V2,...",
-              help="Values, comma-separated YAML (e.g. 1,0.3,0.1); use ';' between list values: '[64];[256]'.")
+@main.command(short_help="Run a sweep file (many runs, locally or on Ray) or one scene per value of one field.")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--param", "field", default=None, metavar="FIELD",
+              help="With a scene file: the dotted field to vary, e.g. model.init_scale (a one-field sweep).")
+@click.option("--values", "values_text", default=None, metavar="V1,V2,...",
+              help="With --param: values, comma-separated YAML (e.g. 1,0.3,0.1); ';' between list values: '[64];[256]'.")
 @click.option("--out", "out_root", type=click.Path(path_type=Path), default=Path("renders"), show_default=True,
-              help="Root folder: runs go to OUT/<scene>__<field>_<value>/, the summary to OUT/<scene>_sweep_<field>/.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override other scene fields (all runs).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+              help="Root folder: the sweep goes to OUT/<sweep name>/ (runs under runs/, the table and report beside).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override scene fields (all runs).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="Where runs execute (default: the file's backend.name, else local).")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="local: runs at once (default: the file's, else the CPU cores).")
+@click.option("--address", default=None, help="ray: the cluster to join (default: the file's, RAY_ADDRESS, or a "
+                                              "local Ray).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--max-memory", "max_memory", metavar="SIZE", default=None, callback=_memory_size,
-              help="Refuse to start when any run's estimated peak memory exceeds SIZE, e.g. 8G (default: the "
-                   "memory available when the sweep starts).")
+              help="Refuse to start when the runs that may execute at once need more than SIZE, e.g. 8G (default: "
+                   "the memory available when the sweep starts).")
 @_user_errors
-def sweep(scene_file: Path, field: str, values_text: str, out_root: Path, overrides: tuple[str, ...], quiet: bool,
-          max_memory: int | None):
-    """Run SCENE_FILE once per value of FIELD (each a full `sim run`), then write a table, a figure
-    of clinging fraction, tau, d_off and MS against the value, and a `sim compare` report."""
-    from simulator.config.resources import check_memory
-    from simulator.experiments.sweep import sweep_scenes
-    from simulator.formatting import fmt
-    from simulator.pipeline import load_experiment, run_scene
-    from simulator.report.sweep_report import SWEEP_COLUMNS, write_sweep_report
+def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root: Path, overrides: tuple[str, ...],
+          backend: str | None, workers: int | None, address: str | None, quiet: bool, max_memory: int | None):
+    """Run every combination of SWEEP_FILE (`kind: sweep`: a base scene, a grid and/or a list of
+    overrides; see scenes/sweeps/), each a full `sim run` into OUT/<sweep>/runs/<combination>/,
+    skipping finished runs and recording failed ones; then write sweep.csv (and sweep.parquet),
+    sweep.md, sweep.html and figures. With --param and --values, SWEEP_FILE is a scene and the
+    sweep is one field's values."""
+    from simulator.config.sweep import load_sweep, one_field_sweep
+    from simulator.sweeps.runner import run_sweep
+    from simulator.sweeps.table import sweep_rows, write_sweep_table
+    from simulator.sweeps.report import write_sweep_report
 
-    separator = ";" if ";" in values_text else ","
-    values = [_yaml_value(part.strip(), "--values", "list values are separated by ';', e.g. --values '[64];[64,64]'")
-              for part in values_text.split(separator) if part.strip()]
-    scene = load_experiment(scene_file, overrides=_parse_overrides(overrides))
-    scenes = sweep_scenes(scene, field, values)  # all validated before the first training starts
-    for variant, value in zip(scenes, values):  # and within memory: a sweep must not die at its largest value
-        check_memory(variant, max_memory, source=f"{scene_file} with {field} = {value!r}")
-    paths = []
-    for variant in scenes:
-        console.print(f"[bold]{variant.name}[/bold]")
-        paths.append(run_scene(variant, out_root=out_root, progress=not quiet).path)
-    out_dir = Path(out_root) / f"{scene.name}_sweep_{field.rsplit('.', 1)[-1]}"
-    rows = write_sweep_report(field, values, paths, out_dir)
-    table = Table(title=f"sweep of {field}", title_justify="left")
-    for column in [field] + [name for name, _ in SWEEP_COLUMNS]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(fmt(value) for value in row.values()))
-    console.print(table)
-    console.print(f"sweep report: {out_dir / 'sweep.md'}", soft_wrap=True, highlight=False)
+    extra = _parse_overrides(overrides)
+    if (field is None) != (values_text is None):
+        raise SceneError("--param and --values go together: --param names the field, --values its values "
+                         "(e.g. --param model.init_scale --values 1,0.1); or pass a sweep file without either.")
+    if field is not None:
+        separator = ";" if ";" in values_text else ","
+        values = [_yaml_value(part.strip(), "--values", "list values are separated by ';', e.g. --values '[64];[64,64]'")
+                  for part in values_text.split(separator) if part.strip()]
+        plan = one_field_sweep(sweep_file, field, values, extra)
+    else:
+        plan = load_sweep(sweep_file, extra)  # every combination validated before the first run starts
+    spec = plan.backend.model_copy(update={key: value for key, value in
+                                           (("name", backend), ("workers", workers), ("address", address))
+                                           if value is not None})
+    plan = dataclasses.replace(plan, backend=spec)
+    _check_sweep_memory(plan, max_memory, sweep_file)
+    console.print(f"sweep {plan.name}: {len(plan.runs)} runs into {Path(out_root) / plan.name}", highlight=False)
+    outcome = run_sweep(plan, out_root, progress=not quiet)
+    rows = sweep_rows(plan, outcome.folder)
+    tables = write_sweep_table(outcome.folder, rows)
+    write_sweep_report(plan, outcome.folder, rows)
+    console.print(f"{len(outcome.done)} runs done now, {len(outcome.skipped)} finished before, {len(outcome.failed)} "
+                  f"failed ({outcome.seconds:.0f} s)", highlight=False)
+    for name, error in outcome.failed.items():
+        console.print(f"[red]failed[/red] {name}: {escape(error.splitlines()[0] if error else '')}", highlight=False)
+    console.print(f"table: {', '.join(str(path) for path in tables)}; report: {outcome.folder / 'sweep.html'}",
+                  soft_wrap=True, highlight=False)
+    if outcome.failed:
+        raise SystemExit(1)
+
+
+def _check_sweep_memory(plan, max_memory: int | None, source: Path) -> None:
+    """Each run within the limit, and the runs that may execute at once together (the largest
+    `workers` estimates, on the local backend) too: a sweep must not die at its largest run."""
+    from simulator.config.resources import available_memory, check_memory, format_bytes
+
+    from simulator.config.sweep import describe_combination
+
+    peaks = sorted((check_memory(run.scene, max_memory, source=f"{source} with {describe_combination(run.varying)}").peak
+                    for run in plan.runs), reverse=True)
+    if plan.backend.name != "local" or not peaks:
+        return
+    from simulator.sweeps.backends import LocalBackend
+
+    together = sum(peaks[:LocalBackend(plan.backend).workers])
+    limit = max_memory if max_memory is not None else available_memory()
+    if limit is not None and together > limit:
+        raise SceneError(f"{source}: the {LocalBackend(plan.backend).workers} runs that execute at once need an "
+                         f"estimated {format_bytes(together)} together, more than {format_bytes(limit)}; pass "
+                         f"--workers with fewer workers (or --max-memory if you know the estimate is too high).")
+
+
+@main.command("sweep-plot", short_help="Plot any parameter of a sweep against any measurement, seed-averaged.")
+@click.argument("sweep_dir", type=click.Path(path_type=Path))
+@click.option("--x", "x", required=True, metavar="FIELD", help="Parameter on the x axis, e.g. manifold.ambient_dim.")
+@click.option("--y", "ys", required=True, multiple=True, metavar="COLUMN",
+              help="Measurement(s) of sweep.csv, e.g. ms, tau_ratio, random_on_over_free (repeatable).")
+@click.option("--hue", default=None, metavar="FIELD", help="One line per value of this parameter.")
+@click.option("--reference", default=None, metavar="COLUMN", help="A column drawn dashed, e.g. dimension_only.")
+@click.option("--log-x", is_flag=True, help="Logarithmic x axis.")
+@click.option("--log-y", is_flag=True, help="Logarithmic y axis.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
+              help="The PNG to write (default: SWEEP_DIR/plot_<y>_vs_<x>.png).")
+@_user_errors
+def sweep_plot(sweep_dir: Path, x: str, ys: tuple[str, ...], hue: str | None, reference: str | None, log_x: bool,
+               log_y: bool, out_path: Path | None):
+    """Means over the runs sharing the other parameters (the seeds), with standard-error bars."""
+    from simulator.sweeps.plot import plot_sweep
+    from simulator.sweeps.table import read_sweep_table
+
+    rows = read_sweep_table(sweep_dir)
+    out_path = out_path or Path(sweep_dir) / f"plot_{'_'.join(ys)}_vs_{x.rsplit('.', 1)[-1]}.png"
+    plot_sweep(rows, x, list(ys), out_path, hue=hue, reference=reference, log_x=log_x, log_y=log_y)
+    console.print(f"wrote {out_path}", highlight=False)
 
 
 @main.command(short_help="Rerun the on/off/random-subspace attacks of a run.")

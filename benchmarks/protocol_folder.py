@@ -66,14 +66,15 @@ def child(folder: str, out: str) -> None:
     run_real(experiment, out)
     wall = time.perf_counter() - started
     metrics = json.loads((Path(out) / experiment.name / "metrics.json").read_text())
+    timings = json.loads((Path(out) / experiment.name / "timings.json").read_text())
     modes = metrics["attacks"]["final"]["modes"]
     median = {mode: summary["median_distance_counting_failures"] for mode, summary in modes.items()}
     real = metrics["real"]
     print(json.dumps({
         "wall": wall, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "n_train": real["dataset"]["n_train"], "n_test": real["dataset"]["n_test"],
-        "autoencoder_seconds": real["autoencoder"]["seconds"], "jacobian_seconds": real["jacobian"]["seconds"],
-        "attack_seconds": metrics["attacks"]["seconds"],
+        "autoencoder_seconds": timings["real.autoencoder.seconds"], "jacobian_seconds": timings["real.jacobian.seconds"],
+        "attack_seconds": timings["attacks.seconds"],
         "tau_ratio": metrics["geometry"]["snapshots"][-1]["tangent"]["ratio_to_baseline"],
         "median": median, "test_rmse": real["autoencoder"]["reconstruction"]["test"]["rmse"]}))
 

@@ -31,8 +31,12 @@ def fit_full_batch(model, x, y, steps: int, lr: float = 1e-2):
 @pytest.fixture
 def tiny_overrides():
     """Overrides that make any scene train in about a second."""
-    return {"train.steps": 60, "data.n_train": 200, "data.n_test": 100, "measure.n_points": 50,
-            "snapshots.count": 5, "train.device": "cpu", "render.cross_section_resolution": 32,
-            "measure.height_resolution": 12, "measure.final_height_resolution": 16,
-            "measure.attacks.bootstrap": 50, "render.grid_resolution": 16, "render.window_size": [200, 150],
-            "render.animation": False, "render.report": False}
+    return dict(TINY_OVERRIDES)
+
+
+# Overrides that make any scene train in about a second (also for module-scoped fixtures).
+TINY_OVERRIDES = {"train.steps": 60, "data.n_train": 200, "data.n_test": 100, "measure.n_points": 50,
+                  "snapshots.count": 5, "train.device": "cpu", "render.cross_section_resolution": 32,
+                  "measure.height_resolution": 12, "measure.final_height_resolution": 16,
+                  "measure.attacks.bootstrap": 50, "render.grid_resolution": 16, "render.window_size": [200, 150],
+                  "render.animation": False, "render.report": False}

@@ -31,7 +31,9 @@ from simulator.report.markdown import (
 )
 from simulator.report.real_report import real_report_markdown
 from simulator.report.run_report import write_report
-from simulator.report.sweep_report import write_sweep_report
+from simulator.config.sweep import BackendSpec, Sweep
+from simulator.sweeps.report import write_sweep_report
+from simulator.sweeps.table import MEASUREMENTS
 
 markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py (a dependency of rich) renders the markdown")
 
@@ -192,10 +194,16 @@ def test_comparison_sweep_and_adversarial_pages_escape_names(evil_run, tmp_path)
     assert page.rows[1][0] == NAME and len(page.rows[1]) == len(page.rows[0])
 
     value = "<b>v</b> | [x](javascript:alert(1))"
-    write_sweep_report("model.init_scale", [value], [evil_run], tmp_path / "sweep")
+    sweep = Sweep(NAME, value, tmp_path / "base.yaml", tmp_path / "base.yaml", {"render.dpi": value}, ["model.tag"],
+                  [], BackendSpec())
+    rows = [{"run": NAME, "model.tag": value, "n": 3, "k": 2, "status": "failed", "error": value,
+             **dict.fromkeys(MEASUREMENTS)}]
+    (tmp_path / "sweep").mkdir()
+    write_sweep_report(sweep, tmp_path / "sweep", rows)
     page = assert_inert((tmp_path / "sweep" / "sweep.md").read_text(), tmp_path / "sweep")
-    assert page.rows[1][0] == value and len(page.rows[1]) == len(page.rows[0])
-    assert "median |h|" in page.rows[0]  # a header with pipes is one header cell
+    assert page.rows[1][:2] == [NAME, value] and len(page.rows[1]) == len(page.rows[0])
+    sweep_html = (tmp_path / "sweep" / "sweep.html").read_text()
+    assert "<script>alert" not in sweep_html and "<b>v</b>" not in sweep_html
 
     write_adversarial_comparison(evil_run, evil_run, tmp_path / "adversarial")
     text = (tmp_path / "adversarial" / "adversarial_training.md").read_text()

@@ -1,0 +1,116 @@
+"""Where a sweep's runs execute: a local process pool, or Ray.
+
+Both take the runs' scenes (JSON data) and the runs folder, and yield each run's outcome
+(`runner.execute_run`) as it finishes. Each run sets its torch thread count; with the same
+thread count a run gives the same numbers on either backend.
+
+- `LocalBackend`: `concurrent.futures.ProcessPoolExecutor` with spawned workers (a forked child
+  of a process that has used torch's thread pool can deadlock), `workers` at once (default:
+  the CPU cores), each with cores / workers torch threads so they never oversubscribe the cores.
+- `RayBackend`: `ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)` tasks on the cluster
+  at `address` (or RAY_ADDRESS), or on a local Ray started for the sweep. Fractional GPUs let
+  several small runs share one GPU. On a cluster the runs folder must be on a file system every
+  node sees, and the project must be installed on every node.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+from simulator.config.sweep import BackendSpec
+from simulator.errors import SceneError
+from simulator.sweeps.runner import execute_run
+
+RAY_MISSING = ("backend: ray needs Ray, an optional extra: run `pip install -e '.[ray]'` in the project folder (or "
+               "`pip install 'ray[default]'`), or use backend: local (--backend local).")
+
+
+def machine_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class LocalBackend:
+    def __init__(self, spec: BackendSpec):
+        cores = machine_cores()
+        self.workers = spec.workers or cores
+        self.threads = spec.threads_per_run or max(1, cores // self.workers)
+        self.pool: ProcessPoolExecutor | None = None
+
+    def describe(self) -> str:
+        return f"local: {self.workers} worker{'s' * (self.workers != 1)} x {self.threads} thread{'s' * (self.threads != 1)}"
+
+    def run(self, scenes: list[dict], runs_dir: str) -> Iterator[dict]:
+        if not scenes:
+            return
+        self.pool = ProcessPoolExecutor(max_workers=min(self.workers, len(scenes)),
+                                        mp_context=multiprocessing.get_context("spawn"))
+        pending = {self.pool.submit(execute_run, scene, runs_dir, self.threads): scene["name"] for scene in scenes}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = pending.pop(future)
+                try:
+                    yield future.result()
+                except Exception as error:  # the worker process itself died (killed, out of memory)
+                    yield {"name": name, "status": "failed", "error": f"the worker process died: {error!r}"}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayBackend:
+    def __init__(self, spec: BackendSpec):
+        try:
+            import ray
+        except ImportError:
+            raise SceneError(RAY_MISSING) from None
+        self.ray, self.spec = ray, spec
+        self.threads = spec.threads_per_run or max(1, int(spec.cpus_per_run))
+        address = spec.address or os.environ.get("RAY_ADDRESS")
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            # A local Ray (address None) gets this machine's cores; logs stay out of the terminal.
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_roots())}})
+        self.address = address or "local"
+
+    def describe(self) -> str:
+        gpus = f", {self.spec.gpus_per_run:g} GPU" if self.spec.gpus_per_run else ""
+        return f"ray ({self.address}): {self.spec.cpus_per_run:g} CPU{gpus} x {self.threads} thread(s) per run"
+
+    def run(self, scenes: list[dict], runs_dir: str) -> Iterator[dict]:
+        ray = self.ray
+        task = ray.remote(num_cpus=self.spec.cpus_per_run, num_gpus=self.spec.gpus_per_run, max_retries=0)(execute_run)
+        pending = {task.remote(scene, runs_dir, self.threads): scene["name"] for scene in scenes}
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for reference in finished:
+                name = pending.pop(reference)
+                try:
+                    yield ray.get(reference)
+                except Exception as error:  # the task's worker died (node lost, out of memory)
+                    yield {"name": name, "status": "failed", "error": f"the Ray task failed: {type(error).__name__}: "
+                                                                       f"{str(error).splitlines()[0] if str(error) else ''}"}
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def _import_roots() -> list[str]:
+    """Folders that make `simulator` importable in Ray's workers (the project root, for an
+    editable install that Ray's fresh workers would also find; harmless otherwise)."""
+    import simulator
+
+    return [os.path.dirname(os.path.dirname(os.path.abspath(simulator.__file__)))]
+
+
+def make_backend(spec: BackendSpec):
+    return RayBackend(spec) if spec.name == "ray" else LocalBackend(spec)

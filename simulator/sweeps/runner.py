@@ -1,0 +1,158 @@
+"""Run every combination of a sweep: skip finished runs, record failures, show progress.
+
+Each run is an ordinary `sim run` (`simulator.pipeline.run_scene`) into
+`<out>/<sweep>/runs/<run name>/`, built in a hidden staging folder and moved into place only
+when complete, so a folder that exists is a finished run and an interrupted sweep never counts
+a half-written one (rerunning continues an interrupted run from its last stored stage). A run
+that fails is recorded with its error in `status.json` and the others go on; the next
+`sim sweep` retries it.
+
+Backends (`backends.py`): `local`, a process pool sized to the machine with torch threads set
+per worker, and `ray`, a Ray cluster. A run executes `execute_run` in a worker process either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulator.config.sweep import Sweep, SweepRun
+from simulator.errors import SceneError, SimulatorError
+from simulator.runs.io import write_json
+
+STATUS_FILE = "status.json"
+RUNS_FOLDER = "runs"
+
+
+def execute_run(raw_scene: dict, runs_dir: str, threads: int) -> dict:
+    """One run in a worker process: the scene (as JSON data) validated again here, `threads` torch
+    threads, `run_scene` with resume. Never raises: the outcome says done or failed, and why."""
+    import torch
+
+    from simulator.config.loading import scene_from_dict
+    from simulator.pipeline import run_scene
+
+    torch.set_num_threads(threads)
+    name = raw_scene.get("name", "?")
+    started = time.perf_counter()
+    try:
+        scene = scene_from_dict(raw_scene, source=f"sweep run {name}")
+        run_scene(scene, out_root=runs_dir, progress=False, resume=True)
+    except SimulatorError as error:  # a diverging run, a memory refusal, ...: the user's to read
+        return {"name": name, "status": "failed", "error": str(error), "seconds": time.perf_counter() - started}
+    except Exception as error:  # a bug in one run must not stop the others; keep the traceback to report it
+        return {"name": name, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(), "seconds": time.perf_counter() - started}
+    return {"name": name, "status": "done", "seconds": time.perf_counter() - started, "pid": os.getpid()}
+
+
+@dataclass
+class SweepOutcome:
+    folder: Path
+    done: list[str] = field(default_factory=list)  # finished in this call
+    skipped: list[str] = field(default_factory=list)  # finished before
+    failed: dict[str, str] = field(default_factory=dict)  # name -> error
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        return len(self.done) + len(self.skipped)
+
+
+def sweep_folder(sweep: Sweep, out_root: str | Path) -> Path:
+    return Path(out_root) / sweep.name
+
+
+def is_finished(runs_dir: Path, run: SweepRun) -> bool:
+    """True when the run's folder exists and holds this very scene (a finished run); SceneError when
+    it holds another scene (a changed sweep file must not mix old and new runs)."""
+    folder = runs_dir / run.name
+    if not (folder / "metrics.json").is_file():
+        return False
+    from simulator.config.loading import load_scene
+
+    try:
+        stored = load_scene(folder / "scene.yaml").model_dump(mode="json")
+    except SimulatorError:
+        stored = None
+    if stored != run.scene.model_dump(mode="json"):
+        raise SceneError(f"{folder}: this run folder holds a different scene than the sweep now asks for "
+                         f"({', '.join(f'{k} = {v!r}' for k, v in run.varying.items())}); the sweep file or its base "
+                         f"scene changed since. Delete the folder (or the whole sweep folder) to rerun it, or give "
+                         f"the sweep another name.")
+    return True
+
+
+def read_status(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = True,
+              on_event: Callable[[dict], None] | None = None) -> SweepOutcome:
+    """Every run of `sweep` not finished yet, on its backend. Returns what happened."""
+    from simulator.sweeps.backends import make_backend
+
+    folder = sweep_folder(sweep, out_root)
+    runs_dir = folder / RUNS_FOLDER
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    outcome = SweepOutcome(folder)
+    todo = [run for run in sweep.runs if not is_finished(runs_dir, run)]
+    pending = {run.name for run in todo}
+    outcome.skipped = [run.name for run in sweep.runs if run.name not in pending]
+    status = {name: entry for name, entry in read_status(folder).items() if name in {r.name for r in sweep.runs}}
+    for name in outcome.skipped:
+        status.setdefault(name, {"status": "done"})
+    started = time.perf_counter()
+    backend = make_backend(sweep.backend)
+    display = _Progress(len(sweep.runs), len(outcome.skipped), enabled=progress, backend=backend.describe())
+    try:
+        for result in backend.run([run.scene.model_dump(mode="json") for run in todo], str(runs_dir)):
+            name = result["name"]
+            status[name] = {key: value for key, value in result.items() if key != "name"}
+            if result["status"] == "done":
+                outcome.done.append(name)
+            else:
+                outcome.failed[name] = result["error"]
+            write_json(folder / STATUS_FILE, status)  # after every run: an interruption loses nothing recorded
+            display.update(result)
+            if on_event:
+                on_event(result)
+    finally:
+        display.close()
+        backend.close()
+    outcome.seconds = time.perf_counter() - started
+    write_json(folder / STATUS_FILE, status)
+    return outcome
+
+
+class _Progress:
+    """A rich progress bar: runs done, failed and remaining."""
+
+    def __init__(self, total: int, already: int, enabled: bool, backend: str):
+        self.failed = 0
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]sweep[/bold] ({task.fields[backend]})"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn())
+        self.bar.start()
+        self.task = self.bar.add_task("sweep", total=total, completed=already, failed=0, backend=backend)
+
+    def update(self, result: dict) -> None:
+        self.failed += result["status"] != "done"
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, failed=self.failed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
