@@ -31,6 +31,8 @@ LAYERS = [
     ["simulator.render", "simulator.report"],
     # the only sequencer of stages
     ["simulator.pipeline"],
+    # many runs of the pipeline: sweep files' runs, backends, tables, plots
+    ["simulator.sweeps"],
 ]
 
 # Function-level imports allowed only for heavy or optional libraries (never for project modules

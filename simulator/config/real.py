@@ -69,6 +69,18 @@ MAX_IMAGE_SIDE = 1024
 MAX_IMAGE_DIM = 3 * MAX_IMAGE_SIDE**2
 MAX_LATENT_DIM = 4096  # k of the estimated manifold (the paper's autoencoders: tens to hundreds)
 MAX_CHANNELS, MAX_CONV_LAYERS = 4096, 16
+# Memory budgets of the real-image stages (here, below both the stages and the memory estimate):
+# a chunk of decoder Jacobians (k JVPs of each image's n outputs, their QR and the decoder's maps
+# in flight: 512 images at a time for small images, one at a time at ImageNet's n = 150528 with
+# k in the hundreds), and a chunk of a sequential pass over streamed images (256 rows of small
+# images, 55 of 224 x 224 x 3), so a pass's memory does not depend on the data set's size.
+DECODER_JACOBIAN_CHUNK_BYTES = 256 * 2**20
+STREAM_CHUNK_BYTES = 32 * 2**20
+
+
+def stream_chunk(ambient_dim: int) -> int:
+    """Rows per chunk of a sequential pass over streamed images of `ambient_dim` pixels."""
+    return max(1, min(256, STREAM_CHUNK_BYTES // (4 * ambient_dim)))
 
 
 class DatasetSpec(StrictModel):

@@ -27,11 +27,10 @@ from simulator.attacks.deepfool import DEEPFOOL_CANDIDATES
 from simulator.attacks.operators import STRUCTURED_ROUNDS
 from simulator.attacks.ray_search import rows_per_pass
 from simulator.attacks.subspaces import random_subspace_kind
+from simulator.config.real import DECODER_JACOBIAN_CHUNK_BYTES, stream_chunk
 from simulator.errors import SceneError
 from simulator.geometry.height import BRACKET_BLOCK, PROBE_CHUNK_BYTES
 from simulator.geometry.stretch import JACOBIAN_CHUNK_BYTES
-from simulator.real.autoencoder import JACOBIAN_CHUNK_BYTES as DECODER_JACOBIAN_CHUNK_BYTES
-from simulator.real.streaming import stream_chunk
 
 F64, F32, I64 = 8, 4, 8  # bytes per number
 

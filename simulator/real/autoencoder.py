@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.func import jacfwd, vmap
 
+from simulator.config.real import DECODER_JACOBIAN_CHUNK_BYTES
 from simulator.errors import TrainingError
 from simulator.real.streaming import ImageFiles, as_rows, image_batches, image_chunks, row_statistics
 from simulator.seeding import torch_generator, torch_seed
@@ -250,16 +251,12 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
 # --------------------------------------------------------------------------- decoder Jacobians
 
 
-# Bytes one chunk of decoder Jacobians may take (k JVPs of each code's n outputs, and the decoder's
-# intermediate maps for each of them): 512 codes at a time for small images, one at a time at
-# ImageNet's n = 150528 with k in the hundreds.
-JACOBIAN_CHUNK_BYTES = 256 * 2**20
 JACOBIAN_COPIES = 4  # the Jacobian, its QR factor, and the transposed-convolution maps in flight
 
 
 def jacobian_chunk(ambient_dim: int, latent_dim: int, largest: int = 512) -> int:
-    """Codes per forward-mode pass so that a chunk stays within JACOBIAN_CHUNK_BYTES."""
-    return max(1, min(largest, JACOBIAN_CHUNK_BYTES // (JACOBIAN_COPIES * 4 * ambient_dim * latent_dim)))
+    """Codes per forward-mode pass so that a chunk stays within DECODER_JACOBIAN_CHUNK_BYTES."""
+    return max(1, min(largest, DECODER_JACOBIAN_CHUNK_BYTES // (JACOBIAN_COPIES * 4 * ambient_dim * latent_dim)))
 
 
 def decoder_jacobians(decoder: nn.Module, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:

@@ -27,17 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simulator.config.real import stream_chunk  # the byte budget of a sequential pass
 from simulator.errors import SimulatorError
 
-# Sequential passes over a lazy image set (statistics, accuracy, predictions) read chunks of at
-# most this many bytes of float32 rows (and at most 256 rows): 256 rows of small images, 55 of
-# ImageNet's 224 x 224 x 3, so a pass's memory does not depend on the set's size.
-STREAM_CHUNK_BYTES = 32 * 2**20
-
-
-def stream_chunk(ambient_dim: int) -> int:
-    """Rows per chunk of a sequential pass over lazy images of `ambient_dim` pixels."""
-    return max(1, min(256, STREAM_CHUNK_BYTES // (4 * ambient_dim)))
 
 
 class ImageReadError(SimulatorError):

@@ -1,7 +1,7 @@
 """Where a sweep's runs execute: a local process pool, or Ray.
 
 Both take the runs' scenes (JSON data) and the runs folder, and yield each run's outcome
-(`runner.execute_run`) as it finishes. Each run sets its torch thread count; with the same
+(`worker.execute_run`) as it finishes. Each run sets its torch thread count; with the same
 thread count a run gives the same numbers on either backend.
 
 - `LocalBackend`: `concurrent.futures.ProcessPoolExecutor` with spawned workers (a forked child
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from simulator.config.sweep import BackendSpec
 from simulator.errors import SceneError
-from simulator.sweeps.runner import execute_run
+from simulator.sweeps.worker import execute_run
 
 RAY_MISSING = ("backend: ray needs Ray, an optional extra: run `pip install -e '.[ray]'` in the project folder (or "
                "`pip install 'ray[default]'`), or use backend: local (--backend local).")
@@ -107,9 +108,7 @@ class RayBackend:
 def _import_roots() -> list[str]:
     """Folders that make `simulator` importable in Ray's workers (the project root, for an
     editable install that Ray's fresh workers would also find; harmless otherwise)."""
-    import simulator
-
-    return [os.path.dirname(os.path.dirname(os.path.abspath(simulator.__file__)))]
+    return [str(Path(__file__).resolve().parents[2])]
 
 
 def make_backend(spec: BackendSpec):

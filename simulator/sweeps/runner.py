@@ -8,47 +8,26 @@ that fails is recorded with its error in `status.json` and the others go on; the
 `sim sweep` retries it.
 
 Backends (`backends.py`): `local`, a process pool sized to the machine with torch threads set
-per worker, and `ray`, a Ray cluster. A run executes `execute_run` in a worker process either way.
+per worker, and `ray`, a Ray cluster. A run executes `worker.execute_run` in a worker process
+either way.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.config.loading import load_scene
 from simulator.config.sweep import Sweep, SweepRun
 from simulator.errors import SceneError, SimulatorError
 from simulator.runs.io import write_json
+from simulator.sweeps.backends import make_backend
 
 STATUS_FILE = "status.json"
 RUNS_FOLDER = "runs"
-
-
-def execute_run(raw_scene: dict, runs_dir: str, threads: int) -> dict:
-    """One run in a worker process: the scene (as JSON data) validated again here, `threads` torch
-    threads, `run_scene` with resume. Never raises: the outcome says done or failed, and why."""
-    import torch
-
-    from simulator.config.loading import scene_from_dict
-    from simulator.pipeline import run_scene
-
-    torch.set_num_threads(threads)
-    name = raw_scene.get("name", "?")
-    started = time.perf_counter()
-    try:
-        scene = scene_from_dict(raw_scene, source=f"sweep run {name}")
-        run_scene(scene, out_root=runs_dir, progress=False, resume=True)
-    except SimulatorError as error:  # a diverging run, a memory refusal, ...: the user's to read
-        return {"name": name, "status": "failed", "error": str(error), "seconds": time.perf_counter() - started}
-    except Exception as error:  # a bug in one run must not stop the others; keep the traceback to report it
-        return {"name": name, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                "traceback": traceback.format_exc(), "seconds": time.perf_counter() - started}
-    return {"name": name, "status": "done", "seconds": time.perf_counter() - started, "pid": os.getpid()}
 
 
 @dataclass
@@ -74,8 +53,6 @@ def is_finished(runs_dir: Path, run: SweepRun) -> bool:
     folder = runs_dir / run.name
     if not (folder / "metrics.json").is_file():
         return False
-    from simulator.config.loading import load_scene
-
     try:
         stored = load_scene(folder / "scene.yaml").model_dump(mode="json")
     except SimulatorError:
@@ -98,8 +75,6 @@ def read_status(folder: Path) -> dict:
 def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = True,
               on_event: Callable[[dict], None] | None = None) -> SweepOutcome:
     """Every run of `sweep` not finished yet, on its backend. Returns what happened."""
-    from simulator.sweeps.backends import make_backend
-
     folder = sweep_folder(sweep, out_root)
     runs_dir = folder / RUNS_FOLDER
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.config.sweep import Sweep
+from simulator.errors import RunError
 from simulator.report.comparison import final_attacks, final_geometry
 from simulator.runs.format import read_metrics
 from simulator.runs.io import atomic_path
@@ -132,8 +133,6 @@ def read_sweep_table(folder: Path) -> list[dict[str, Any]]:
     """sweep.csv back as rows (numbers parsed; empty cells None)."""
     path = Path(folder) / "sweep.csv"
     if not path.is_file():
-        from simulator.errors import RunError
-
         raise RunError(f"{folder}: no sweep.csv here; run `sim sweep SWEEP.yaml` first (the sweep folder is "
                        f"<out>/<sweep name>/).")
     with open(path, newline="") as handle:
