@@ -265,3 +265,41 @@ def test_csv_has_one_column_per_varying_field(local_sweep):
     with open(local_sweep["folder"] / "sweep.csv", newline="") as handle:
         header = next(csv.reader(handle))
     assert header[:5] == ["run", "model.init_scale", "seed", "n", "k"]
+
+
+# --------------------------------------------------------------------------- the published study
+
+GOLDEN_SWEEPS = Path(__file__).resolve().parent / "golden_sweeps.json"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.slow  # 18 runs: about 75 s on 2 cores
+def test_dimension_study_reproduces_the_published_table(tmp_path):
+    """`scenes/sweeps/dimension.yaml` run again: every run's numbers equal tests/golden_sweeps.json
+    (exact on a CPU: one torch thread per run), and the README's table is their seed means."""
+    result = CliRunner().invoke(cli.main, ["sweep", str(SCENES / "sweeps" / "dimension.yaml"), "--out", str(tmp_path),
+                                           "--workers", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    golden = json.loads(GOLDEN_SWEEPS.read_text())["dimension_study"]
+    rows = {row["run"]: row for row in read_sweep_table(tmp_path / "dimension_study")}
+    assert rows.keys() == golden.keys()
+    moved = [f"{run} {column}: expected {value!r}, measured {rows[run][column]!r}"
+             for run, values in golden.items() for column, value in values.items()
+             if not math.isclose(rows[run][column], value, rel_tol=1e-9)]
+    assert not moved, "moved (update tests/golden_sweeps.json and the README table together):\n" + "\n".join(moved)
+    # The README prints seed means per n; recompute them from the golden values.
+    published = {}
+    section = README.read_text().split("#### The dimension study")[1].split("\n#### ")[0]
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():
+            published[int(cells[0])] = cells
+    assert sorted(published) == [3, 10, 30, 100, 300, 1000]
+    columns = {1: ("test_accuracy", 3), 2: ("clinging_fraction", 3), 3: ("rms_tau", 3), 5: ("on_over_free", 2),
+               6: ("off_over_free", 2), 7: ("random_on_over_free", 2), 9: ("ms", 3)}
+    for n, cells in published.items():
+        runs = [values for run, values in golden.items() if run.startswith(f"ambient_dim-{n}__")]
+        assert len(runs) == 3
+        for index, (column, digits) in columns.items():
+            assert cells[index] == f"{sum(r[column] for r in runs) / 3:.{digits}f}", (n, column)
+        assert cells[4] == f"{math.sqrt(2 / n):.3f}" and cells[8] == f"{math.sqrt(n / 2):.2f}"
