@@ -273,18 +273,20 @@ def _check_sweep_memory(plan, max_memory: int | None, source: Path) -> None:
               help="Measurement(s) of sweep.csv, e.g. ms, tau_ratio, random_on_over_free (repeatable).")
 @click.option("--hue", default=None, metavar="FIELD", help="One line per value of this parameter.")
 @click.option("--reference", default=None, metavar="COLUMN", help="A column drawn dashed, e.g. dimension_only.")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
+              help="Only the runs with this value, e.g. --where train.optimizer=sgd (repeatable).")
 @click.option("--log-x", is_flag=True, help="Logarithmic x axis.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
               help="The PNG to write (default: SWEEP_DIR/plot_<y>_vs_<x>.png).")
 @_user_errors
-def sweep_plot(sweep_dir: Path, x: str, ys: tuple[str, ...], hue: str | None, reference: str | None, log_x: bool,
-               log_y: bool, out_path: Path | None):
+def sweep_plot(sweep_dir: Path, x: str, ys: tuple[str, ...], hue: str | None, reference: str | None,
+               where: tuple[str, ...], log_x: bool, log_y: bool, out_path: Path | None):
     """Means over the runs sharing the other parameters (the seeds), with standard-error bars."""
-    from simulator.sweeps.plot import plot_sweep
+    from simulator.sweeps.plot import plot_sweep, select_rows
     from simulator.sweeps.table import read_sweep_table
 
-    rows = read_sweep_table(sweep_dir)
+    rows = select_rows(read_sweep_table(sweep_dir), _parse_overrides(where))
     out_path = out_path or Path(sweep_dir) / f"plot_{'_'.join(ys)}_vs_{x.rsplit('.', 1)[-1]}.png"
     plot_sweep(rows, x, list(ys), out_path, hue=hue, reference=reference, log_x=log_x, log_y=log_y)
     console.print(f"wrote {out_path}", highlight=False)

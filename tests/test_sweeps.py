@@ -273,27 +273,36 @@ GOLDEN_SWEEPS = Path(__file__).resolve().parent / "golden_sweeps.json"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.mark.slow  # 18 runs: about 75 s on 2 cores
-def test_dimension_study_reproduces_the_published_table(tmp_path):
-    """`scenes/sweeps/dimension.yaml` run again: every run's numbers equal tests/golden_sweeps.json
-    (exact on a CPU: one torch thread per run), and the README's table is their seed means."""
-    result = CliRunner().invoke(cli.main, ["sweep", str(SCENES / "sweeps" / "dimension.yaml"), "--out", str(tmp_path),
-                                           "--workers", "2", "--quiet"])
+def rerun_study(name: str, out: Path) -> tuple[dict, dict]:
+    """Run scenes/sweeps/<file> again; (its rows by run, the golden values) after checking every
+    golden number (exact on a CPU: one torch thread per run)."""
+    file = {"dimension_study": "dimension.yaml", "training_choices": "training_choices.yaml"}[name]
+    result = CliRunner().invoke(cli.main, ["sweep", str(SCENES / "sweeps" / file), "--out", str(out), "--workers", "2",
+                                           "--quiet"])
     assert result.exit_code == 0, result.output
-    golden = json.loads(GOLDEN_SWEEPS.read_text())["dimension_study"]
-    rows = {row["run"]: row for row in read_sweep_table(tmp_path / "dimension_study")}
+    golden = json.loads(GOLDEN_SWEEPS.read_text())[name]
+    rows = {row["run"]: row for row in read_sweep_table(out / name)}
     assert rows.keys() == golden.keys()
     moved = [f"{run} {column}: expected {value!r}, measured {rows[run][column]!r}"
              for run, values in golden.items() for column, value in values.items()
-             if not math.isclose(rows[run][column], value, rel_tol=1e-9)]
+             if not (value is None and rows[run][column] is None)
+             and (value is None or rows[run][column] is None or not math.isclose(rows[run][column], value, rel_tol=1e-9))]
     assert not moved, "moved (update tests/golden_sweeps.json and the README table together):\n" + "\n".join(moved)
-    # The README prints seed means per n; recompute them from the golden values.
-    published = {}
-    section = README.read_text().split("#### The dimension study")[1].split("\n#### ")[0]
-    for line in section.splitlines():
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if line.startswith("| ") and cells[0].isdigit():
-            published[int(cells[0])] = cells
+    return rows, golden
+
+
+def published_rows(heading: str) -> list[list[str]]:
+    """The table rows of the README section under `heading` (cells as text)."""
+    section = README.read_text().split(heading)[1].split("\n#### ")[0]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| n |") and not line.startswith("| optimizer |")]
+
+
+@pytest.mark.slow  # 18 runs: about 75 s on 2 cores
+def test_dimension_study_reproduces_the_published_table(tmp_path):
+    """The README's dimension-study table is the seed means of the rerun's (golden) values."""
+    _, golden = rerun_study("dimension_study", tmp_path)
+    published = {int(cells[0]): cells for cells in published_rows("#### The dimension study")}
     assert sorted(published) == [3, 10, 30, 100, 300, 1000]
     columns = {1: ("test_accuracy", 3), 2: ("clinging_fraction", 3), 3: ("rms_tau", 3), 5: ("on_over_free", 2),
                6: ("off_over_free", 2), 7: ("random_on_over_free", 2), 9: ("ms", 3)}
@@ -303,3 +312,27 @@ def test_dimension_study_reproduces_the_published_table(tmp_path):
         for index, (column, digits) in columns.items():
             assert cells[index] == f"{sum(r[column] for r in runs) / 3:.{digits}f}", (n, column)
         assert cells[4] == f"{math.sqrt(2 / n):.3f}" and cells[8] == f"{math.sqrt(n / 2):.2f}"
+
+
+@pytest.mark.slow  # 24 runs: about 100 s on 2 cores
+def test_training_choice_study_reproduces_the_published_table(tmp_path):
+    """The README's training-choice table is the seed means of the rerun's (golden) values
+    ("not found" / "undefined" where a seed has no value)."""
+    rows, golden = rerun_study("training_choices", tmp_path)
+    published = published_rows("#### The training-choice study")
+    assert len(published) == 8
+
+    def mean(runs, column):
+        values = [r[column] for r in runs]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    for cells in published:
+        optimizer, init, decay = cells[0], float(cells[1]), float(cells[2])
+        runs = [golden[run] for run, row in rows.items() if row["train.optimizer"] == optimizer
+                and row["model.init_scale"] == init and row["train.weight_decay"] == decay]
+        assert len(runs) == 3, cells
+        off, ms = mean(runs, "off_over_free"), mean(runs, "ms")
+        assert cells[3:] == [f"{mean(runs, 'test_accuracy'):.3f}", f"{mean(runs, 'clinging_fraction'):.4f}",
+                             f"{mean(runs, 'd_free'):.3f}", f"{mean(runs, 'd_off_lower'):.2f}",
+                             "not found" if off is None else f"{off:.1f}", "undefined" if ms is None else f"{ms:.3f}",
+                             f"{mean(runs, 'normal_energy_share'):.2g}"], cells

@@ -17,6 +17,18 @@ from simulator.errors import SceneError
 from simulator.runs.io import atomic_path
 
 
+def select_rows(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows whose parameters equal every `where` value (SceneError when none do)."""
+    for field in where:
+        if rows and field not in rows[0]:
+            raise SceneError(f"--where {field}: not a column of this sweep's table; choose from "
+                             f"{', '.join(sorted(c for c in rows[0] if c != 'error'))}.")
+    kept = [row for row in rows if all(row.get(field) == value for field, value in where.items())]
+    if rows and where and not kept:
+        raise SceneError(f"--where: no run has {', '.join(f'{k} = {v!r}' for k, v in where.items())}.")
+    return kept
+
+
 def grouped(rows: list[dict[str, Any]], x: str, y: str, hue: str | None = None) -> dict[Any, list[tuple]]:
     """{hue value: [(x, mean, standard error, runs used, runs left out), ...] sorted by x}."""
     groups: dict[Any, dict[Any, list]] = defaultdict(lambda: defaultdict(list))

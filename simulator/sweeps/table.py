@@ -7,7 +7,9 @@ extra); pandas, polars, R and DuckDB read either. Columns:
 - every varying field by its dotted name (`manifold.ambient_dim`, `seed`, ...), and `n`, `k`;
 - measurements of the final snapshot, numbers or empty: test_accuracy, clinging_fraction,
   median_abs_h, dimple_depth, rms_tau, tau_ratio (RMS tau / sqrt(k/n)), sqrt_k_over_n,
-  d_free, d_on, d_off, d_random_on, d_random_off (median minimal distances, counting failures),
+  d_free, d_on, d_off, d_random_on, d_random_off (median minimal distances, counting failures:
+  empty when most points had no boundary within reach), d_<mode>_lower (the median certified
+  lower end of the distance bracket: a bound even where no boundary was found),
   on_over_free, off_over_free, random_on_over_free, random_off_over_free,
   dimension_only (sqrt(n/k), what a linear margin predicts for random_on / free), ms, ms_low,
   ms_high (the paired bootstrap interval), normal_energy_share (stretch), seconds.
@@ -30,7 +32,7 @@ from simulator.sweeps.runner import RUNS_FOLDER, read_status
 
 MODES = ("free", "on", "off", "random_on", "random_off")
 MEASUREMENTS = ("test_accuracy", "clinging_fraction", "median_abs_h", "dimple_depth", "rms_tau", "tau_ratio",
-                "sqrt_k_over_n", *(f"d_{mode}" for mode in MODES),
+                "sqrt_k_over_n", *(f"d_{mode}" for mode in MODES), *(f"d_{mode}_lower" for mode in MODES),
                 *(f"{mode}_over_free" for mode in MODES[1:]), "dimension_only", "ms", "ms_low", "ms_high",
                 "normal_energy_share", "seconds")
 
@@ -55,6 +57,7 @@ def measurements(metrics: dict, n: int, k: int) -> dict[str, float | None]:
     for mode in MODES:
         summary = attacks["modes"].get(mode) or {}
         row[f"d_{mode}"] = summary.get("median_distance_counting_failures")
+        row[f"d_{mode}_lower"] = summary.get("median_lower_bound")
     free = _number(row["d_free"])
     for mode in MODES[1:]:
         distance = _number(row[f"d_{mode}"])
