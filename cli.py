@@ -235,8 +235,9 @@ def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root
     rows = sweep_rows(plan, outcome.folder)
     tables = write_sweep_table(outcome.folder, rows)
     write_sweep_report(plan, outcome.folder, rows)
+    rate = f", {60 * len(outcome.done) / outcome.seconds:.1f} runs per minute" if outcome.done and outcome.seconds else ""
     console.print(f"{len(outcome.done)} runs done now, {len(outcome.skipped)} finished before, {len(outcome.failed)} "
-                  f"failed ({outcome.seconds:.0f} s)", highlight=False)
+                  f"failed ({outcome.seconds:.0f} s{rate})", highlight=False)
     for name, error in outcome.failed.items():
         console.print(f"[red]failed[/red] {name}: {escape(error.splitlines()[0] if error else '')}", highlight=False)
     console.print(f"table: {', '.join(str(path) for path in tables)}; report: {outcome.folder / 'sweep.html'}",
@@ -486,12 +487,21 @@ def scenes_list(folder: Path | None):
 def scenes_validate(files: tuple[Path, ...]):
     """Check scene files; print every problem found and each valid file's estimated peak memory.
     Exit code 2 if any file is invalid."""
-    from simulator.config.resources import memory_report
+    from simulator.config.resources import estimate_memory, format_bytes, memory_report
     from simulator.pipeline import load_experiment
 
     failed = False
     for file in files:
         try:
+            if _is_sweep_file(file):  # every combination validated, each one's memory estimated
+                from simulator.config.sweep import load_sweep
+
+                plan = load_sweep(file)
+                peak = max((estimate_memory(run.scene).peak for run in plan.runs), default=0)
+                console.print(f"[green]ok:[/] {file} (sweep {plan.name}: {len(plan.runs)} runs of "
+                              f"{plan.base_scene.name}; the largest run's estimated peak memory "
+                              f"{format_bytes(peak)})", highlight=False, soft_wrap=True)
+                continue
             scene = load_experiment(file)
         except SimulatorError as error:
             failed = True
@@ -502,6 +512,15 @@ def scenes_validate(files: tuple[Path, ...]):
             console.print(f"    {escape(memory_report(scene))}", highlight=False, soft_wrap=True)
     if failed:
         sys.exit(2)
+
+
+def _is_sweep_file(path: Path) -> bool:
+    """True for a YAML file that says `kind: sweep` (read loosely: a broken file is not one)."""
+    try:
+        return Path(path).is_file() and isinstance(raw := parse_yaml(Path(path).read_text()), dict) \
+            and raw.get("kind") == "sweep"
+    except Exception:  # unreadable or not YAML: the scene loader reports it properly
+        return False
 
 
 @scenes.command("schema")

@@ -99,6 +99,8 @@ def load_experiment(path: str | Path, overrides: dict | None = None):
                                         "file (`kind: real`).")
     if isinstance(raw, dict) and raw.get("kind") == "real":
         return real_experiment_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
+    if isinstance(raw, dict) and raw.get("kind") == "sweep":
+        raise SceneError(f"{path}: a sweep file (kind: sweep), not a scene; run it with `sim sweep {path}`.")
     return scene_from_dict(raw, source=str(path), default_name=path.stem, overrides=overrides)
 
 

@@ -99,6 +99,17 @@ def test_sweep_files_that_cannot_work_are_refused_naming_the_problem(tmp_path, t
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
+def test_shipped_sweep_files_validate_and_sim_run_points_to_sim_sweep(tmp_path):
+    files = sorted((SCENES / "sweeps").glob("*.yaml"))
+    assert [f.name for f in files] == ["dimension.yaml", "training_choices.yaml"]
+    result = CliRunner().invoke(cli.main, ["scenes", "validate", *map(str, files)])
+    assert result.exit_code == 0, result.output
+    assert "sweep dimension_study: 18 runs of sheet_two_class.yaml" in result.output
+    assert "sweep training_choices: 24 runs of subspace_highdim.yaml" in result.output
+    result = CliRunner().invoke(cli.main, ["run", str(files[0]), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "a sweep file (kind: sweep), not a scene; run it with `sim sweep" in result.output
+
+
 def test_a_real_image_experiment_cannot_be_swept(tmp_path):
     path = tmp_path / "real.yaml"
     path.write_text(yaml.safe_dump({"kind": "sweep", "scene": str(SCENES / "real_digits.yaml"), "grid": {"seed": [0]}}))
