@@ -26,7 +26,7 @@ from simulator.config.sweep import SweepFile, combinations, load_sweep, run_name
 from simulator.errors import SceneError
 from simulator.pipeline import run_scene
 from simulator.runs.format import read_metrics
-from simulator.sweeps.plot import grouped
+from simulator.sweeps.plot import grouped, select_rows
 from simulator.sweeps.runner import RUNS_FOLDER, is_finished, run_sweep
 from simulator.sweeps.table import MEASUREMENTS, read_sweep_table
 from conftest import TINY_OVERRIDES
@@ -242,6 +242,16 @@ def test_seed_means_and_standard_errors_equal_the_hand_computation():
     sd = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (4 - mean) ** 2) / 2)
     assert ten[:4] == (10, pytest.approx(mean), pytest.approx(sd / math.sqrt(3)), 3)
     assert thirty == (30, 5.0, 0.0, 1, 2)  # one value; the failed run and the empty cell left out
+
+
+def test_where_keeps_the_matching_runs_and_names_what_matches_none():
+    rows = [{"train.optimizer": "sgd", "seed": 0}, {"train.optimizer": "adam", "seed": 0},
+            {"train.optimizer": "sgd", "seed": 1}]
+    assert select_rows(rows, {"train.optimizer": "sgd"}) == [rows[0], rows[2]]
+    with pytest.raises(SceneError, match="no run has train.optimizer = 'rmsprop'"):
+        select_rows(rows, {"train.optimizer": "rmsprop"})
+    with pytest.raises(SceneError, match="--where model.width: not a column"):
+        select_rows(rows, {"model.width": 3})
 
 
 def test_sweep_plot_cli_draws_and_refuses_unknown_columns(local_sweep, tmp_path):
