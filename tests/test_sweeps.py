@@ -110,6 +110,36 @@ def test_shipped_sweep_files_validate_and_sim_run_points_to_sim_sweep(tmp_path):
     assert result.exit_code == 2 and "a sweep file (kind: sweep), not a scene; run it with `sim sweep" in result.output
 
 
+def test_names_and_fields_that_would_collide_are_refused(tmp_path, tiny_overrides):
+    path = write_sweep(tmp_path, tiny_overrides)
+    with pytest.raises(SceneError, match="--set name: every run is named after its combination"):
+        load_sweep(path, {"name": "x"})
+    with pytest.raises(SceneError, match="--set seed: the sweep varies this field"):
+        load_sweep(path, {"seed": 3})
+    for backend, expected in (({"name": "local", "gpus_per_run": 0.5}, "gpus_per_run: only used with name: ray"),
+                              ({"name": "ray", "workers": 2}, "workers: only used with name: local")):
+        with pytest.raises(SceneError, match=expected):
+            load_sweep(write_sweep(tmp_path / backend["name"], tiny_overrides, backend=backend))
+
+
+def test_table_cells_read_back_as_written(tmp_path):
+    from simulator.sweeps.table import write_sweep_table
+
+    rows = [{"run": "a", "model.bias": True, "model.hidden": json.dumps([64, 64]), "mixed": 1, "status": "done",
+             "error": "", **dict.fromkeys(MEASUREMENTS, 0.5)},
+            {"run": "b", "model.bias": False, "model.hidden": json.dumps([8]), "mixed": "auto", "status": "failed",
+             "error": "boom", **dict.fromkeys(MEASUREMENTS)}]
+    written = write_sweep_table(tmp_path, rows)
+    back = read_sweep_table(tmp_path)
+    assert [r["model.bias"] for r in back] == [True, False] and back[0]["model.hidden"] == [64, 64]
+    assert back[1]["ms"] is None and back[0]["ms"] == 0.5 and back[1]["mixed"] == "auto"
+    if HAVE_PYARROW:
+        import pyarrow.parquet as pq
+
+        assert tmp_path / "sweep.parquet" in written
+        assert pq.read_table(tmp_path / "sweep.parquet").column("mixed").to_pylist() == ["1", "auto"]
+
+
 def test_a_real_image_experiment_cannot_be_swept(tmp_path):
     path = tmp_path / "real.yaml"
     path.write_text(yaml.safe_dump({"kind": "sweep", "scene": str(SCENES / "real_digits.yaml"), "grid": {"seed": [0]}}))

@@ -234,6 +234,12 @@ class RealMeasureSpec(StrictModel):
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
+# Fields added to the experiment file after real-image runs were first stored (see to_yaml).
+LATER_FIELDS = {"dataset": ("resize", "crop_fraction", "labels", "workers"),
+                "autoencoder": ("architecture", "channels"),
+                "classifier": ("path", "module", "module_args", "normalize")}
+
+
 class RealExperiment(RunFile):
     """One real-image experiment: data, autoencoder manifold, classifier, measurements."""
 
@@ -376,7 +382,8 @@ class RealExperiment(RunFile):
         elif data.photos is not None:
             raise ValueError(f"dataset.photos: only used with dataset.source: photos (got {data.source!r}); "
                              f"remove it")
-        if data.resize is not None and data.source != "folder":
+        # "stretch" was written for every source before resize had a None default: accepted, unused.
+        if data.resize not in (None, "stretch") and data.source != "folder":
             raise ValueError(f"dataset.resize: only used with dataset.source: folder (got {data.source!r}); "
                              f"remove it")
         if self.manifold == "none":
@@ -412,6 +419,14 @@ class RealExperiment(RunFile):
                                    "image_size": self.dataset.image_size or [224, 224]}
         else:
             resolved["dataset"].pop("photos")
+        # Fields added after the first real-image runs are left out at their defaults, so those runs'
+        # scene.yaml digests (simulator.runs.integrity) still match.
+        for section, fields in LATER_FIELDS.items():
+            for name in fields:
+                spec = getattr(self, section)
+                if section in resolved and name in resolved[section] and \
+                        getattr(spec, name) == type(spec).model_fields[name].default:
+                    resolved[section].pop(name)
         return yaml.safe_dump(resolved, sort_keys=False)
 
 

@@ -58,6 +58,17 @@ class BackendSpec(StrictModel):
         0.0, ge=0, le=8, json_schema_extra=why("at most 8 GPUs per run"),
         description="ray: GPUs reserved per run; a fraction (0.25) lets several small runs share one GPU.")
 
+    @model_validator(mode="after")
+    def _fields_of_the_backend(self):
+        ray_only = [name for name in ("address", "cpus_per_run", "gpus_per_run")
+                    if getattr(self, name) != type(self).model_fields[name].default]
+        if self.name == "local" and ray_only:
+            raise ValueError(f"{', '.join(ray_only)}: only used with name: ray; remove them or set name: ray")
+        if self.name == "ray" and self.workers is not None:
+            raise ValueError("workers: only used with name: local (Ray runs as many at once as the cluster has "
+                             "room for, given cpus_per_run and gpus_per_run); remove it")
+        return self
+
 
 class SweepFile(StrictModel):
     kind: Literal["sweep"] = Field("sweep", description="Marks the file as a sweep.")
@@ -165,6 +176,17 @@ def expand_sweep(spec: SweepFile, source: Path, extra: dict[str, Any]) -> Sweep:
     if not isinstance(base_raw, dict) or base_raw.get("kind", "scene") != "scene":
         raise SceneError(f"{base}: a sweep varies a synthetic scene; this file is not one (kind: "
                          f"{base_raw.get('kind') if isinstance(base_raw, dict) else type(base_raw).__name__}).")
+    varied = set(spec.grid) | {key for entry in spec.list_ for key in entry}
+    for overrides, where in ((spec.set, "set"), (extra, "--set")):
+        if "name" in overrides:
+            raise SceneError(f"{source}: {where} name: every run is named after its combination (runs/<name>/); "
+                             f"name the sweep with the sweep file's own `name:` instead.")
+    clash = sorted(varied & set(extra))
+    if clash:
+        raise SceneError(f"{source}: --set {', '.join(clash)}: the sweep varies this field; change its values in the "
+                         f"sweep file's grid or list instead.")
+    if "name" in varied:
+        raise SceneError(f"{source}: name cannot vary; every run is named after its combination.")
     fixed = {**spec.set, **extra}
     runs, names = [], {}
     for varying in combinations(spec):

@@ -172,13 +172,24 @@ class Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def reconstruction_error(model: Autoencoder, x, chunk: int = 4096, workers: int | None = None) -> dict:
-    """Mean squared error per coordinate, and the mean of ||x - D(E(x))|| / ||x - mean(x)||
-    (x: rows on the model's device, an image array, or lazy `ImageFiles`, streamed)."""
+def reconstruction_error(model: Autoencoder, x, chunk: int = 4096, workers: int | None = None,
+                         centre: torch.Tensor | None = None) -> dict:
+    """Mean squared error per coordinate, and the mean of ||x - D(E(x))|| / ||x - mean(x)||.
+
+    x: rows or an image array (computed whole, as always), or lazy `ImageFiles` (streamed in
+    chunks, float64 sums; `centre`: their mean when already known, else one more pass)."""
     device = next(model.parameters()).device
     if isinstance(x, torch.Tensor):
         x = x.cpu().numpy()
-    mean = row_statistics(x, device, workers)["mean"] if isinstance(x, ImageFiles) else as_rows(x, device).mean(dim=0)
+    if not isinstance(x, ImageFiles):
+        x = as_rows(x, device)
+        with torch.no_grad():
+            recon = torch.cat([model(part) for part in x.split(chunk)])
+        error = (x - recon).double()
+        spread = (x - x.mean(dim=0)).double().norm(dim=1).clamp_min(1e-12)
+        return {"mse": float(error.pow(2).mean()), "rmse": float(error.pow(2).mean().sqrt()),
+                "mean_relative_error": float((error.norm(dim=1) / spread).mean())}
+    mean = (centre if centre is not None else row_statistics(x, device, workers)["mean"]).to(device)
     squared = relative = 0.0
     count = coordinates = 0
     with torch.no_grad():
@@ -240,9 +251,10 @@ def train_autoencoder(x_train, latent_dim: int, hidden: list[int] = (256, 128), 
                                     f"(now {lr:g}).")
             history.append({"step": step, "loss": mean})
             running.zero_()
+    batches.close()  # a lazy set's loader workers, or the in-memory device copy, are let go now
     model.eval()
     info = {"steps": steps, "seconds": time.perf_counter() - started, "history": history, "output": output,
-            "reconstruction": {"train": reconstruction_error(model, x_train, workers=workers)}}
+            "reconstruction": {"train": reconstruction_error(model, x_train, workers=workers, centre=shift)}}
     if x_test is not None:
         info["reconstruction"]["test"] = reconstruction_error(model, x_test, workers=workers)
     return model, info

@@ -17,7 +17,7 @@ from torch import nn
 
 from simulator.errors import TrainingError
 from simulator.models import ACTIVATIONS, MLP
-from simulator.real.streaming import image_batches, image_chunks
+from simulator.real.streaming import ImageFiles, image_batches, image_chunks
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.loop import shuffled_batches
 from simulator.training.optimizers import make_optimizer
@@ -66,15 +66,25 @@ def build_classifier(architecture: str, image_shape: tuple[int, int, int], n_cla
 
 
 def accuracy(model: nn.Module, x, y, chunk: int = 4096, workers: int | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in evaluation batches; x: rows on the model's device, an
-    image array, or lazy `ImageFiles` (streamed); y: labels (tensor or array)."""
+    """(mean cross-entropy, accuracy) in evaluation batches; x: rows or an image array (all logits
+    at once, as always), or lazy `ImageFiles` (streamed: per-chunk sums, never every logit);
+    y: labels (tensor or array)."""
     device = next(model.parameters()).device
     if isinstance(x, torch.Tensor):
         x = x.cpu().numpy()
     y = torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y), dtype=torch.long, device=device)
     with torch.no_grad():
-        logits = torch.cat([model(part) for part in image_chunks(x, chunk, device, workers)])
-    return (nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
+        if not isinstance(x, ImageFiles):
+            logits = torch.cat([model(part) for part in image_chunks(x, chunk, device, workers)])
+            return (nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item())
+        loss = correct = 0.0
+        start = 0
+        for rows in image_chunks(x, chunk, device, workers):
+            logits, labels = model(rows), y[start:start + len(rows)]
+            loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += float((logits.argmax(1) == labels).sum())
+            start += len(rows)
+    return loss / max(start, 1), correct / max(start, 1)
 
 
 def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], architecture: str = "mlp",
@@ -121,6 +131,7 @@ def train_classifier(x_train, y_train, image_shape: tuple[int, int, int], archit
             history.append({"step": step, "loss": mean_loss, "accuracy": running_correct.item() / count})
             running_loss.zero_()
             running_correct.zero_()
+    batches.close()  # a lazy set's loader workers, or the in-memory device copy, are let go now
     model.eval()
     loss, train_accuracy = accuracy(model, x_train, y_train, workers=workers)
     info = {"steps": steps, "seconds": time.perf_counter() - started, "loss": loss, "train_accuracy": train_accuracy,

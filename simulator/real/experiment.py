@@ -131,11 +131,13 @@ def predict(model: torch.nn.Module, x, chunk: int = 256, workers: int | None = N
 
 
 def select_points(model: torch.nn.Module, x, y, count: int, correctly_classified_only: bool = True,
-                  workers: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                  workers: int | None = None, limit: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """(indices of the first `count` test images, only those classified correctly if asked; (test
     images classified to find them, how many of those were right)). x: rows, an array or lazy
-    `ImageFiles`, read in order only as far as needed."""
+    `ImageFiles`, read in order only as far as needed, and never past the first `limit` images."""
     y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if limit is not None:
+        x, y = (x[:limit] if isinstance(x, torch.Tensor) else x[np.arange(min(limit, len(y)))]), y[:limit]
     if not correctly_classified_only:
         return np.arange(min(count, len(y))), (0, 0)
     chosen, scanned = [], 0
@@ -167,8 +169,10 @@ def choose_points(experiment: RealExperiment, classifier, autoencoder, data: Ima
     """The measured and attacked images (the rows of points.npz): x, y, test_indices, image_shape,
     scanned ((test images classified to find them, how many were right)), and with an autoencoder tangent_bases,
     singular_values, reconstruction. Only these images are ever held in memory whole."""
+    # Predicted labels of a streamed folder exist for the first `count` images only: never scan past them.
+    limit = count if experiment.labels == "predicted" and isinstance(data.flat("test"), ImageFiles) else None
     chosen, scanned = select_points(classifier, data.flat("test"), data.y_test, count,
-                                    experiment.measure.correctly_classified_only, experiment.dataset.workers)
+                                    experiment.measure.correctly_classified_only, experiment.dataset.workers, limit)
     if len(chosen) == 0:
         raise TrainingError("The classifier gets no test image right, so there is nothing to attack; train it longer.")
     points = {"x": gather_rows(data.flat("test"), chosen), "y": data.y_test[chosen], "test_indices": chosen,

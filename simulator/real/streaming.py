@@ -56,8 +56,9 @@ def read_image(file: str | Path, size: tuple[int, int], grayscale: bool = False,
                 left, top = (image.width - crop_w) / 2, (image.height - crop_h) / 2
                 box = (left, top, left + crop_w, top + crop_h)
             array = np.asarray(image.resize((width, height), Image.BILINEAR, box=box), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as error:
-        raise ImageReadError(f"{file}: not a readable image ({error}); remove it or convert it.") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"{file}: not a readable image ({type(error).__name__}: {error}); remove it or "
+                             f"convert it.") from None
     return array[None] if grayscale else array.transpose(2, 0, 1)
 
 

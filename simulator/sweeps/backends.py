@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from simulator.config.sweep import BackendSpec
 from simulator.errors import SceneError
@@ -40,6 +41,8 @@ class LocalBackend:
     def __init__(self, spec: BackendSpec):
         cores = machine_cores()
         self.workers = spec.workers or cores
+        # From the spec alone, not from how many runs are left: a rerun of one remaining run must
+        # use the thread count its siblings used (the count can change the last bits of results).
         self.threads = spec.threads_per_run or max(1, cores // self.workers)
         self.pool: ProcessPoolExecutor | None = None
 
@@ -47,23 +50,40 @@ class LocalBackend:
         return f"local: {self.workers} worker{'s' * (self.workers != 1)} x {self.threads} thread{'s' * (self.threads != 1)}"
 
     def run(self, scenes: list[dict], runs_dir: str) -> Iterator[dict]:
-        if not scenes:
-            return
-        self.pool = ProcessPoolExecutor(max_workers=min(self.workers, len(scenes)),
-                                        mp_context=multiprocessing.get_context("spawn"))
-        pending = {self.pool.submit(execute_run, scene, runs_dir, self.threads): scene["name"] for scene in scenes}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                name = pending.pop(future)
-                try:
-                    yield future.result()
-                except Exception as error:  # the worker process itself died (killed, out of memory)
-                    yield {"name": name, "status": "failed", "error": f"the worker process died: {error!r}"}
+        """Outcomes as runs finish. A worker that dies (killed, out of memory) breaks the whole
+        pool: the runs it took down with it are resubmitted to a fresh pool, and a run that breaks
+        the pool twice is recorded as failed."""
+        broke: dict[str, int] = {}
+        queue = list(scenes)
+        while queue:
+            self.pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)),
+                                            mp_context=multiprocessing.get_context("spawn"))
+            pending = {self.pool.submit(execute_run, scene, runs_dir, self.threads): scene for scene in queue}
+            queue = []
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    scene = pending.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool as error:
+                        broke[scene["name"]] = broke.get(scene["name"], 0) + 1
+                        if broke[scene["name"]] >= 2:
+                            yield {"name": scene["name"], "status": "failed",
+                                   "error": f"the worker process died twice while running it ({error})"}
+                        else:
+                            queue.append(scene)
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, interrupted: bool = False) -> None:
+        if self.pool is None:
+            return
+        if interrupted:  # Ctrl-C: stop the running runs now rather than waiting for them
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not interrupted, cancel_futures=True)
+        self.pool = None
 
 
 class RayBackend:
@@ -100,7 +120,7 @@ class RayBackend:
                     yield {"name": name, "status": "failed", "error": f"the Ray task failed: {type(error).__name__}: "
                                                                        f"{str(error).splitlines()[0] if str(error) else ''}"}
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
 

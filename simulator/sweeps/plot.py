@@ -1,5 +1,7 @@
 """`sim sweep-plot`: any parameter against any measurement of a sweep's table, averaged over
-the runs that share the other parameters' values (usually the seeds), with error bars.
+every run with the same x (and hue) value, with error bars. In a grid of x and seeds that is
+the seed mean; with more varying fields, hold the others fixed with `--where` (or use `--hue`),
+or the mean pools over them too.
 
 Each point is the mean over its group; the bar is the standard error of that mean (the
 standard deviation over the group / sqrt(size)); a group of one has no bar. Failed and missing

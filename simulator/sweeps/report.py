@@ -39,7 +39,8 @@ def write_sweep_report(sweep: Sweep, folder: Path, rows: list[dict[str, Any]]) -
         log_x = numeric and len(spread) == len(rows) and max(spread) / min(spread) >= 30
         reference = "dimension_only" if "random_on_over_free" in shown else None
         written.append(plot_sweep(rows, field, shown, folder / f"sweep_{field}.png", reference=reference, log_x=log_x,
-                                  title=f"{sweep.name}: means over the other parameters (seeds), standard-error bars"))
+                                  title=f"{sweep.name}: means over all runs at each value (the seeds, and any other "
+                                        f"varying field), standard-error bars"))
     counts = {state: sum(row["status"] == state for row in rows) for state in ("done", "failed", "missing")}
     params = [*sweep.varying_fields]
     header = ["run", *params, "status", *TABLE_COLUMNS]

@@ -82,12 +82,14 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = T
     todo = [run for run in sweep.runs if not is_finished(runs_dir, run)]
     pending = {run.name for run in todo}
     outcome.skipped = [run.name for run in sweep.runs if run.name not in pending]
-    status = {name: entry for name, entry in read_status(folder).items() if name in {r.name for r in sweep.runs}}
-    for name in outcome.skipped:
-        status.setdefault(name, {"status": "done"})
+    stored = read_status(folder)
+    # Finished folders are done whatever status.json said; queued runs are pending until they end.
+    status = {name: {**stored.get(name, {}), "status": "done"} if name in outcome.skipped else {"status": "pending"}
+              for name in (run.name for run in sweep.runs)}
     started = time.perf_counter()
     backend = make_backend(sweep.backend)
     display = _Progress(len(sweep.runs), len(outcome.skipped), enabled=progress, backend=backend.describe())
+    interrupted = False
     try:
         for result in backend.run([run.scene.model_dump(mode="json") for run in todo], str(runs_dir)):
             name = result["name"]
@@ -100,9 +102,12 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = T
             display.update(result)
             if on_event:
                 on_event(result)
+    except KeyboardInterrupt:
+        interrupted = True  # finished runs are recorded; the interrupted ones continue on the next `sim sweep`
+        raise
     finally:
         display.close()
-        backend.close()
+        backend.close(interrupted)
     outcome.seconds = time.perf_counter() - started
     write_json(folder / STATUS_FILE, status)
     return outcome

@@ -87,7 +87,8 @@ def sweep_rows(sweep: Sweep, folder: Path) -> list[dict[str, Any]]:
 
 
 def _cell(value):
-    """A parameter as a table cell: numbers and strings as they are, lists as JSON text."""
+    """A parameter as a table cell: numbers, booleans and strings as they are, lists as JSON text
+    (read back by `read_sweep_table`)."""
     return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
 
 
@@ -106,7 +107,12 @@ def write_sweep_table(folder: Path, rows: list[dict[str, Any]]) -> list[Path]:
         import pyarrow.parquet as pq
     except ImportError:
         return written
-    table = pa.Table.from_pylist(rows, schema=_schema(pa, rows, columns))
+    schema = _schema(pa, rows, columns)
+    text = {field.name for field in schema if field.type == pa.string()}
+    # A column of mixed kinds (a field set to 1 in one run and "auto" in another) is stored as text.
+    cells = [{key: (str(value) if key in text and value is not None and not isinstance(value, str) else value)
+              for key, value in row.items()} for row in rows]
+    table = pa.Table.from_pylist(cells, schema=schema)
     with atomic_path(folder / "sweep.parquet") as temporary:
         pq.write_table(table, temporary)
     return written + [folder / "sweep.parquet"]
@@ -143,8 +149,17 @@ def read_sweep_table(folder: Path) -> list[dict[str, Any]]:
 
 
 def _parse(text: str):
+    """A CSV cell back as the value it was written from: empty -> None, True/False -> bool, JSON
+    lists and mappings (list-valued parameters) -> their value, numbers -> int or float."""
     if text == "":
         return None
+    if text in ("True", "False"):
+        return text == "True"
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     for kind in (int, float):
         try:
             return kind(text)
