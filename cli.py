@@ -225,10 +225,7 @@ def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root
         plan = one_field_sweep(sweep_file, field, values, extra)
     else:
         plan = load_sweep(sweep_file, extra)  # every combination validated before the first run starts
-    spec = plan.backend.model_copy(update={key: value for key, value in
-                                           (("name", backend), ("workers", workers), ("address", address))
-                                           if value is not None})
-    plan = dataclasses.replace(plan, backend=spec)
+    plan = dataclasses.replace(plan, backend=_backend_with_options(plan.backend, backend, workers, address))
     _check_sweep_memory(plan, max_memory, sweep_file)
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs into {Path(out_root) / plan.name}", highlight=False)
     outcome = run_sweep(plan, out_root, progress=not quiet)
@@ -244,6 +241,24 @@ def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root
                   soft_wrap=True, highlight=False)
     if outcome.failed:
         raise SystemExit(1)
+
+
+def _backend_with_options(spec, name: str | None, workers: int | None, address: str | None):
+    """The sweep file's backend with the command line's options, validated together (so
+    --workers with ray, or --address with local, is an error rather than ignored)."""
+    from pydantic import ValidationError
+
+    from simulator.config.sweep import BackendSpec
+
+    updates = {key: value for key, value in (("name", name), ("workers", workers), ("address", address))
+               if value is not None}
+    if updates.get("name") == "ray" and "workers" not in updates:
+        updates["workers"] = None  # the file's local worker count does not carry over to Ray
+    try:
+        return BackendSpec.model_validate({**spec.model_dump(), **updates})
+    except ValidationError as error:
+        problem = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        raise SceneError(f"--backend/--workers/--address: {problem}.") from None
 
 
 def _check_sweep_memory(plan, max_memory: int | None, source: Path) -> None:

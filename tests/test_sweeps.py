@@ -122,6 +122,15 @@ def test_names_and_fields_that_would_collide_are_refused(tmp_path, tiny_override
             load_sweep(write_sweep(tmp_path / backend["name"], tiny_overrides, backend=backend))
 
 
+def test_command_line_backend_options_that_would_be_ignored_are_refused(tmp_path, tiny_overrides):
+    path = write_sweep(tmp_path, tiny_overrides)
+    for options, expected in ((["--backend", "ray", "--workers", "2"], "workers: only used with name: local"),
+                              (["--address", "auto"], "address: only used with name: ray")):
+        result = CliRunner().invoke(cli.main, ["sweep", str(path), "--out", str(tmp_path / "out"), *options])
+        assert result.exit_code == 2 and expected in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_table_cells_read_back_as_written(tmp_path):
     from simulator.sweeps.table import write_sweep_table
 
