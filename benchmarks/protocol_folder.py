@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scaling import read_status_kb  # benchmarks/scaling.py, beside this script
+
+from simulator.formatting import fmt
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "imagenet_efficientnet_autoencoder.yaml"
 # What the example file asks of a GPU machine, cut to minutes on 2 CPU cores.
@@ -70,7 +73,9 @@ def child(folder: str, out: str) -> None:
     median = {mode: summary["median_distance_counting_failures"] for mode, summary in modes.items()}
     real = metrics["real"]
     print(json.dumps({
-        "wall": wall, "peak": peak_rss_bytes(),
+        # VmHWM, this process's own peak (ru_maxrss would include the parent's: Linux carries it
+        # across fork and exec)
+        "wall": wall, "peak": read_status_kb("VmHWM") * 1024,
         "n_train": real["dataset"]["n_train"], "n_test": real["dataset"]["n_test"],
         "autoencoder_seconds": timings["real.autoencoder.seconds"], "jacobian_seconds": timings["real.jacobian.seconds"],
         "attack_seconds": timings["attacks.seconds"],
@@ -78,15 +83,6 @@ def child(folder: str, out: str) -> None:
         "median": median, "test_rmse": real["autoencoder"]["reconstruction"]["test"]["rmse"]}))
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux VmHWM; ru_maxrss would include the parent's
-    peak, which Linux carries across fork and exec)."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) * 1024
-
-
-def fmt(value, digits=3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}g}"
 
 
 def main() -> None:
@@ -128,8 +124,8 @@ def main() -> None:
                  for mode in ("on", "off", "random_on")}
         lines.append(f"| {size} ({r['n_train']} / {r['n_test']}) | {r['wall']:.0f} s | {r['peak'] / 2**30:.2f} GiB | "
                      f"{r['autoencoder_seconds']:.0f} s | {r['jacobian_seconds']:.1f} s | {r['attack_seconds']:.0f} s | "
-                     f"{fmt(r['test_rmse'])} | {fmt(r['tau_ratio'])} | {fmt(ratio['on'])} | {fmt(ratio['off'])} | "
-                     f"{fmt(ratio['random_on'])} |")
+                     f"{fmt(r['test_rmse'], 3)} | {fmt(r['tau_ratio'], 3)} | {fmt(ratio['on'], 3)} | "
+                     f"{fmt(ratio['off'], 3)} | {fmt(ratio['random_on'], 3)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

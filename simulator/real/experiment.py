@@ -40,6 +40,7 @@ from simulator.attacks.minimal_search import MinimalDistanceSearch
 from simulator.config.real import USER_MODEL_ARCHITECTURES, RealExperiment
 from simulator.config.resolve import AttackSettings, resolve_attack_settings
 from simulator.errors import SceneError, TrainingError
+from simulator.geometry.margins import model_dtype_device
 from simulator.geometry.scale import data_radius
 from simulator.real.autoencoder import (
     decoder_tangent_bases,
@@ -117,17 +118,13 @@ def restore_classifier(experiment: RealExperiment, image_shape, n_classes: int, 
     return model.to(device).eval()
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(iter([*model.parameters(), *model.buffers()])).device
-
-
 def predict(model: torch.nn.Module, x, chunk: int = 256, workers: int | None = None) -> torch.Tensor:
     """Top-1 classes of images x (rows on the model's device, an array, or lazy `ImageFiles`)."""
     if isinstance(x, torch.Tensor):
         with torch.no_grad():
             return torch.cat([model(part).argmax(1) for part in x.split(chunk)])
     with torch.no_grad():
-        return torch.cat([model(rows).argmax(1) for rows in image_chunks(x, chunk, model_device(model), workers)])
+        return torch.cat([model(rows).argmax(1) for rows in image_chunks(x, chunk, model_dtype_device(model)[1], workers)])
 
 
 def select_points(model: torch.nn.Module, x, y, count: int, correctly_classified_only: bool = True,
@@ -141,7 +138,7 @@ def select_points(model: torch.nn.Module, x, y, count: int, correctly_classified
     if not correctly_classified_only:
         return np.arange(min(count, len(y))), (0, 0)
     chosen, scanned = [], 0
-    chunks = x.split(256) if isinstance(x, torch.Tensor) else image_chunks(x, 256, model_device(model), workers)
+    chunks = x.split(256) if isinstance(x, torch.Tensor) else image_chunks(x, 256, model_dtype_device(model)[1], workers)
     with torch.no_grad():
         for rows in chunks:
             predicted = model(rows).argmax(1).cpu().numpy()
@@ -191,7 +188,7 @@ def predicted_labels(classifier, data: ImageDataset, count: int, workers: int | 
     (photos), or of the first `count` of a streamed folder (the rest -1: never chosen)."""
     x_test = data.flat("test")
     if not isinstance(x_test, ImageFiles):
-        device = model_device(classifier)
+        device = model_dtype_device(classifier)[1]
         return predict(classifier, torch.as_tensor(x_test, dtype=torch.float32, device=device)).cpu().numpy()
     labels = np.full(len(x_test), -1, dtype=np.int64)
     first = min(count, len(x_test))

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from simulator.attacks.statistics import finite_or_none
 from simulator.config.sweep import Sweep
 from simulator.errors import RunError
 from simulator.report.comparison import final_attacks, final_geometry
@@ -35,11 +36,6 @@ MEASUREMENTS = ("test_accuracy", "clinging_fraction", "median_abs_h", "dimple_de
                 "sqrt_k_over_n", *(f"d_{mode}" for mode in MODES), *(f"d_{mode}_lower" for mode in MODES),
                 *(f"{mode}_over_free" for mode in MODES[1:]), "dimension_only", "ms", "ms_low", "ms_high",
                 "normal_energy_share", "seconds")
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        else None
 
 
 def measurements(metrics: dict, n: int, k: int) -> dict[str, float | None]:
@@ -58,13 +54,13 @@ def measurements(metrics: dict, n: int, k: int) -> dict[str, float | None]:
         summary = attacks["modes"].get(mode) or {}
         row[f"d_{mode}"] = summary.get("median_distance_counting_failures")
         row[f"d_{mode}_lower"] = summary.get("median_lower_bound")
-    free = _number(row["d_free"])
+    free = finite_or_none(row["d_free"])
     for mode in MODES[1:]:
-        distance = _number(row[f"d_{mode}"])
+        distance = finite_or_none(row[f"d_{mode}"])
         row[f"{mode}_over_free"] = distance / free if distance is not None and free else None
     interval = attacks.get("manifold_specificity_interval") or [None, None]
     row["ms"], row["ms_low"], row["ms_high"] = attacks.get("manifold_specificity"), *interval
-    return {key: _number(row[key]) for key in MEASUREMENTS}
+    return {key: finite_or_none(row[key]) for key in MEASUREMENTS}
 
 
 def sweep_rows(sweep: Sweep, folder: Path) -> list[dict[str, Any]]:
