@@ -12,7 +12,7 @@ import yaml
 
 from simulator.config.loading import load_scene, scene_from_dict, scene_json_schema, set_dotted
 from simulator.config.real import ClassifierSpec
-from simulator.config.scene import FAMILY_NAMES, RULE_NAMES, ModelSpec, Scene, TrainSpec
+from simulator.config.scene import FAMILY_NAMES, LBFGS_HISTORY, LBFGS_ITERATIONS, RULE_NAMES, ModelSpec, Scene, TrainSpec
 from simulator.errors import SceneError
 from simulator.models import ACTIVATIONS
 from simulator.training.optimizers import OPTIMIZERS, make_optimizer
@@ -149,7 +149,7 @@ BAD_SCENES = {
         BASE + "train:\n  optimizer: adamw\n",
         "train.optimizer",
         "'adamw'",
-        ("'adam' or 'sgd'",),
+        ("'adam', 'sgd' or 'lbfgs'",),
     ),
     "hidden-width-zero": Bad(
         BASE + "model:\n  hidden: [64, 0]\n",
@@ -423,6 +423,8 @@ def test_every_schema_optimizer_is_built_with_the_spec_settings(name):
     optimizer = make_optimizer([parameter], spec.optimizer, lr=spec.lr, momentum=spec.momentum,
                                weight_decay=spec.weight_decay)
     expected = {"adam": torch.optim.Adam([parameter], lr=0.25, weight_decay=0.125),
+                "lbfgs": torch.optim.LBFGS([parameter], lr=0.25, max_iter=LBFGS_ITERATIONS,
+                                           history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"),
                 "sgd": torch.optim.SGD([parameter], lr=0.25, momentum=0.5, weight_decay=0.125)}[name]
     assert type(optimizer) is type(expected)
     assert optimizer.defaults == expected.defaults

@@ -101,7 +101,8 @@ def test_sweep_files_that_cannot_work_are_refused_naming_the_problem(tmp_path, t
 
 def test_shipped_sweep_files_validate_and_sim_run_points_to_sim_sweep(tmp_path):
     files = sorted((SCENES / "sweeps").glob("*.yaml"))
-    assert [f.name for f in files] == ["dimension.yaml", "training_choices.yaml"]
+    assert [f.name for f in files] == ["dimension.yaml", "optimizer_and_batch_norm.yaml", "training_choices.yaml",
+                                      "width_and_length.yaml"]
     result = CliRunner().invoke(cli.main, ["scenes", "validate", *map(str, files)])
     assert result.exit_code == 0, result.output
     assert "sweep dimension_study: 18 runs of sheet_two_class.yaml" in result.output
@@ -283,6 +284,15 @@ def test_seed_means_and_standard_errors_equal_the_hand_computation():
     assert thirty == (30, 5.0, 0.0, 1, 2)  # one value; the failed run and the empty cell left out
 
 
+def test_list_valued_parameters_group_and_sort_by_their_widths():
+    """model.hidden values are lists: they key groups (as tuples) and sort numerically, not as
+    text ([128, 128] after [32, 32]); `sim sweep-plot --x model.hidden` once crashed on them."""
+    rows = [{"status": "done", "model.hidden": hidden, "ms": value}
+            for hidden, value in [([128, 128], 2.0), ([32, 32], 1.0), ([512, 512], 3.0), ([32, 32], 3.0)]]
+    (points,) = grouped(rows, "model.hidden", "ms").values()
+    assert [(p[0], p[1], p[3]) for p in points] == [((32, 32), 2.0, 2), ((128, 128), 2.0, 1), ((512, 512), 3.0, 1)]
+
+
 def test_where_keeps_the_matching_runs_and_names_what_matches_none():
     rows = [{"train.optimizer": "sgd", "seed": 0}, {"train.optimizer": "adam", "seed": 0},
             {"train.optimizer": "sgd", "seed": 1}]
@@ -336,7 +346,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def rerun_study(name: str, out: Path) -> tuple[dict, dict]:
     """Run scenes/sweeps/<file> again; (its rows by run, the golden values) after checking every
     golden number (exact on a CPU: one torch thread per run)."""
-    file = {"dimension_study": "dimension.yaml", "training_choices": "training_choices.yaml"}[name]
+    file = {"dimension_study": "dimension.yaml"}.get(name, f"{name}.yaml")
     result = CliRunner().invoke(cli.main, ["sweep", str(SCENES / "sweeps" / file), "--out", str(out), "--workers", "2",
                                            "--quiet"])
     assert result.exit_code == 0, result.output
@@ -352,10 +362,26 @@ def rerun_study(name: str, out: Path) -> tuple[dict, dict]:
 
 
 def published_rows(heading: str) -> list[list[str]]:
-    """The table rows of the README section under `heading` (cells as text)."""
+    """The body rows of the first table in the README section under `heading` (cells as text)."""
     section = README.read_text().split(heading)[1].split("\n#### ")[0]
-    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith("| n |") and not line.startswith("| optimizer |")]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table[1].startswith("|---"), table[:2]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
+
+
+def seed_mean(runs: list[dict], column: str) -> float | None:
+    """The mean over the seeds; None when a seed has no value (a distance not found)."""
+    values = [run[column] for run in runs]
+    return None if any(value is None for value in values) else sum(values) / len(values)
+
+
+def distance_cells(runs: list[dict]) -> list[str]:
+    """The shared columns of the training studies' tables, as the README prints them."""
+    off, ms = seed_mean(runs, "off_over_free"), seed_mean(runs, "ms")
+    return [f"{seed_mean(runs, 'test_accuracy'):.3f}", f"{seed_mean(runs, 'clinging_fraction'):.4f}",
+            f"{seed_mean(runs, 'd_free'):.3f}", f"{seed_mean(runs, 'd_off_lower'):.2f}",
+            "not found" if off is None else f"{off:.1f}", "undefined" if ms is None else f"{ms:.3f}",
+            f"{seed_mean(runs, 'normal_energy_share'):.2g}"]
 
 
 @pytest.mark.slow  # 18 runs: about 75 s on 2 cores
@@ -381,18 +407,45 @@ def test_training_choice_study_reproduces_the_published_table(tmp_path):
     rows, golden = rerun_study("training_choices", tmp_path)
     published = published_rows("#### The training-choice study")
     assert len(published) == 8
-
-    def mean(runs, column):
-        values = [r[column] for r in runs]
-        return None if any(v is None for v in values) else sum(values) / len(values)
-
     for cells in published:
         optimizer, init, decay = cells[0], float(cells[1]), float(cells[2])
         runs = [golden[run] for run, row in rows.items() if row["train.optimizer"] == optimizer
                 and row["model.init_scale"] == init and row["train.weight_decay"] == decay]
         assert len(runs) == 3, cells
-        off, ms = mean(runs, "off_over_free"), mean(runs, "ms")
-        assert cells[3:] == [f"{mean(runs, 'test_accuracy'):.3f}", f"{mean(runs, 'clinging_fraction'):.4f}",
-                             f"{mean(runs, 'd_free'):.3f}", f"{mean(runs, 'd_off_lower'):.2f}",
-                             "not found" if off is None else f"{off:.1f}", "undefined" if ms is None else f"{ms:.3f}",
-                             f"{mean(runs, 'normal_energy_share'):.2g}"], cells
+        assert cells[3:] == distance_cells(runs), cells
+
+
+@pytest.mark.slow  # 18 runs: about 95 s on 2 cores
+def test_optimizer_and_batch_norm_study_reproduces_the_published_table(tmp_path):
+    """The README's optimizer / batch-norm table is the seed means of the rerun's (golden) values.
+    Its SGD and Adam rows without batch norm train exactly as the training-choice study's rows at
+    init scale 1 and no weight decay, so those golden values must agree run for run."""
+    rows, golden = rerun_study("optimizer_and_batch_norm", tmp_path)
+    published = published_rows("#### The optimizer-and-batch-norm study")
+    assert len(published) == 6
+    for cells in published:
+        optimizer, batch_norm = cells[0], {"no": False, "yes": True}[cells[1]]
+        runs = [golden[run] for run, row in rows.items()
+                if row["train.optimizer"] == optimizer and row["model.batch_norm"] == batch_norm]
+        assert len(runs) == 3, cells
+        assert cells[2:] == distance_cells(runs), cells
+    earlier = json.loads(GOLDEN_SWEEPS.read_text())["training_choices"]
+    for optimizer, lr in [("sgd", "0.05"), ("adam", "0.001")]:
+        for seed in range(3):
+            mine = golden[f"optimizer-{optimizer}__lr-{lr}__batch_size-128__steps-2000__batch_norm-false__seed-{seed}"]
+            theirs = earlier[f"optimizer-{optimizer}__lr-{lr}__init_scale-1.0__weight_decay-0.0__seed-{seed}"]
+            assert {column: mine[column] for column in theirs} == theirs
+
+
+@pytest.mark.slow  # 15 runs: about 150 s on 2 cores
+def test_width_and_length_study_reproduces_the_published_table(tmp_path):
+    """The README's width / training-length table is the seed means of the rerun's (golden) values."""
+    rows, golden = rerun_study("width_and_length", tmp_path)
+    published = published_rows("#### The width-and-length study")
+    assert len(published) == 5
+    for cells in published:
+        width, steps = int(cells[0]), int(cells[1])
+        runs = [golden[run] for run, row in rows.items()
+                if row["model.hidden"] == [width, width] and row["train.steps"] == steps]
+        assert len(runs) == 3, cells
+        assert cells[2:] == distance_cells(runs), cells

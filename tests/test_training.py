@@ -148,9 +148,12 @@ def test_non_finite_weights_behind_a_finite_loss_are_divergence():
         check_finite_parameters(model, step=1, lr=0.1)
 
 
-def test_training_resumed_from_a_checkpoint_ends_bitwise_like_an_uninterrupted_run(tiny_overrides):
-    """In process, for every checkpoint: the same final weights, snapshots and history."""
-    scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**tiny_overrides, "train.steps": 120})
+@pytest.mark.parametrize("choices", [{}, {"model.batch_norm": True, "train.optimizer": "lbfgs", "train.lr": 1.0,
+                                          "train.weight_decay": 1e-3}], ids=["adam", "batch_norm_lbfgs"])
+def test_training_resumed_from_a_checkpoint_ends_bitwise_like_an_uninterrupted_run(choices, tiny_overrides):
+    """In process, for every checkpoint: the same final weights, snapshots and history (batch
+    norm's running statistics and L-BFGS's curvature pairs are part of the checkpoint)."""
+    scene = load_scene(SCENES / "sheet_two_class.yaml", overrides={**tiny_overrides, "train.steps": 120, **choices})
     data = make_dataset(scene)
     checkpoints = []
     whole = train(scene, data, progress=False, on_checkpoint=checkpoints.append)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -234,14 +234,14 @@ class RealMeasureSpec(StrictModel):
     thresholds: ThresholdSpec = ThresholdSpec()
 
 
-# Fields added to the experiment file after real-image runs were first stored (see to_yaml).
-LATER_FIELDS = {"dataset": ("resize", "crop_fraction", "labels", "workers"),
-                "autoencoder": ("architecture", "channels"),
-                "classifier": ("path", "module", "module_args", "normalize")}
 
 
 class RealExperiment(RunFile):
     """One real-image experiment: data, autoencoder manifold, classifier, measurements."""
+
+    LATER_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "dataset": ("resize", "crop_fraction", "labels", "workers"), "autoencoder": ("architecture", "channels"),
+        "classifier": ("path", "module", "module_args", "normalize")}
 
     kind: Literal["real"] = Field("real", description="Marks the file as a real-image experiment (not a scene).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
@@ -419,15 +419,7 @@ class RealExperiment(RunFile):
                                    "image_size": self.dataset.image_size or [224, 224]}
         else:
             resolved["dataset"].pop("photos")
-        # Fields added after the first real-image runs are left out at their defaults, so those runs'
-        # scene.yaml digests (simulator.runs.integrity) still match.
-        for section, fields in LATER_FIELDS.items():
-            for name in fields:
-                spec = getattr(self, section)
-                if section in resolved and name in resolved[section] and \
-                        getattr(spec, name) == type(spec).model_fields[name].default:
-                    resolved[section].pop(name)
-        return yaml.safe_dump(resolved, sort_keys=False)
+        return yaml.safe_dump(self.without_later_defaults(resolved), sort_keys=False)
 
 
 def real_experiment_from_dict(raw: Any, source: str = "<experiment>", default_name: str = "real",

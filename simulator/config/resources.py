@@ -28,6 +28,7 @@ from simulator.attacks.operators import STRUCTURED_ROUNDS
 from simulator.attacks.ray_search import rows_per_pass
 from simulator.attacks.subspaces import random_subspace_kind
 from simulator.config.real import DECODER_JACOBIAN_CHUNK_BYTES, stream_chunk
+from simulator.config.scene import LBFGS_HISTORY
 from simulator.errors import SceneError
 from simulator.geometry.height import BRACKET_BLOCK, PROBE_CHUNK_BYTES
 from simulator.geometry.stretch import JACOBIAN_CHUNK_BYTES
@@ -36,6 +37,9 @@ F64, F32, I64 = 8, 4, 8  # bytes per number
 
 # Working-memory multipliers, rough on purpose (see the module docstring):
 ADAM_COPIES = 4  # weights, gradients and Adam's two moments
+# L-BFGS: weights, gradient, previous gradient, direction, the line search's trial weights and
+# gradient, and two vectors per stored curvature pair (training/optimizers.LBFGS_HISTORY).
+LBFGS_COPIES = 6 + 2 * LBFGS_HISTORY
 ACTIVATION_COPIES = 3  # a layer's output, its activation and the gradient flowing back
 ATTACK_COPIES = 12  # per point: x, delta, gradient, best delta, projections, trial points, ...
 QR_COPIES = 3  # a QR factorisation holds the matrix, Q and R
@@ -223,7 +227,7 @@ def _training_stage(scene, points: int, n: int, k: int, parameters: int) -> int:
     hidden, classes = list(scene.model.hidden), scene.labels.n_classes
     batch = min(scene.train.batch_size, scene.data.n_train)
     inputs = points * n * F32  # train and test sets as float32 tensors
-    optimiser = ADAM_COPIES * parameters * F32
+    optimiser = (LBFGS_COPIES if scene.train.optimizer == "lbfgs" else ADAM_COPIES) * parameters * F32
     activations = _mlp_activations(batch, hidden, classes) + _mlp_activations(
         min(EVALUATION_CHUNK, points), hidden, classes) // ACTIVATION_COPIES
     adversarial = 0

@@ -27,7 +27,7 @@ from simulator.config.scene import Scene
 from simulator.data import Dataset
 from simulator.errors import RunError
 from simulator.geometry.scale import data_radius
-from simulator.models import MLP, build_model
+from simulator.models import MLP, build_evaluation_model
 from simulator.runs.checks import (
     RERUN,
     check_attack_arrays,
@@ -283,7 +283,7 @@ def _load_synthetic_run(path: Path, metrics: dict) -> Run:
     scene = _read_checked_scene(path, metrics, "synthetic")
     data = check_dataset(path / "data.npz", _read_checked(path, metrics, "data.npz", read_npz, fix), scene)
     with torch.device("meta"):  # names, shapes and dtypes only: no memory, no draw from torch's random state
-        template = build_model(scene.model, data.ambient_dim, data.n_classes).state_dict()
+        template = build_evaluation_model(scene.model, data.ambient_dim, data.n_classes).state_dict()
     stored = _read_checked(path, metrics, "snapshots.pt", read_torch, fix)
     state_dicts = check_snapshots(path / "snapshots.pt", stored, template, [s["step"] for s in metrics["snapshots"]])
     _check_stage_files(path, metrics, scene.data.n_test, data.ambient_dim, scene.manifold_dim())

@@ -36,7 +36,7 @@ def grouped(rows: list[dict[str, Any]], x: str, y: str, hue: str | None = None) 
     groups: dict[Any, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         value = row.get(y) if row.get("status") == "done" else None
-        groups[row.get(hue) if hue else None][row.get(x)].append(value)
+        groups[_hashable(row.get(hue)) if hue else None][_hashable(row.get(x))].append(value)
     out = {}
     for key, by_x in groups.items():
         points = []
@@ -52,8 +52,22 @@ def grouped(rows: list[dict[str, Any]], x: str, y: str, hue: str | None = None) 
     return out
 
 
+def _hashable(value):
+    """A list-valued parameter (model.hidden: [128, 128]) as a tuple, so it can key a group."""
+    return tuple(_hashable(item) for item in value) if isinstance(value, list) else value
+
+
 def _sort_key(value):
-    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+    """Numbers in order, then tuples of numbers (layer widths) in order, then anything else by text."""
+    if isinstance(value, (int, float)):
+        return (0, value, "")
+    if isinstance(value, tuple) and all(isinstance(item, (int, float)) for item in value):
+        return (1, value, "")
+    return (2, (), str(value))
+
+
+def _label(value) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hue: str | None = None,
@@ -66,6 +80,7 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
             raise SceneError(f"{what} {name}: not a column of this sweep's table; choose from "
                              f"{', '.join(sorted(c for c in columns if c not in ('error',)))}.")
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -77,11 +92,11 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
             numeric = [p for p in points if isinstance(p[0], (int, float))]
             shown = numeric if len(numeric) == len(points) else points
             xs = [p[0] for p in shown] if shown is numeric else list(range(len(shown)))
-            label = f"{hue} = {key}" if hue else y
+            label = f"{hue} = {_label(key)}" if hue else y
             axis.errorbar(xs, [p[1] for p in shown], yerr=[p[2] for p in shown], marker="o", capsize=3, label=label)
             left_out += sum(p[4] for p in points)
             if shown is not numeric:
-                axis.set_xticks(xs, [str(p[0]) for p in shown])
+                axis.set_xticks(xs, [_label(p[0]) for p in shown])
         if reference:
             line = grouped(rows, x, reference)[None]
             axis.plot([p[0] for p in line], [p[1] for p in line], "k--", lw=1, label=reference)
@@ -91,6 +106,11 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
         axis.set_ylabel(y)
         if log_x:
             axis.set_xscale("log")
+            # Label the swept values themselves: matplotlib's minor log labels overlap at a few values.
+            values = sorted({p[0] for points in grouped(rows, x, y, hue).values() for p in points
+                             if isinstance(p[0], (int, float)) and p[0] > 0})
+            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            axis.set_xticks(values, [f"{value:g}" for value in values])
         if log_y:
             axis.set_yscale("log")
         axis.legend(fontsize=7)

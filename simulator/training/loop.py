@@ -7,7 +7,6 @@ schedule can be log-uniform (dense early), because the dimpled-manifold paper cl
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,13 +19,13 @@ from simulator.attacks.subspaces import tangent_spaces
 from simulator.config.scene import Scene, SnapshotSpec
 from simulator.data import Dataset
 from simulator.errors import TrainingError
-from simulator.models import MLP, build_model
+from simulator.models import MLP, build_evaluation_model, build_model, evaluation_mode, evaluation_network
 from simulator.seeding import torch_generator, torch_seed
 from simulator.training.adversarial import (
     AdversarialBatches,
     resolved_adversarial_settings,
 )
-from simulator.training.optimizers import make_optimizer
+from simulator.training.optimizers import make_optimizer, optimizer_step
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Snapshot:
     loss: float  # full training-set cross-entropy
     train_accuracy: float
     test_accuracy: float
-    state_dict: dict[str, torch.Tensor]  # on the CPU
+    state_dict: dict[str, torch.Tensor]  # on the CPU: the evaluation network (models.evaluation_network)
 
     def scalars(self) -> dict:
         return {"step": self.step, "loss": self.loss, "train_accuracy": self.train_accuracy,
@@ -46,7 +45,7 @@ class Snapshot:
 
 @dataclass
 class TrainingResult:
-    model: MLP
+    model: MLP  # the evaluation network after training (batch norm folded in), on the CPU
     snapshots: list[Snapshot]
     history: list[dict] = field(default_factory=list)  # running batch loss/accuracy
     seconds: float = 0.0
@@ -96,8 +95,9 @@ def shuffled_batches(n_items: int, batch_size: int, generator: torch.Generator) 
 
 
 def smallest_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """min over the set of z_y - max_{j != y} z_j, y the true class (negative where misclassified)."""
-    with torch.no_grad():
+    """min over the set of z_y - max_{j != y} z_j, y the true class (negative where misclassified),
+    of the model in evaluation mode."""
+    with torch.no_grad(), evaluation_mode(model):
         logits = torch.cat([model(chunk) for chunk in x.split(65536)])
         true_logit = logits.gather(1, y[:, None]).squeeze(1)
         others = logits.scatter(1, y[:, None], float("-inf"))
@@ -105,8 +105,8 @@ def smallest_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on the whole set, in evaluation batches."""
-    with torch.no_grad():
+    """(mean cross-entropy, accuracy) on the whole set, in evaluation batches and evaluation mode."""
+    with torch.no_grad(), evaluation_mode(model):
         logits = torch.cat([model(chunk) for chunk in x.split(65536)])
         loss = nn.functional.cross_entropy(logits, y).item()
         accuracy = (logits.argmax(dim=1) == y).float().mean().item()
@@ -121,7 +121,7 @@ class TrainingCheckpoint:
     seeded batch stream up to `step`."""
 
     step: int
-    model_state: dict[str, torch.Tensor]
+    model_state: dict[str, torch.Tensor]  # the trained network's (batch norm's running statistics included)
     optimizer_state: dict
     snapshots: list[Snapshot]
     history: list[dict]
@@ -182,7 +182,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
         _, test_accuracy = _evaluate(model, x_test, y_test)
         check_finite(loss, step, spec.lr)
         check_finite_parameters(model, step, spec.lr)
-        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+        network = evaluation_network(model) if model.batch_norm else model  # no copy when there is nothing to fold
+        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in network.state_dict().items()}
         snapshots.append(Snapshot(step, loss, train_accuracy, test_accuracy, state))
 
     def checkpoint(step: int) -> TrainingCheckpoint:
@@ -208,16 +209,18 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
         initial_loss = snapshots[0].loss
         for step, index in zip(range(first_step, spec.steps + 1), batch_stream):
             index = index.to(device)
-            inputs = x_train[index]
+            inputs, targets = x_train[index], y_train[index]
             if adversary is not None:
-                inputs = adversary(model, inputs, y_train[index], index)
-            logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits, y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.detach()
-            running_correct += (logits.argmax(dim=1) == y_train[index]).float().mean().detach()
+                with evaluation_mode(model):  # attack the network as it classifies, without moving batch norm
+                    inputs = adversary(model, inputs, targets, index)
+
+            def batch_loss(inputs=inputs, targets=targets):
+                logits = model(inputs)
+                return nn.functional.cross_entropy(logits, targets), logits
+
+            loss, logits = optimizer_step(optimizer, batch_loss, spec.weight_decay)
+            running_loss += loss
+            running_correct += (logits.argmax(dim=1) == targets).float().mean()
             if step % log_every == 0 or step == spec.steps:
                 # One host sync per log interval, not per step (matters on a GPU).
                 count = log_every if step % log_every == 0 else step % log_every
@@ -238,8 +241,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
                 stopped_at = step
                 break
     seconds = seconds_before + time.perf_counter() - started
-    return TrainingResult(copy.deepcopy(model).cpu(), snapshots, history, seconds, str(device), adversarial_settings,
-                          stopped_at)
+    return TrainingResult(evaluation_network(model).cpu(), snapshots, history, seconds, str(device),
+                          adversarial_settings, stopped_at)
 
 
 def _to_cpu(value):
@@ -342,6 +345,6 @@ class _progress_bar:
 
 def load_snapshot_model(scene: Scene, in_dim: int, n_classes: int, state_dict: dict) -> MLP:
     """An evaluation-mode MLP carrying a snapshot's weights."""
-    model = build_model(scene.model, in_dim, n_classes)
+    model = build_evaluation_model(scene.model, in_dim, n_classes)
     model.load_state_dict(state_dict)
     return model.eval()

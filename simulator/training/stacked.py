@@ -3,7 +3,7 @@
 Model i is what `simulator.training.loop.train` gives with the scene's seed replaced by seed i
 (same initialisation stream, batch order, optimiser and budget). Parameters are stacked along a
 new leading axis and each model reads its own mini-batch; where stacking is not possible
-(adversarial training) the seeds are trained one by one.
+(adversarial training, batch norm, L-BFGS) the seeds are trained one by one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from simulator.training.loop import (
     shuffled_batches,
     train,
 )
-from simulator.training.optimizers import make_optimizer
+from simulator.training.optimizers import FIRST_ORDER, make_optimizer
 
 
 @dataclass
@@ -47,6 +47,10 @@ def batching_blocker(scene: Scene) -> str | None:
     """Why the S models cannot be trained as one stacked model (None: they can)."""
     if scene.train.adversarial.enabled:
         return "train.adversarial is on (its per-model attacks are not stacked)"
+    if scene.model.batch_norm:
+        return "model.batch_norm is on (the stacked forward pass has no batch norm)"
+    if scene.train.optimizer not in FIRST_ORDER:
+        return f"train.optimizer is {scene.train.optimizer} (its line search would be shared by the stacked models)"
     return None
 
 
