@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -27,11 +28,37 @@ def runner():
     return CliRunner()
 
 
-def test_run_writes_a_complete_run_directory(runner, tmp_path):
-    result = runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
+@pytest.fixture(scope="module")
+def sheet_run(tmp_path_factory):
+    """One tiny `sim run sheet_two_class` (3-D render, animation and report included) shared by
+    the tests below: (its folder, the command's output). Tests that rewrite a run work on a copy."""
+    out = tmp_path_factory.mktemp("sheet")
+    result = CliRunner().invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(out), "--quiet",
+                                           *TINY])
     assert result.exit_code == 0, result.output
-    run_dir = tmp_path / "sheet_two_class"
-    assert "test accuracy" in result.output and str(run_dir) in result.output
+    return out / "sheet_two_class", result.output
+
+
+def copy_of(run_dir, tmp_path):
+    """A private copy of a shared run folder, for a test that rewrites it."""
+    return shutil.copytree(run_dir, tmp_path / run_dir.name)
+
+
+@pytest.fixture(scope="module")
+def real_digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits")
+    result = CliRunner().invoke(cli.main, ["run", str(SCENES / "real_digits.yaml"), "--out", str(out), "--quiet",
+                                           "--set", "autoencoder.steps=150", "--set", "classifier.steps=150",
+                                           "--set", "measure.n_points=20", "--set", "measure.attacks.bootstrap=50",
+                                           "--set", "measure.attacks.max_steps=200"])
+    assert result.exit_code == 0, result.output
+    return out / "real_digits", result.output
+
+
+def test_run_writes_a_complete_run_directory(sheet_run):
+    run_dir, output = sheet_run
+    tmp_path = run_dir.parent
+    assert "test accuracy" in output and str(run_dir) in output
     run = load_run(run_dir)
     assert run.scene.train.steps == 40  # the override is recorded in the resolved scene
     assert run.metrics["format_version"] == 1
@@ -39,7 +66,7 @@ def test_run_writes_a_complete_run_directory(runner, tmp_path):
     with torch.no_grad():
         logits = run.final_model()(torch.tensor(run.data.x_test, dtype=torch.float32))
     accuracy = (logits.argmax(1).numpy() == run.data.y_test).mean()
-    assert f"{accuracy:.1%}" in result.output
+    assert f"{accuracy:.1%}" in output
     # The first-look figure is a real picture, not an empty canvas.
     import matplotlib.image
 
@@ -104,21 +131,20 @@ def test_help_texts(runner):
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
-def test_load_run_refuses_unknown_format_versions(runner, tmp_path):
-    runner.invoke(cli.main, ["run", str(SCENES / "chessboard.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
-    metrics_file = tmp_path / "chessboard" / "metrics.json"
+def test_load_run_refuses_unknown_format_versions(sheet_run, tmp_path):
+    run_dir = copy_of(sheet_run[0], tmp_path)
+    metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     metrics["format_version"] = 99
     metrics_file.write_text(json.dumps(metrics))
     with pytest.raises(RunError, match="format version 99"):
-        load_run(tmp_path / "chessboard")
+        load_run(run_dir)
     with pytest.raises(RunError, match="no such run directory"):
         load_run(tmp_path / "missing")
 
 
-def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
-    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
-    run_dir = tmp_path / "sheet_two_class"
+def test_run_measures_every_snapshot_and_measure_recomputes(runner, sheet_run, tmp_path):
+    run_dir = copy_of(sheet_run[0], tmp_path)
     run = load_run(run_dir)
     geometry = run.metrics["geometry"]
     assert [s["step"] for s in geometry["snapshots"]] == [r.step for r in run.snapshots]
@@ -150,9 +176,8 @@ def test_run_measures_every_snapshot_and_measure_recomputes(runner, tmp_path):
     assert refused.exit_code == 2 and "only measure.* settings" in refused.output
 
 
-def test_attack_command_reruns_attacks_with_new_settings(runner, tmp_path):
-    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
-    run_dir = tmp_path / "sheet_two_class"
+def test_attack_command_reruns_attacks_with_new_settings(runner, sheet_run, tmp_path):
+    run_dir = copy_of(sheet_run[0], tmp_path)
     first = load_run(run_dir).metrics["attacks"]["final"]
     assert set(first["modes"]) == {"free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"}
     assert any(row["measurement"] == "manifold specificity MS" and row["measured"] != "attacks not run"
@@ -166,9 +191,8 @@ def test_attack_command_reruns_attacks_with_new_settings(runner, tmp_path):
     assert missing.exit_code == 2 and "no such run directory" in missing.output
 
 
-def test_render_and_animate_commands_rerender_without_retraining(runner, tmp_path):
-    runner.invoke(cli.main, ["run", str(SCENES / "sheet_two_class.yaml"), "--out", str(tmp_path), "--quiet", *TINY])
-    run_dir = tmp_path / "sheet_two_class"
+def test_render_and_animate_commands_rerender_without_retraining(runner, sheet_run, tmp_path):
+    run_dir = copy_of(sheet_run[0], tmp_path)
     weights_before = (run_dir / "snapshots.pt").read_bytes()
     assert (run_dir / "animation.gif").is_file() and (run_dir / "report.html").is_file()
     result = runner.invoke(cli.main, ["render", str(run_dir), "--set", "render.grid_resolution=20"])
@@ -185,26 +209,20 @@ def test_render_and_animate_commands_rerender_without_retraining(runner, tmp_pat
     assert refused.exit_code == 2 and "only render.* settings" in refused.output
 
 
-def test_real_digits_experiment_runs_from_the_cli(runner, tmp_path):
+def test_real_digits_experiment_runs_from_the_cli(real_digits_run):
     """A real-image experiment is a scene file with `kind: real`, run by the same `sim run`."""
-    result = runner.invoke(cli.main, ["run", str(SCENES / "real_digits.yaml"), "--out", str(tmp_path), "--quiet",
-                                      "--set", "autoencoder.steps=150", "--set", "classifier.steps=150",
-                                      "--set", "measure.n_points=20", "--set", "measure.attacks.bootstrap=50",
-                                      "--set", "measure.attacks.max_steps=200"])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "real_digits" / "metrics.json").read_text())
+    run_dir, output = real_digits_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["kind"] == "real"
     assert set(metrics["attacks"]["final"]["modes"]) >= {"free", "on", "off", "random_on", "random_off"}
-    assert "manifold specificity MS" in result.output
+    assert "manifold specificity MS" in output
 
 
-def test_compare_puts_synthetic_and_real_runs_side_by_side(runner, tmp_path):
-    runner.invoke(cli.main, ["run", str(SCENES / "subspace_highdim.yaml"), "--out", str(tmp_path), "--quiet", *TINY,
-                             "--set", "render.three_d=false", "--set", "render.animation=false"])
-    runner.invoke(cli.main, ["run", str(SCENES / "real_digits.yaml"), "--out", str(tmp_path), "--quiet",
-                             "--set", "autoencoder.steps=150", "--set", "classifier.steps=150",
-                             "--set", "measure.n_points=20", "--set", "measure.attacks.bootstrap=50",
-                             "--set", "measure.attacks.max_steps=200"])
+def test_compare_puts_synthetic_and_real_runs_side_by_side(runner, real_digits_run, tmp_path):
+    result = runner.invoke(cli.main, ["run", str(SCENES / "subspace_highdim.yaml"), "--out", str(tmp_path), "--quiet",
+                                      *TINY, "--set", "render.three_d=false", "--set", "render.animation=false"])
+    assert result.exit_code == 0, result.output
+    shutil.copytree(real_digits_run[0], tmp_path / "real_digits")
     out = tmp_path / "comparison"
     result = runner.invoke(cli.main, ["compare", str(tmp_path / "subspace_highdim"), str(tmp_path / "real_digits"),
                                       "--out", str(out)])

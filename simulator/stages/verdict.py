@@ -74,7 +74,7 @@ def _measurement_rows(summary: dict, thresholds: dict, attacks: dict | None) -> 
         measured = f"{fmt(ratio, 3)} (tau {fmt(tangent['rms_tau'], 3)}, random {fmt(tangent['baseline_rms_tau'], 3)})"
         random_share = tangent["baseline_rms_tau"] ** 2  # k/n
         along_line = random_share + thresholds["tangent_along"] * (1 - random_share)
-        if math.isnan(ratio):
+        if not _finite(ratio):  # no point with a margin gradient (NaN here, null once stored in metrics.json)
             reading = "n/a"
         elif ratio <= line:
             reading = "perpendicular (dimpled)"
