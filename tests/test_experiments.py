@@ -15,14 +15,16 @@ from simulator.stages.attack import robust_accuracy
 from simulator.attacks.bounded_pgd import BoundedProjectedPGD
 from simulator.attacks.deepfool import DeepFoolL2
 from simulator.data import make_dataset
+from simulator.formatting import fmt
 from simulator.labels import make_label_rule
 from simulator.pipeline import run_scene
 from simulator.runs.loading import load_run
 from simulator.config.loading import load_scene
 from simulator.seeding import numpy_rng
-from simulator.training.loop import train
+from simulator.training.loop import one_cpu_thread, train
 
 from conftest import SCENES
+from test_attack_report import check_stored_specificity, stored_brackets
 
 # Enough training for the fur to be learnt, small measurement budgets.
 FUR_BUDGET = {"train.steps": 800, "data.n_train": 400, "data.n_test": 200, "snapshots.count": 3,
@@ -98,6 +100,99 @@ def test_fur_off_the_manifold_gives_ms_above_one(fur_runs):
     assert attacks["manifold_specificity_bracket"][0] > 1
 
 
+def _correct(model, x, y: np.ndarray) -> np.ndarray:
+    """Whether the stored model classifies each point (an array or a float32 tensor) right, (N,) bool."""
+    with torch.no_grad():
+        return model(torch.as_tensor(x, dtype=torch.float32)).argmax(1).numpy() == y
+
+
+def _check_robust_accuracy(run, report: dict) -> None:
+    """A run's stored robust accuracies against a recomputation from attack_distances.npz and the
+    stored model: minimal-distance = correct and the free upper end beyond eps ("not found"
+    counts as beyond), certified = correct and the certified lower end at least eps; PGD-20
+    again on the stored model, and the certified share (a lower bound) below both upper bounds."""
+    with one_cpu_thread(torch.device("cpu")):  # as the attack stage ran; many threads crawl on a busy machine
+        _check_robust_accuracy_rows(run, report)
+
+
+def _check_robust_accuracy_rows(run, report: dict) -> None:
+    upper, lower = stored_brackets(run.path)
+    count = len(upper["free"])
+    assert count == run.metrics["attacks"]["settings"]["n_points"] == report["n_points"]
+    x, y = run.data.x_test[:count], run.data.y_test[:count]
+    model = run.final_model()
+    correct = _correct(model, x, y)
+    assert report["clean"] == np.mean(correct)
+    assert [row["epsilon"] for row in report["epsilons"]] == run.metrics["attacks"]["settings"]["robust_epsilons"]
+    for row in report["epsilons"]:
+        epsilon = row["epsilon"]
+        assert row["minimal_distance"] == np.mean(correct & (upper["free"] > epsilon))
+        assert row["certified"] == np.mean(correct & (lower["free"] >= epsilon))
+        points = torch.as_tensor(x, dtype=torch.float32)
+        delta = BoundedProjectedPGD(model, epsilon, steps=report["pgd_steps"])(points, label=torch.as_tensor(y))
+        assert np.all(np.linalg.norm(delta.numpy(), axis=1) <= epsilon * (1 + 1e-5))
+        assert row["pgd"] == np.mean(correct & _correct(model, points + delta, y))
+        assert row["certified"] <= min(row["minimal_distance"], row["pgd"])
+
+
+@pytest.mark.parametrize("location", ["on", "off"])
+def test_fur_runs_stored_figures_match_a_recomputation(fur_runs, location):
+    """Every figure the fur tests read, recomputed from the run folder by another route: the flat
+    sheet is z = 0 with the identity embedding, so the tangent space is span(e_0, e_1), the shape
+    feature is e_0 and the fur e_1 (on) or the normal e_2 (off), all in closed form."""
+    run = fur_runs[location]
+    model = run.final_model()
+    # Accuracy: the stored final model on the stored test set.
+    correct = _correct(model, run.data.x_test, run.data.y_test)
+    assert round(run.metrics["training"]["final"]["test_accuracy"] * len(correct)) == correct.sum()
+    attacks = run.metrics["attacks"]["final"]
+    check_stored_specificity(attacks, run.path, run.scene.seed, run.metrics["attacks"]["settings"]["bootstrap"])
+    _check_robust_accuracy(run, attacks["robust_accuracy"])
+    # Feature alignment: mean |cos| of each found free perturbation with the closed-form feature axes.
+    fur_axis = 1 if location == "on" else 2
+    with np.load(run.path / "attack_distances.npz") as stored:
+        delta, found = stored["free_delta"], np.isfinite(stored["free"])
+    unit = delta[found] / np.linalg.norm(delta[found], axis=1, keepdims=True)
+    features = attacks["feature_alignment"]["features"]
+    assert features["shape"]["mean_alignment"] == pytest.approx(np.abs(unit[:, 0]).mean(), rel=1e-9)
+    assert features["fur"]["mean_alignment"] == pytest.approx(np.abs(unit[:, fur_axis]).mean(), rel=1e-9)
+    # Tangent fraction of the margin gradient (float64 autograd, tangent space span(e_0, e_1)).
+    geometry = run.metrics["geometry"]["snapshots"][-1]
+    x = torch.as_tensor(run.data.x_test[:run.scene.measure.n_points], dtype=torch.float64).requires_grad_(True)
+    top2 = model.double()(x).topk(2, dim=1).values
+    (gradient,) = torch.autograd.grad((top2[:, 0] - top2[:, 1]).sum(), x)
+    gradient = gradient.numpy()
+    tau = np.linalg.norm(gradient[:, :2], axis=1) / np.linalg.norm(gradient, axis=1)
+    assert geometry["tangent"]["rms_tau"] == pytest.approx(np.sqrt(np.mean(tau**2)), rel=1e-4)
+    assert geometry["tangent"]["mean_tau"] == pytest.approx(tau.mean(), rel=1e-4)
+    assert geometry["tangent"]["baseline_rms_tau"] == pytest.approx(np.sqrt(2 / 3), rel=1e-12)
+    # The most stretched input direction v_1: central differences of the features (float64; the
+    # network is piecewise linear, so exact unless a ReLU switches within 1e-7) and numpy's SVD
+    # (the stage uses forward-mode autodiff and Gram eigenvalues).
+    step, points = 1e-7, x.detach()
+    with torch.no_grad():
+        columns = [(model.features(points + step * e) - model.features(points - step * e)) / (2 * step)
+                   for e in torch.eye(3, dtype=torch.float64)]
+    top = np.linalg.svd(torch.stack(columns, dim=-1).numpy())[2][:, 0]  # (N, 3): v_1 of each J (N, m, 3)
+    alignment = geometry["stretch"]["top_direction_feature_alignment"]
+    assert alignment["shape"] == pytest.approx(np.abs(top[:, 0]).mean(), abs=1e-4)
+    assert alignment["fur"] == pytest.approx(np.abs(top[:, fur_axis]).mean(), abs=1e-4)
+    # Clinging fraction and median |h|: area-weighted, from height_field.npz ("none" = infinitely far).
+    height = geometry["height"]
+    with np.load(run.path / "height_field.npz") as field:
+        magnitude = np.where(np.isnan(field["h"]), np.inf, np.abs(field["h"]))
+        weight = field["weight"]
+    assert weight.sum() == pytest.approx(1.0)
+    assert height["clinging_fraction"] == pytest.approx(weight[magnitude < height["clinging_epsilon"]].sum(), abs=1e-12)
+    order = np.argsort(magnitude)
+    cumulative = np.cumsum(weight[order] / weight.sum())
+    half = magnitude[order][np.argmax(cumulative >= cumulative[-1] / 2)]  # the first past half the area
+    if np.isfinite(half):
+        assert height["median_abs_h"] == pytest.approx(half, rel=1e-12)
+    else:
+        assert height["median_abs_h"] is None
+
+
 # --------------------------------------------------------------------------- the bounded attack
 
 
@@ -150,6 +245,10 @@ def test_adversarial_training_raises_robust_accuracy_on_sheet_two_class():
         epsilon = scene.train.adversarial.epsilon
         row = robust_accuracy(model, x, torch.as_tensor(data.y_test), distance, np.zeros_like(distance),
                               [epsilon])["epsilons"][0]
+        # By hand: correct and DeepFool's distance beyond eps ("not found", NaN, counts as beyond).
+        correct = model(x).argmax(1).numpy() == data.y_test
+        assert row["minimal_distance"] == np.mean(correct & ~(distance <= epsilon))
+        assert row["certified"] == 0.0  # zero lower bounds certify nothing
         assert abs(row["minimal_distance"] - row["pgd"]) <= 0.01  # two attacks agree
         accuracies[adversarial] = row["minimal_distance"]
     # Measured: 0.770 -> 0.806 on the 800 test points (seeds 1 and 2: +4.9 and +2.0 points).
@@ -177,13 +276,29 @@ def test_compare_baseline_writes_both_runs_and_the_table(tmp_path, tiny_override
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     table = (tmp_path / "sheet_two_class_adversarial_vs_baseline" / "adversarial_training.md").read_text()
-    epsilon_row = next(line for line in table.splitlines() if "robust accuracy at eps = 0.1 (PGD" in line)
-    plain, adversarial = (float(cell) for cell in epsilon_row.strip("|").split("|")[1:])
-    assert 0 <= plain <= 1 and 0 <= adversarial <= 1  # both runs were measured at the training radius
-    metrics = json.loads((tmp_path / "sheet_two_class_adversarial" / "metrics.json").read_text())
-    assert metrics["training"]["adversarial"]["epsilon"] == 0.1
-    baseline = json.loads((tmp_path / "sheet_two_class_adversarial_baseline" / "metrics.json").read_text())
-    assert baseline["training"]["adversarial"] is None
+
+    def cells(start: str) -> list[str]:  # the plain and adversarial cells of the row that starts so
+        row = next(line for line in table.splitlines() if line.startswith(f"| {start}"))
+        return [cell.strip() for cell in row.strip("|").split("|")[1:]]
+
+    runs = [load_run(tmp_path / name) for name in ("sheet_two_class_adversarial_baseline",
+                                                   "sheet_two_class_adversarial")]
+    assert runs[1].metrics["training"]["adversarial"]["epsilon"] == 0.1
+    assert runs[0].metrics["training"]["adversarial"] is None
+    clean, by_attack = [], {"minimal-distance attack)": [], "PGD-20)": [], "certified": []}  # row label starts
+    for run in runs:
+        # Both runs were measured at the training radius; each number recomputed from the run folder.
+        report = run.metrics["attacks"]["final"]["robust_accuracy"]
+        _check_robust_accuracy(run, report)
+        row = next(row for row in report["epsilons"] if row["epsilon"] == pytest.approx(0.1, abs=1e-12))
+        for attack, key in zip(by_attack, ("minimal_distance", "pgd", "certified")):
+            by_attack[attack].append(fmt(row[key]))
+        correct = _correct(run.final_model(), run.data.x_test, run.data.y_test)
+        assert round(run.metrics["training"]["final"]["test_accuracy"] * len(correct)) == correct.sum()
+        clean.append(fmt(run.metrics["training"]["final"]["test_accuracy"]))
+    assert cells("clean test accuracy") == clean
+    for attack, expected in by_attack.items():
+        assert cells(f"robust accuracy at eps = 0.1 ({attack}") == expected
 
 
 # --------------------------------------------------------------------------- relabelling
@@ -194,8 +309,27 @@ RELABEL_BUDGET = {**FUR_BUDGET, "measure.enabled": False, "experiments.relabel.e
 
 
 def _relabel(tmp_path, overrides):
+    """The relabelling record of a run, its figures first recomputed from the run folder."""
     scene = load_scene(SCENES / "stretchy_fur_on.yaml", {**RELABEL_BUDGET, **overrides})
-    return load_run(run_scene(scene, tmp_path, progress=False).path).metrics["relabel"]
+    run = load_run(run_scene(scene, tmp_path, progress=False).path)
+    report = run.metrics["relabel"]
+    y_test = run.data.y_test
+    n_test, n_classes = len(y_test), run.data.n_classes
+    assert report["n_train"] == len(run.data.y_train)
+    assert report["chance"] == np.bincount(y_test, minlength=n_classes).max() / n_test  # the majority class
+    assert report["uniform_chance"] == 1 / n_classes
+    correct = _correct(run.final_model(), run.data.x_test, y_test)
+    assert round(report["original_model_test_accuracy"] * n_test) == correct.sum()
+    # Wilson's 95% score interval written out: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n).
+    from scipy.stats import norm
+
+    p, z = round(report["fresh_model_clean_test_accuracy"] * n_test) / n_test, norm.ppf(0.975)
+    centre, half = p + z**2 / (2 * n_test), z * np.sqrt(p * (1 - p) / n_test + z**2 / (4 * n_test**2))
+    assert report["clean_test_accuracy_interval"] == pytest.approx(
+        [(centre - half) / (1 + z**2 / n_test), (centre + half) / (1 + z**2 / n_test)], rel=1e-9)
+    if report["settings"]["target"] == "next":  # t = (y + 1) mod C is never the true class
+        assert report["target_equals_true_class"] == 0.0
+    return report
 
 
 def test_relabelling_with_strong_tiny_features_is_well_above_chance(tmp_path):

@@ -35,6 +35,8 @@ from simulator.real.datasets import (
     read_idx,
 )
 
+from test_attack_report import check_stored_specificity, stored_brackets
+
 # torch's first forward-mode call scripts a few decompositions with its own deprecated torch.jit.script
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -277,46 +279,99 @@ def test_experiment_config_errors(tmp_path):
     assert experiment.name == "r" and experiment.autoencoder.latent_dim == 5 and experiment.classifier.steps == 7
 
 
-def test_digits_experiment_end_to_end(tmp_path):
-    experiment = real_experiment_from_dict({
-        "name": "digits_tiny", "device": "cpu",
-        "dataset": {"source": "digits", "n_train": 600, "n_test": 100},
-        "autoencoder": {"latent_dim": 6, "hidden": [64], "steps": 300, "lr": 3e-3},
-        "classifier": {"hidden": [64], "steps": 300, "lr": 3e-3},
-        "measure": {"n_points": 20, "attacks": {"bootstrap": 30, "max_steps": 300}},
-    })
-    run_summary = run_real(experiment, tmp_path)
-    folder = tmp_path / "digits_tiny"
+def test_digits_experiment_end_to_end(digits_real_run):
+    """The shared tiny digits run (`digits_real_run`): what it stored, recomputed from the run folder
+    by another route: MS and its intervals by hand from the per-point distances, tau from the
+    stored classifier's margin gradients and a numpy QR of the stored bases, the bases themselves
+    from finite differences of the stored decoder, the accuracies from the stored models."""
+    from simulator.real.experiment import load_experiment_data
+    from simulator.real.rerun import run_autoencoder, run_classifier
+
+    folder = digits_real_run.path
     for name in ("metrics.json", "scene.yaml", "attack_distances.npz", "attack_norms.png", "verdict.json",
                  "points.npz", "models.pt", "report.md"):
         assert (folder / name).is_file(), name
-    stored = json.loads((folder / "metrics.json").read_text())
-    assert stored["format_version"] == 1 and stored["kind"] == "real"
+    run = load_run(folder)
+    stored = run.metrics
+    assert stored["format_version"] == 1 and stored["kind"] == "real" and run.experiment.name == "digits_rerun"
+    k, n = 5, 64
     final = stored["attacks"]["final"]
-    for mode in ("free", "on", "off", "random_on", "random_off", "coordinate_on", "coordinate_off"):
-        summary = final["modes"][mode]
-        for field in ("median_distance_counting_failures", "mean_distance", "success_rate", "median_lower_bound",
-                      "median_relative_gap", "ratio_to_free", "subspace_dim"):
-            assert field in summary, (mode, field)
-    assert final["modes"]["on"]["subspace_dim"] == 6 and final["modes"]["off"]["subspace_dim"] == 58
-    assert "dimension_only_ratio" in final["modes"]["random_on"]
-    # MS recomputed by hand from the stored per-point distances (failures count as infinitely far)
-    with np.load(folder / "attack_distances.npz") as stored_distances:
-        median = {mode: np.median(np.where(np.isnan(stored_distances[mode]), np.inf, stored_distances[mode]))
-                  for mode in ("on", "off", "random_on", "random_off")}
-    ms, (low, high) = final["manifold_specificity"], final["manifold_specificity_interval"]
-    assert ms == pytest.approx((median["on"] / median["off"]) / (median["random_on"] / median["random_off"]))
-    assert low <= ms <= high
+    upper, lower = stored_brackets(folder)
+    n_points = stored["geometry"]["settings"]["n_points"]
+    assert set(final["modes"]) == set(upper) == {"free", "on", "off", "random_on", "random_off", "coordinate_on",
+                                                 "coordinate_off"}
+    for mode, summary in final["modes"].items():
+        # Every mode's figures by hand (failures count as infinitely far).
+        assert len(upper[mode]) == len(lower[mode]) == n_points and np.all(lower[mode] <= upper[mode])
+        median = np.median(upper[mode])
+        assert summary["median_distance_counting_failures"] == (pytest.approx(median, rel=1e-12)
+                                                                if np.isfinite(median) else None)
+        assert summary["median_lower_bound"] == pytest.approx(np.median(lower[mode]), rel=1e-12)
+        assert summary["success_rate"] == np.mean(np.isfinite(upper[mode]))
+        if np.isfinite(median):
+            assert summary["ratio_to_free"] == pytest.approx(median / np.median(upper["free"]), rel=1e-12)
+            assert median >= 0.99 * np.median(upper["free"])  # a subspace never beats the free search
+    assert final["modes"]["on"]["subspace_dim"] == k and final["modes"]["off"]["subspace_dim"] == n - k
+    from scipy.stats import beta  # the dimension-only prediction: median of 1 / sqrt(Beta(k/2, (n-k)/2))
+
+    assert final["modes"]["random_on"]["dimension_only_ratio"] == pytest.approx(
+        1 / np.sqrt(beta.median(k / 2, (n - k) / 2)), rel=1e-12)
+    check_stored_specificity(final, folder, run.experiment.seed, stored["attacks"]["settings"]["bootstrap"])
+
+    points, device = run.points, torch.device("cpu")
+    classifier, autoencoder = run_classifier(run, run.experiment, device), run_autoencoder(run, device)
+    # Accuracy of the stored classifier on the data set loaded again; the attacked points are the
+    # first correctly classified test images, the rows of the data set they name.
+    data = load_experiment_data(run.experiment)
+    x_test = torch.as_tensor(data.flat("test"), dtype=torch.float32)
+    with torch.no_grad():
+        predicted = classifier(x_test).argmax(1).numpy()
+    correct = predicted == data.y_test
+    assert round(stored["training"]["final"]["test_accuracy"] * len(correct)) == correct.sum()
+    assert digits_real_run.test_accuracy == stored["training"]["final"]["test_accuracy"]
+    np.testing.assert_array_equal(points["test_indices"], np.flatnonzero(correct)[:n_points])
+    np.testing.assert_array_equal(points["x"], data.flat("test")[points["test_indices"]])
+    np.testing.assert_array_equal(points["y"], data.y_test[points["test_indices"]])
+    # Reconstruction error of the stored autoencoder on the test images: RMSE per coordinate.
+    with torch.no_grad():
+        reconstruction = autoencoder(x_test).double()
+    rmse = float(torch.sqrt(torch.mean((x_test.double() - reconstruction) ** 2)))
+    assert stored["real"]["autoencoder"]["reconstruction"]["test"]["rmse"] == pytest.approx(rmse, rel=1e-5)
+    # Tangent bases: central differences of the stored decoder (float64) at the codes, numpy's QR,
+    # compared as projectors (a basis is defined up to rotation); singular values by numpy's SVD.
+    decoder = autoencoder.decoder.double()
+    x = torch.as_tensor(points["x"], dtype=torch.float64)
+    with torch.no_grad():
+        codes = autoencoder.encoder.double()(x)
+        step = 1e-5
+        columns = [(decoder(codes + step * e) - decoder(codes - step * e)) / (2 * step)
+                   for e in torch.eye(k, dtype=torch.float64)]
+    jacobians = torch.stack(columns, dim=-1).numpy()  # (N, n, k)
+    bases = points["tangent_bases"].astype(np.float64)
+    assert bases.shape == (n_points, n, k)
+    q = np.linalg.qr(jacobians)[0]
+    np.testing.assert_allclose(q @ q.transpose(0, 2, 1), bases @ bases.transpose(0, 2, 1), atol=1e-4)
+    np.testing.assert_allclose(points["singular_values"], np.linalg.svd(jacobians, compute_uv=False), rtol=1e-4)
+    assert stored["real"]["jacobian"]["mean_singular_values"] == pytest.approx(
+        points["singular_values"].astype(np.float64).mean(axis=0), rel=1e-6)
+    # tau = ||P_T g|| / ||g|| of the margin gradient g (predicted class against the runner-up),
+    # by float64 autograd and a numpy QR of the stored bases; its RMS and mean are the metrics'.
+    x.requires_grad_(True)
+    top2 = classifier.double()(x).topk(2, dim=1).values
+    (gradient,) = torch.autograd.grad((top2[:, 0] - top2[:, 1]).sum(), x)
+    gradient = gradient.numpy()
+    along = np.einsum("pnk,pn->pk", np.linalg.qr(bases)[0], gradient)
+    tau = np.linalg.norm(along, axis=1) / np.linalg.norm(gradient, axis=1)
+    np.testing.assert_allclose(points["tau"], tau, atol=1e-5)
     tangent = stored["geometry"]["snapshots"][-1]["tangent"]
-    assert 0 <= tangent["rms_tau"] <= 1 and tangent["baseline_rms_tau"] == pytest.approx(np.sqrt(6 / 64))
+    assert tangent["rms_tau"] == pytest.approx(np.sqrt(np.mean(tau**2)), rel=1e-5)
+    assert tangent["mean_tau"] == pytest.approx(np.mean(tau), rel=1e-5)
+    assert tangent["baseline_rms_tau"] == pytest.approx(np.sqrt(k / n), rel=1e-12)
+    assert tangent["ratio_to_baseline"] == pytest.approx(np.sqrt(np.mean(tau**2)) / np.sqrt(k / n), rel=1e-5)
     assert stored["geometry"]["snapshots"][-1]["verdict"]
     real = stored["real"]
-    assert real["latent_dim"] == 6 and real["ambient_dim"] == 64 and real["dataset"]["name"] == "digits"
-    assert len(real["jacobian"]["mean_singular_values"]) == 6
-    assert real["autoencoder"]["reconstruction"]["test"]["rmse"] > 0
-    points = np.load(folder / "points.npz")
-    assert points["tangent_bases"].shape == (20, 64, 6)
-    assert run_summary.path == folder and run_summary.test_accuracy == stored["training"]["final"]["test_accuracy"]
+    assert real["latent_dim"] == k and real["ambient_dim"] == n and real["dataset"]["name"] == "digits"
+    assert real["test_indices"] == points["test_indices"].tolist()
 
 
 def test_pretrained_efficientnet_on_shipped_photos():
@@ -474,8 +529,9 @@ def test_pretrained_photos_experiment_end_to_end(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    """A tiny digits run, made once; tests work on copies (`real_run_copy`)."""
+def digits_real_run(tmp_path_factory):
+    """A tiny digits run, made once (run_real's summary); tests that change it work on copies
+    (`real_run_copy`)."""
     root = tmp_path_factory.mktemp("real_runs")
     experiment = real_experiment_from_dict({
         "name": "digits_rerun", "device": "cpu", "examples": 2,
@@ -484,8 +540,13 @@ def digits_run(tmp_path_factory):
         "classifier": {"hidden": [48], "steps": 200, "lr": 3e-3},
         "measure": {"n_points": 16, "attacks": {"bootstrap": 30, "max_steps": 300, "check_with_deepfool": False}},
     })
-    run_real(experiment, root)
-    return root / "digits_rerun"
+    return run_real(experiment, root)
+
+
+@pytest.fixture(scope="module")
+def digits_run(digits_real_run):
+    """The shared tiny digits run's folder."""
+    return digits_real_run.path
 
 
 @pytest.fixture
@@ -504,9 +565,15 @@ def _invoke(*args):
 
 
 def test_real_run_directory_keeps_what_reruns_need(real_run_copy):
+    from simulator.real.experiment import load_experiment_data
+
     run = load_run(real_run_copy)
     assert run.k == 5 and run.points["x"].shape == (16, 64) and run.points["tangent_bases"].shape == (16, 64, 5)
-    assert float(run.points["data_radius"]) == pytest.approx(run.metrics["geometry"]["settings"]["data_radius"])
+    # The data radius: the largest distance of a training image from their mean (the data set loaded again).
+    train = load_experiment_data(run.experiment).flat("train").astype(np.float64)
+    radius = np.linalg.norm(train - train.mean(axis=0), axis=1).max()
+    assert float(run.points["data_radius"]) == pytest.approx(radius, rel=1e-5)
+    assert run.metrics["geometry"]["settings"]["data_radius"] == pytest.approx(radius, rel=1e-5)
     assert (real_run_copy / "examples.png").is_file() and (real_run_copy / "report.html").is_file()
     html = (real_run_copy / "report.html").read_text()
     assert "data:image/png;base64" in html and "https://" not in html
@@ -526,6 +593,8 @@ def test_sim_attack_on_a_real_run_reproduces_the_stored_distances(real_run_copy)
     metrics = json.loads((real_run_copy / "metrics.json").read_text())
     assert metrics["attacks"]["final"]["manifold_specificity"] == pytest.approx(
         stored_metrics["attacks"]["final"]["manifold_specificity"], rel=1e-5)
+    seed, resamples = load_run(real_run_copy).experiment.seed, metrics["attacks"]["settings"]["bootstrap"]
+    check_stored_specificity(metrics["attacks"]["final"], real_run_copy, seed, resamples)  # by hand, from the arrays
     # Fewer points: the first ones again (the random subspaces are seeded per point).
     result = _invoke("attack", real_run_copy, "--quiet", "--set", "measure.attacks.n_points=6")
     assert result.exit_code == 0, result.output
@@ -535,6 +604,8 @@ def test_sim_attack_on_a_real_run_reproduces_the_stored_distances(real_run_copy)
                                    equal_nan=True)
     assert np.load(real_run_copy / "points.npz")["x"].shape[0] == 16  # the stored points are kept
     assert "n_points: 6" in (real_run_copy / "scene.yaml").read_text()
+    check_stored_specificity(json.loads((real_run_copy / "metrics.json").read_text())["attacks"]["final"],
+                             real_run_copy, seed, resamples)  # MS of the first 6 points, by hand
 
 
 def test_sim_attack_with_more_points_reloads_the_data_and_extends_the_points(real_run_copy):
@@ -552,6 +623,18 @@ def test_sim_attack_with_more_points_reloads_the_data_and_extends_the_points(rea
     for mode in run_modes(stored):
         assert distances[mode].shape == (24,)
         np.testing.assert_allclose(distances[mode][:16], stored[mode], rtol=1e-4, equal_nan=True)
+    run = load_run(real_run_copy)
+    check_stored_specificity(run.metrics["attacks"]["final"], real_run_copy, run.experiment.seed,
+                             run.metrics["attacks"]["settings"]["bootstrap"])  # MS of all 24 points, by hand
+    # The 8 new points are the next correctly classified test images of the data set loaded again.
+    from simulator.real.experiment import load_experiment_data
+    from simulator.real.rerun import run_classifier
+
+    data = load_experiment_data(run.experiment)
+    with torch.no_grad():
+        predicted = run_classifier(run, run.experiment, torch.device("cpu"))(
+            torch.as_tensor(data.flat("test"), dtype=torch.float32)).argmax(1).numpy()
+    np.testing.assert_array_equal(after["test_indices"], np.flatnonzero(predicted == data.y_test)[:24])
 
 
 def test_sim_measure_on_a_real_run_reproduces_tau_and_the_jacobian_spectrum(real_run_copy):
@@ -571,8 +654,13 @@ def test_sim_measure_on_a_real_run_reproduces_tau_and_the_jacobian_spectrum(real
     assert [row["measurement"] for row in again["geometry"]["snapshots"][-1]["verdict"]] == \
         [row["measurement"] for row in metrics["geometry"]["snapshots"][-1]["verdict"]]
     # Fewer points: tau of the first ones.
-    assert _invoke("measure", real_run_copy, "--quiet", "--set", "measure.n_points=5").exit_code == 0
-    np.testing.assert_allclose(np.load(real_run_copy / "points.npz")["tau"], before["tau"][:5], atol=1e-6)
+    result = _invoke("measure", real_run_copy, "--quiet", "--set", "measure.n_points=5")
+    assert result.exit_code == 0, result.output
+    tau = np.load(real_run_copy / "points.npz")["tau"].astype(np.float64)
+    np.testing.assert_allclose(tau, before["tau"][:5], atol=1e-6)
+    fewer = json.loads((real_run_copy / "metrics.json").read_text())["geometry"]["snapshots"][-1]["tangent"]
+    assert fewer["n_points"] == 5 and fewer["rms_tau"] == pytest.approx(np.sqrt(np.mean(tau**2)), rel=1e-6)
+    assert fewer["mean_tau"] == pytest.approx(tau.mean(), rel=1e-6)
 
 
 def test_sim_render_on_a_real_run_redraws_figures_from_the_same_attacks(real_run_copy):
@@ -622,7 +710,8 @@ def test_bad_input_on_real_runs_exits_2_and_changes_nothing(real_run_copy, tmp_p
     for name in ("metrics.json", "scene.yaml", "models.pt"):
         (broken / name).write_bytes(before[name])
     result = _invoke("attack", broken)
-    assert result.exit_code == 2 and "not a complete real-image run directory (missing points.npz" in result.output
+    assert result.exit_code == 2 and "not a complete real-image run directory (missing points.npz" in result.output, \
+        result.output
     # A data set that no longer gives the attacked images: more points cannot be added.
     points = dict(np.load(real_run_copy / "points.npz"))
     points["x"] = points["x"] + 0.5
