@@ -89,8 +89,10 @@ def evaluation_network(model: MLP) -> MLP:
     if not model.batch_norm:
         return copy.deepcopy(model).eval()
     parameter = next(model.parameters())
-    folded = MLP(model.in_dim, model.hidden, model.n_classes, model.activation, bias=True, batch_norm=False,
-                 head_bias=model.head.bias is not None).to(device=parameter.device, dtype=parameter.dtype)
+    with torch.device("meta"):  # shapes only: no draw from torch's global random state
+        folded = MLP(model.in_dim, model.hidden, model.n_classes, model.activation, bias=True, batch_norm=False,
+                     head_bias=model.head.bias is not None)
+    folded = folded.to_empty(device=parameter.device).to(dtype=parameter.dtype)
     linears = [module for module in model.body if isinstance(module, nn.Linear)]
     norms = [module for module in model.body if isinstance(module, nn.BatchNorm1d)]
     targets = [module for module in folded.body if isinstance(module, nn.Linear)]

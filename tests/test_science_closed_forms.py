@@ -7,6 +7,22 @@ training points, the dimple depth and its sign), the paired bootstrap of the man
 specificity MS, the bisection refinement of the minimal-distance search, the ratios to the free
 distance, and each line the verdict table draws from `measure.thresholds`. Each test builds its
 inputs directly (no pipeline run) and takes well under a second.
+
+The mutations that once escaped the suite (issue 17), and the tests that now fail on each:
+- tau ratio from the mean instead of the RMS tau:
+  test_rms_tau_and_its_ratio_use_the_root_mean_square_not_the_mean,
+  test_tau_ratio_of_a_linear_model_with_tangent_spaces_along_and_across_its_gradient;
+- the near-data mask inverted: test_height_field_of_a_dimpled_plane_measures_the_dimples_near_the_data,
+  test_height_summary_of_a_hand_built_field;
+- the dimple depth's sign flipped: the same two, and
+  test_dimple_depth_is_negative_when_the_boundary_is_nearer_at_the_data;
+- the MS bootstrap resampled per mode instead of paired: test_bootstrap_resamples_the_same_points_in_every_mode,
+  test_covering_interval_resamples_the_same_points_in_every_mode_and_end;
+- the verdict's MS readings swapped: test_verdict_manifold_specificity_reads_each_band_at_its_lines;
+- the bisection refinement removed: test_refinement_bisects_the_greedy_overshoot_to_the_closed_form_free_distance,
+  test_refinement_reaches_the_closed_form_tangent_space_distance;
+- ratio_to_free inverted (once caught only by a slow test): test_ratio_to_free_is_own_median_over_free_median,
+  test_attack_report_ratios_to_free_match_the_linear_closed_form.
 """
 
 from __future__ import annotations

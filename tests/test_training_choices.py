@@ -178,3 +178,19 @@ def test_seed_agreement_trains_batch_norm_and_lbfgs_scenes_one_by_one(tiny_overr
     x = torch.tensor(data.x_test, dtype=torch.float32)
     with torch.no_grad():
         torch.testing.assert_close(seeds.models[1](x), alone(x), rtol=0, atol=0)
+
+
+def test_batch_norm_with_batches_of_one_is_refused_before_training():
+    from simulator.errors import SceneError
+
+    with pytest.raises(SceneError, match="model.batch_norm: batch norm normalises each unit over its batch"):
+        load_scene(SCENES / "sheet_two_class.yaml", overrides={"model.batch_norm": True, "train.batch_size": 1})
+
+
+def test_folding_batch_norm_draws_nothing_from_the_global_random_state():
+    model, _ = trained_batch_norm_mlp(bias=True)
+    torch.manual_seed(5)
+    evaluation_network(model)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))

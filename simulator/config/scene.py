@@ -880,6 +880,11 @@ class Scene(RunFile):
             raise ValueError(
                 f"measure.n_points: {self.measure.n_points} is larger than data.n_test {self.data.n_test}"
             )
+        if self.model.batch_norm and min(self.train.batch_size, self.data.n_train) < 2:
+            raise ValueError(
+                "model.batch_norm: batch norm normalises each unit over its batch, which needs at least 2 "
+                "points; raise train.batch_size to 2 or more, or set model.batch_norm: false"
+            )
         snapshots = self.snapshot_count()
         if snapshots > MAX_SNAPSHOTS:
             raise ValueError(

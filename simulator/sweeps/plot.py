@@ -109,8 +109,9 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
             # Label the swept values themselves: matplotlib's minor log labels overlap at a few values.
             values = sorted({p[0] for points in grouped(rows, x, y, hue).values() for p in points
                              if isinstance(p[0], (int, float)) and p[0] > 0})
-            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            axis.set_xticks(values, [f"{value:g}" for value in values])
+            if values:  # a categorical x keeps the labels set above
+                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                axis.set_xticks(values, [f"{value:g}" for value in values])
         if log_y:
             axis.set_yscale("log")
         axis.legend(fontsize=7)

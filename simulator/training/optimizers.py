@@ -68,9 +68,11 @@ def optimizer_step(optimizer: torch.optim.Optimizer, batch_loss: Callable[[], tu
     before = torch.cat([p.detach().flatten() for p in parameters])
     optimizer.step(closure)
     if torch.equal(before, torch.cat([p.detach().flatten() for p in parameters])):
-        # The line search found no decrease along the quasi-Newton direction (on a ReLU network
-        # in float32 this happens well before convergence). torch's LBFGS would then search the
-        # same direction at every later step; restart it from the gradient instead, dropping its
-        # curvature pairs (the usual remedy for a failed line search).
+        # Nothing moved: either torch's LBFGS found the loss converged (largest gradient entry
+        # below its tolerance_grad, 1e-7; full-batch runs get there in a few steps and stay), or
+        # the line search found no decrease along the quasi-Newton direction (on a ReLU network in
+        # float32 this can happen well before convergence), after which torch's LBFGS would search
+        # the same direction at every later step. Restart from the gradient, dropping the
+        # curvature pairs (the usual remedy for a failed line search; a no-op once converged).
         optimizer.state.clear()
     return first[0]
