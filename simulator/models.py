@@ -10,6 +10,7 @@ snapshots, measurements, certified brackets and renders all see a plain MLP.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -84,8 +85,6 @@ def evaluation_network(model: MLP) -> MLP:
     before it (W' = s W, b' = s (b - mean) + beta with s = gamma / sqrt(var + eps), in float64, then
     rounded to the model's dtype). A model without batch norm is returned as an evaluation-mode copy.
     The same function up to float rounding (tests compare the logits)."""
-    import copy
-
     if not model.batch_norm:
         return copy.deepcopy(model).eval()
     parameter = next(model.parameters())

@@ -87,9 +87,10 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
 
     figure, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.4), squeeze=False)
     for axis, y in zip(axes[0], ys):
-        left_out = 0
+        left_out, numeric_xs = 0, set()
         for key, points in grouped(rows, x, y, hue).items():
             numeric = [p for p in points if isinstance(p[0], (int, float))]
+            numeric_xs.update(p[0] for p in numeric if p[0] > 0)
             shown = numeric if len(numeric) == len(points) else points
             xs = [p[0] for p in shown] if shown is numeric else list(range(len(shown)))
             label = f"{hue} = {_label(key)}" if hue else y
@@ -107,11 +108,9 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, ys: list[str], path: Path, hu
         if log_x:
             axis.set_xscale("log")
             # Label the swept values themselves: matplotlib's minor log labels overlap at a few values.
-            values = sorted({p[0] for points in grouped(rows, x, y, hue).values() for p in points
-                             if isinstance(p[0], (int, float)) and p[0] > 0})
-            if values:  # a categorical x keeps the labels set above
+            if numeric_xs:  # a categorical x keeps the labels set above
                 axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                axis.set_xticks(values, [f"{value:g}" for value in values])
+                axis.set_xticks(sorted(numeric_xs), [f"{value:g}" for value in sorted(numeric_xs)])
         if log_y:
             axis.set_yscale("log")
         axis.legend(fontsize=7)
