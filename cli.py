@@ -197,13 +197,17 @@ def _print_run_summary(summary) -> None:
               help="local: runs at once (default: the file's, else the CPU cores).")
 @click.option("--address", default=None, help="ray: the cluster to join (default: the file's, RAY_ADDRESS, or a "
                                               "local Ray).")
+@click.option("--stack-seeds", "stack_seeds", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Train runs that differ only in seed as one stacked model: auto (default) on CUDA, on also on the "
+                   "CPU, off never. The numbers are those of runs trained alone.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--max-memory", "max_memory", metavar="SIZE", default=None, callback=_memory_size,
               help="Refuse to start when the runs that may execute at once need more than SIZE, e.g. 8G (default: "
                    "the memory available when the sweep starts).")
 @_user_errors
 def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root: Path, overrides: tuple[str, ...],
-          backend: str | None, workers: int | None, address: str | None, quiet: bool, max_memory: int | None):
+          backend: str | None, workers: int | None, address: str | None, stack_seeds: str | None, quiet: bool,
+          max_memory: int | None):
     """Run every combination of SWEEP_FILE (`kind: sweep`: a base scene, a grid and/or a list of
     overrides; see scenes/sweeps/), each a full `sim run` into OUT/<sweep>/runs/<combination>/,
     skipping finished runs and recording failed ones; then write sweep.csv (and sweep.parquet),
@@ -225,8 +229,9 @@ def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root
         plan = one_field_sweep(sweep_file, field, values, extra)
     else:
         plan = load_sweep(sweep_file, extra)  # every combination validated before the first run starts
-    plan = dataclasses.replace(plan, backend=_backend_with_options(plan.backend, backend, workers, address))
-    _check_sweep_memory(plan, max_memory, sweep_file)
+    plan = dataclasses.replace(plan, backend=_backend_with_options(plan.backend, backend, workers, address,
+                                                                   stack_seeds))
+    _check_sweep_memory(plan, max_memory, sweep_file, out_root)
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs into {Path(out_root) / plan.name}", highlight=False)
     outcome = run_sweep(plan, out_root, progress=not quiet)
     rows = sweep_rows(plan, outcome.folder)
@@ -243,39 +248,52 @@ def sweep(sweep_file: Path, field: str | None, values_text: str | None, out_root
         raise SystemExit(1)
 
 
-def _backend_with_options(spec, name: str | None, workers: int | None, address: str | None):
+def _backend_with_options(spec, name: str | None, workers: int | None, address: str | None,
+                          stack_seeds: str | None = None):
     """The sweep file's backend with the command line's options, validated together (so
     --workers with ray, or --address with local, is an error rather than ignored)."""
     from pydantic import ValidationError
 
     from simulator.config.sweep import BackendSpec
 
-    updates = {key: value for key, value in (("name", name), ("workers", workers), ("address", address))
-               if value is not None}
+    updates = {key: value for key, value in (("name", name), ("workers", workers), ("address", address),
+                                             ("stack_seeds", stack_seeds)) if value is not None}
     if updates.get("name") == "ray" and "workers" not in updates:
         updates["workers"] = None  # the file's local worker count does not carry over to Ray
     try:
         return BackendSpec.model_validate({**spec.model_dump(), **updates})
     except ValidationError as error:
         problem = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
-        raise SceneError(f"--backend/--workers/--address: {problem}.") from None
+        raise SceneError(f"--backend/--workers/--address/--stack-seeds: {problem}.") from None
 
 
-def _check_sweep_memory(plan, max_memory: int | None, source: Path) -> None:
-    """Each run within the limit, and the runs that may execute at once together (the largest
-    `workers` estimates, on the local backend) too: a sweep must not die at its largest run."""
+def _check_sweep_memory(plan, max_memory: int | None, source: Path, out_root: Path) -> None:
+    """Each run within the limit, and the jobs that may execute at once together (the largest
+    `workers` estimates, on the local backend) too: a sweep must not die at its largest run. A
+    stack of seed-only runs (backend.stack_seeds) counts as the sum of its runs, as it holds
+    all their data and models while it trains."""
     from simulator.config.resources import available_memory, check_memory, format_bytes
 
     from simulator.config.sweep import describe_combination
+    from simulator.sweeps.runner import RUNS_FOLDER, stacked_jobs
 
-    peaks = sorted((check_memory(run.scene, max_memory, source=f"{source} with {describe_combination(run.varying)}").peak
-                    for run in plan.runs), reverse=True)
+    peak = {run.name: check_memory(run.scene, max_memory,
+                                   source=f"{source} with {describe_combination(run.varying)}").peak
+            for run in plan.runs}
+    jobs = stacked_jobs(plan.runs, plan.backend, Path(out_root) / plan.name / RUNS_FOLDER)
+    peaks = sorted((sum(peak[run.name] for run in job) for job in jobs), reverse=True)
+    limit = max_memory if max_memory is not None else available_memory()
+    for job in jobs:
+        need = sum(peak[run.name] for run in job)
+        if len(job) > 1 and limit is not None and need > limit:
+            raise SceneError(f"{source}: a stack of {len(job)} seed-only runs trained together needs an estimated "
+                             f"{format_bytes(need)}, more than {format_bytes(limit)}; set the backend's max_stacked "
+                             f"lower or pass --stack-seeds off.")
     if plan.backend.name != "local" or not peaks:
         return
     from simulator.sweeps.backends import LocalBackend
 
     together = sum(peaks[:LocalBackend(plan.backend).workers])
-    limit = max_memory if max_memory is not None else available_memory()
     if limit is not None and together > limit:
         raise SceneError(f"{source}: the {LocalBackend(plan.backend).workers} runs that execute at once need an "
                          f"estimated {format_bytes(together)} together, more than {format_bytes(limit)}; pass "

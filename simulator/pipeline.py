@@ -28,7 +28,7 @@ from simulator.config.loading import read_yaml_file, scene_from_dict
 from simulator.config.real import real_experiment_from_dict
 from simulator.config.resolve import resolve_attack_settings, resolve_measure_settings
 from simulator.config.scene import Scene
-from simulator.data import make_dataset
+from simulator.data import Dataset, make_dataset
 from simulator.errors import RunError, SceneError
 from simulator.experiments.relabel import relabel_experiment
 from simulator.experiments.seed_agreement import (
@@ -72,7 +72,7 @@ from simulator.stages.measure import (
     measure_snapshots,
 )
 from simulator.stages.verdict import snapshot_verdicts
-from simulator.training.loop import resolve_device, train
+from simulator.training.loop import TrainingResult, resolve_device, train
 
 
 @dataclass
@@ -156,15 +156,17 @@ def write_real_report(run) -> tuple[Path, Path]:
 
 
 def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = True, resume: bool = False,
-              log=None) -> RunSummary:
+              log=None, trained: tuple[Dataset, TrainingResult] | None = None) -> RunSummary:
     """Run a scene end to end and write `<out_root>/<scene.name>/` atomically. The run is built
     in a hidden staging folder; with `resume`, the staging folder of a killed run of this scene
-    is continued: training from its last snapshot, then only the stages not yet stored."""
+    is continued: training from its last snapshot, then only the stages not yet stored.
+    `trained`: the scene's data and training result, made elsewhere (a sweep's stacked seeds,
+    `training.stacked.train_stacked`); the run stores them instead of training."""
     final_path = Path(out_root) / scene.name
     check_run_target(final_path)  # a user's file or folder in the way stops the run before any work
     with staged_run_dir(final_path, resume=resume) as folder:
         note = functools.partial(note_stage, folder)
-        run = trained_run(folder, scene, progress, log or (lambda message: None), note)
+        run = trained_run(folder, scene, progress, log or (lambda message: None), note, trained)
         if scene.render.first_look:
             first_look_snapshots(run)  # a bad index stops the run before the measurements
         analyse(run, progress, note)
@@ -182,11 +184,12 @@ def run_scene(scene: Scene, out_root: str | Path = "renders", progress: bool = T
                       attacks=attacks["final"] if attacks else None)
 
 
-def trained_run(folder: Path, scene: Scene, progress: bool, log, note=lambda stage: None) -> Run:
+def trained_run(folder: Path, scene: Scene, progress: bool, log, note=lambda stage: None,
+                trained: tuple[Dataset, TrainingResult] | None = None) -> Run:
     """Data and training written into the staging `folder`, read back as a `Run`, exactly as
     `sim measure/attack/render` would read it. A folder that already holds a trained run of
     this scene (a resumed run killed after training) is read as it is; one holding a training
-    checkpoint continues from it."""
+    checkpoint continues from it; `trained` (data, result) is stored as it is."""
     if (folder / "metrics.json").is_file():  # written last by write_run: training was complete
         run = load_run(folder)
         if scene_fingerprint(run.scene) != scene_fingerprint(scene):
@@ -196,6 +199,10 @@ def trained_run(folder: Path, scene: Scene, progress: bool, log, note=lambda sta
             f"continuing with the stages not yet stored")
         remove_checkpoint(folder)  # killed between writing the run and removing it
         return run
+    if trained is not None:
+        write_run(folder, scene, *trained)
+        remove_checkpoint(folder)
+        return load_run(folder)
     checkpoint = read_checkpoint(folder, scene)
     if checkpoint is not None:
         log(f"resuming {scene.name}: training from step {checkpoint.step} of {scene.train.steps}")

@@ -53,10 +53,12 @@ def write_sweep(folder: Path, tiny_overrides: dict, grid: dict | None = None, **
 
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
+    """The shared tiny sweep: 2 init scales x 2 seeds on the local backend, each init scale's two
+    seeds trained as one stacked model (--stack-seeds on; the other sweeps here run unstacked)."""
     folder = tmp_path_factory.mktemp("sweeps")
     path = write_sweep(folder, dict(TINY_OVERRIDES))
     result = CliRunner().invoke(cli.main, ["sweep", str(path), "--out", str(folder / "out"), "--workers", "2",
-                                           "--quiet"])
+                                           "--stack-seeds", "on", "--quiet"])
     assert result.exit_code == 0, result.output
     return {"file": path, "folder": folder / "out" / "tiny_sweep", "out": folder / "out", "output": result.output}
 
@@ -167,6 +169,7 @@ def test_local_sweep_tabulates_each_runs_own_numbers(local_sweep):
     assert all(row["status"] == "done" for row in rows)
     for row in rows:
         metrics = read_metrics(local_sweep["folder"] / RUNS_FOLDER / row["run"])
+        assert metrics["training"]["stacked_models"] == 2  # each init scale's two seeds trained together
         assert row["test_accuracy"] == pytest.approx(metrics["training"]["final"]["test_accuracy"], rel=1e-12)
         free = metrics["attacks"]["final"]["modes"]["free"]["median_distance_counting_failures"]
         on = metrics["attacks"]["final"]["modes"]["on"]["median_distance_counting_failures"]
@@ -180,7 +183,9 @@ def test_local_sweep_tabulates_each_runs_own_numbers(local_sweep):
 
 
 def test_a_sweep_run_equals_the_same_scene_run_alone(local_sweep, tmp_path, tiny_overrides):
-    """The worker's run of one combination against `run_scene` in this process with the same thread count."""
+    """The worker's run of one combination (trained stacked with its other seed) against
+    `run_scene` in this process with the same thread count: the same training, measurements and
+    attacks, number for number."""
     sweep = load_sweep(local_sweep["file"])
     run = sweep.runs[2]
     threads = torch.get_num_threads()
@@ -191,9 +196,21 @@ def test_a_sweep_run_equals_the_same_scene_run_alone(local_sweep, tmp_path, tiny
         torch.set_num_threads(threads)
     alone = read_metrics(tmp_path / run.name)
     swept = read_metrics(local_sweep["folder"] / RUNS_FOLDER / run.name)
+    assert swept["training"]["stacked_models"] == 2 and "stacked_models" not in alone["training"]
     assert alone["training"]["final"] == swept["training"]["final"]
-    assert alone["attacks"]["final"]["modes"]["free"]["median_distance_counting_failures"] == \
-        swept["attacks"]["final"]["modes"]["free"]["median_distance_counting_failures"]
+    assert alone["training"]["history"] == swept["training"]["history"]
+    assert alone["snapshots"] == swept["snapshots"]
+    assert without_seconds(alone["attacks"]["final"]) == without_seconds(swept["attacks"]["final"])
+    assert without_seconds(alone["geometry"]["snapshots"]) == without_seconds(swept["geometry"]["snapshots"])
+
+
+def without_seconds(record):
+    """A metrics record with its timings (which differ from run to run) left out."""
+    if isinstance(record, dict):
+        return {key: without_seconds(value) for key, value in record.items() if "seconds" not in key}
+    if isinstance(record, list):
+        return [without_seconds(value) for value in record]
+    return record
 
 
 def test_a_rerun_skips_finished_runs_and_an_unfinished_one_is_not_counted(local_sweep, tmp_path):

@@ -57,6 +57,13 @@ class BackendSpec(StrictModel):
     gpus_per_run: float = Field(
         0.0, ge=0, le=8, json_schema_extra=why("at most 8 GPUs per run"),
         description="ray: GPUs reserved per run; a fraction (0.25) lets several small runs share one GPU.")
+    stack_seeds: Literal["auto", "on", "off"] = Field(
+        "auto", description="Runs that differ only in seed train together as one stacked model (one optimiser; each "
+        "seed its own data, snapshots and history, stored as if it had trained alone): auto when they train on CUDA "
+        "(a local GPU, or gpus_per_run > 0 on Ray), on also on the CPU, off never. Scenes with adversarial "
+        "training, batch norm or L-BFGS always train alone.")
+    max_stacked: int = Field(64, ge=2, le=4096, json_schema_extra=why("at most 4096 stacked models"),
+                             description="Most runs stacked into one model; more seeds make several stacks.")
 
     @model_validator(mode="after")
     def _fields_of_the_backend(self):

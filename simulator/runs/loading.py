@@ -90,6 +90,8 @@ def write_run(folder: Path, scene: Scene, data: Dataset, result: TrainingResult)
             "final": final.scalars(),
             "history": result.history,
             "adversarial": result.adversarial,  # null for plain training
+            # Trained as one of S stacked models (a sweep's seed-only runs): seconds is 1/S of their time.
+            **({"stacked_models": result.stacked} if result.stacked else {}),
         },
         "snapshots": [s.scalars() for s in result.snapshots],
         "integrity": run_integrity(folder, "synthetic"),  # digests of the files just written, checked on load

@@ -1,7 +1,8 @@
 """Where a sweep's runs execute: a local process pool, or Ray.
 
-Both take the runs' scenes (JSON data) and the runs folder, and yield each run's outcome
-(`worker.execute_run`) as it finishes. Each run sets its torch thread count; with the same
+Both take the sweep's jobs (each a list of run scenes as JSON data: one run, or runs that differ
+only in seed, trained stacked) and the runs folder, and yield each run's outcome
+(`worker.execute_job`) as its job finishes. Each job sets its torch thread count; with the same
 thread count a run gives the same numbers on either backend.
 
 - `LocalBackend`: `concurrent.futures.ProcessPoolExecutor` with spawned workers (a forked child
@@ -24,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from simulator.config.sweep import BackendSpec
 from simulator.errors import SceneError
-from simulator.sweeps.worker import execute_run
+from simulator.sweeps.worker import execute_job
 
 RAY_MISSING = ("backend: ray needs Ray, an optional extra: run `pip install -e '.[ray]'` in the project folder (or "
                "`pip install 'ray[default]'`), or use backend: local (--backend local).")
@@ -49,30 +50,34 @@ class LocalBackend:
     def describe(self) -> str:
         return f"local: {self.workers} worker{'s' * (self.workers != 1)} x {self.threads} thread{'s' * (self.threads != 1)}"
 
-    def run(self, scenes: list[dict], runs_dir: str) -> Iterator[dict]:
-        """Outcomes as runs finish. A worker that dies (killed, out of memory) breaks the whole
-        pool: the runs it took down with it are resubmitted to a fresh pool, and a run that breaks
-        the pool twice is recorded as failed."""
+    def run(self, jobs: list[list[dict]], runs_dir: str) -> Iterator[dict]:
+        """Outcomes as jobs finish. A worker that dies (killed, out of memory) breaks the whole
+        pool: the jobs it took down with it are resubmitted to a fresh pool, and a job that breaks
+        the pool twice has its runs recorded as failed."""
         broke: dict[str, int] = {}
-        queue = list(scenes)
+        queue = list(jobs)
         while queue:
             self.pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)),
                                             mp_context=multiprocessing.get_context("spawn"))
-            pending = {self.pool.submit(execute_run, scene, runs_dir, self.threads): scene for scene in queue}
+            pending = {self.pool.submit(execute_job, job, runs_dir, self.threads): job for job in queue}
             queue = []
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    scene = pending.pop(future)
+                    job = pending.pop(future)
                     try:
-                        yield future.result()
+                        outcomes = future.result()
                     except BrokenProcessPool as error:
-                        broke[scene["name"]] = broke.get(scene["name"], 0) + 1
-                        if broke[scene["name"]] >= 2:
-                            yield {"name": scene["name"], "status": "failed",
-                                   "error": f"the worker process died twice while running it ({error})"}
+                        key = job[0]["name"]
+                        broke[key] = broke.get(key, 0) + 1
+                        if broke[key] >= 2:
+                            yield from ({"name": scene["name"], "status": "failed",
+                                         "error": f"the worker process died twice while running it ({error})"}
+                                        for scene in job)
                         else:
-                            queue.append(scene)
+                            queue.append(job)
+                        continue
+                    yield from outcomes
             self.pool.shutdown(wait=True)
             self.pool = None
 
@@ -106,19 +111,20 @@ class RayBackend:
         gpus = f", {self.spec.gpus_per_run:g} GPU" if self.spec.gpus_per_run else ""
         return f"ray ({self.address}): {self.spec.cpus_per_run:g} CPU{gpus} x {self.threads} thread(s) per run"
 
-    def run(self, scenes: list[dict], runs_dir: str) -> Iterator[dict]:
+    def run(self, jobs: list[list[dict]], runs_dir: str) -> Iterator[dict]:
         ray = self.ray
-        task = ray.remote(num_cpus=self.spec.cpus_per_run, num_gpus=self.spec.gpus_per_run, max_retries=0)(execute_run)
-        pending = {task.remote(scene, runs_dir, self.threads): scene["name"] for scene in scenes}
+        task = ray.remote(num_cpus=self.spec.cpus_per_run, num_gpus=self.spec.gpus_per_run, max_retries=0)(execute_job)
+        pending = {task.remote(job, runs_dir, self.threads): job for job in jobs}
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
             for reference in finished:
-                name = pending.pop(reference)
+                job = pending.pop(reference)
                 try:
-                    yield ray.get(reference)
+                    outcomes = ray.get(reference)
                 except Exception as error:  # the task's worker died (node lost, out of memory)
-                    yield {"name": name, "status": "failed", "error": f"the Ray task failed: {type(error).__name__}: "
-                                                                       f"{str(error).splitlines()[0] if str(error) else ''}"}
+                    reason = f"the Ray task failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                    outcomes = [{"name": scene["name"], "status": "failed", "error": reason} for scene in job]
+                yield from outcomes
 
     def close(self, interrupted: bool = False) -> None:
         if self.started_here and self.ray.is_initialized():

@@ -8,8 +8,9 @@ that fails is recorded with its error in `status.json` and the others go on; the
 `sim sweep` retries it.
 
 Backends (`backends.py`): `local`, a process pool sized to the machine with torch threads set
-per worker, and `ray`, a Ray cluster. A run executes `worker.execute_run` in a worker process
-either way.
+per worker, and `ray`, a Ray cluster. A job executes `worker.execute_job` in a worker process
+either way: one run, or (`stacked_jobs`, `backend.stack_seeds`) up to `backend.max_stacked`
+runs that differ only in seed, trained together as one stacked model.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator.config.loading import load_scene
-from simulator.config.sweep import Sweep, SweepRun
+from simulator.config.sweep import BackendSpec, Sweep, SweepRun
 from simulator.errors import SceneError, SimulatorError
-from simulator.runs.io import write_json
+from simulator.runs.io import interrupted_staging, write_json
 from simulator.sweeps.backends import make_backend
+from simulator.training.stacked import batching_blocker
 
 STATUS_FILE = "status.json"
 RUNS_FOLDER = "runs"
@@ -91,7 +93,8 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = T
     display = _Progress(len(sweep.runs), len(outcome.skipped), enabled=progress, backend=backend.describe())
     interrupted = False
     try:
-        for result in backend.run([run.scene.model_dump(mode="json") for run in todo], str(runs_dir)):
+        jobs = [[run.scene.model_dump(mode="json") for run in job] for job in stacked_jobs(todo, sweep.backend, runs_dir)]
+        for result in backend.run(jobs, str(runs_dir)):
             name = result["name"]
             status[name] = {key: value for key, value in result.items() if key != "name"}
             if result["status"] == "done":
@@ -111,6 +114,41 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "renders", progress: bool = T
     outcome.seconds = time.perf_counter() - started
     write_json(folder / STATUS_FILE, status)
     return outcome
+
+
+def stacking_applies(scene, spec: BackendSpec) -> bool:
+    """Whether runs of `scene` that differ only in seed train stacked on this backend."""
+    if spec.stack_seeds == "off" or batching_blocker(scene) is not None:
+        return False
+    if spec.stack_seeds == "on":
+        return True
+    if scene.train.device == "cpu":
+        return False
+    if spec.name == "ray":  # the driver may have no GPU; the runs get one when they reserve one
+        return spec.gpus_per_run > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def stacked_jobs(runs: list[SweepRun], spec: BackendSpec, runs_dir: Path) -> list[list[SweepRun]]:
+    """The runs in jobs: runs whose scenes differ only in seed (and name) together, up to
+    `spec.max_stacked` per job, where stacking applies; every other run alone. A run with an
+    interrupted staging folder to continue stays alone (its training may be partly done)."""
+    jobs: list[list[SweepRun]] = []
+    stacks: dict[str, list[SweepRun]] = {}
+    for run in runs:
+        if not stacking_applies(run.scene, spec) or interrupted_staging(runs_dir / run.name) is not None:
+            jobs.append([run])
+            continue
+        key = json.dumps(run.scene.model_dump(mode="json", exclude={"name", "seed"}), sort_keys=True)
+        stack = stacks.setdefault(key, [])
+        if len(stack) == spec.max_stacked:
+            stack = stacks[key] = []
+        if not stack:
+            jobs.append(stack)
+        stack.append(run)
+    return jobs
 
 
 class _Progress:

@@ -52,6 +52,7 @@ class TrainingResult:
     device: str = "cpu"
     adversarial: dict | None = None  # the resolved train.adversarial settings, when it was on
     stopped_at_margin: int | None = None  # the step train.stop_at_margin ended training at, if it did
+    stacked: int | None = None  # trained as one of this many stacked models (`seconds` is its share of their time)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -104,7 +105,7 @@ def smallest_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
         return (true_logit - others.max(dim=1).values).min().item()
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) on the whole set, in evaluation batches and evaluation mode."""
     with torch.no_grad(), evaluation_mode(model):
         logits = torch.cat([model(chunk) for chunk in x.split(65536)])
@@ -178,8 +179,8 @@ def train(scene: Scene, data: Dataset, progress: bool = True, resume_from: Train
             next(batch_stream)
 
     def take_snapshot(step: int) -> None:
-        loss, train_accuracy = _evaluate(model, x_train, y_train)
-        _, test_accuracy = _evaluate(model, x_test, y_test)
+        loss, train_accuracy = loss_and_accuracy(model, x_train, y_train)
+        _, test_accuracy = loss_and_accuracy(model, x_test, y_test)
         check_finite(loss, step, spec.lr)
         check_finite_parameters(model, step, spec.lr)
         network = evaluation_network(model) if model.batch_norm else model  # no copy when there is nothing to fold
