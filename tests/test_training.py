@@ -92,6 +92,7 @@ def test_snapshots_reload_with_their_recorded_accuracy(tmp_path, tiny_overrides)
     assert [r.step for r in run.snapshots][0] == 0 and run.snapshots[-1].step == 60
 
 
+@pytest.mark.slow  # 18 s; the full-budget golden case pins this run's accuracy exactly, also in the slow set
 def test_sheet_two_class_learns(tmp_path):
     """The main job at its full budget: above 95% test accuracy (the issue's bar)."""
     summary = run_scene(load_scene(SCENES / "sheet_two_class.yaml", overrides={"train.device": "cpu",
