@@ -5,9 +5,10 @@ formulas), the chart Jacobians and tangent bases against the formulas written ou
 against a second method (Gram-Schmidt through a Cholesky factor instead of a sign-fixed QR), the
 normals, the nearest points against first-order optimality and brute-force searches, the seeded
 random isometry (pairwise distances kept, Q = G R^-1 with R from Cholesky), seeded sampling (its
-moments against closed forms, and a short golden stream), the chart boxes, and for
-`simulator.geometry.stretch` the feature Jacobians of hand-built ReLU networks (D2 W2 D1 W1) and
-the spectra, energies and summaries computed from an SVD.
+moments against closed forms, and its draws against a plain-Python rejection sampler), the chart
+boxes and the error messages, and for `simulator.geometry.stretch` the feature Jacobians of
+hand-built ReLU networks (D2 W2 D1 W1) and the spectra, energies and summaries computed from an
+SVD, with the chunking, the autodiff mode and the devices of the tensors it creates.
 
 Sizes are tiny: the whole file runs in a few seconds. It is the targeted test set of the mutation
 run over `simulator/manifolds/` and `simulator/geometry/stretch.py`
@@ -703,7 +704,8 @@ def test_concentric_spheres_chart_points_and_normals():
     check_tangent_machinery(spheres, u[interior], radius[interior, None, None] * unit_sphere_jacobian(angles[interior]),
                             unit_sphere_immersion(angles[interior]))
     # Integer chart coordinates are taken as floats (the split shifts the first one by pi).
-    np.testing.assert_allclose(spheres.immersion(np.array([[4, 1], [1, 2]])), spheres.immersion([[4.0, 1.0], [1.0, 2.0]]))
+    np.testing.assert_allclose(spheres.immersion(np.array([[4, 1], [1, 2]])),
+                               spheres.immersion([[4.0, 1.0], [1.0, 2.0]]))
     np.testing.assert_allclose(spheres.jacobian(np.array([[4, 1]])), spheres.jacobian([[4.0, 1.0]]))
     # The input is not changed by the split.
     u_before = u.copy()
@@ -796,7 +798,8 @@ def test_sine_sheet_points_basis_and_normal():
     assert sheet.periodic == (False, False)
     u = np.array([[0.3, -0.8], [1.1, 0.4], [-1.5, 1.9]])
     height = a * np.sin(w * u[:, 0]) * np.sin(w * u[:, 1])
-    gradient = a * w * np.stack([np.cos(w * u[:, 0]) * np.sin(w * u[:, 1]), np.sin(w * u[:, 0]) * np.cos(w * u[:, 1])], 1)
+    gradient = a * w * np.stack([np.cos(w * u[:, 0]) * np.sin(w * u[:, 1]),
+                                 np.sin(w * u[:, 0]) * np.cos(w * u[:, 1])], 1)
     host = np.concatenate([u, height[:, None]], 1)
     np.testing.assert_allclose(sheet.host_immersion(u), host, atol=1e-15)
     np.testing.assert_allclose(sheet.immersion(u), host @ sheet.embedding_matrix.T, atol=1e-12)
@@ -1088,6 +1091,31 @@ def test_swiss_roll_chunked_coarse_search_equals_one_chunk(monkeypatch):
     np.testing.assert_array_equal(roll.chart(point), whole)
 
 
+def test_swiss_roll_refines_every_coarse_local_minimum_in_its_own_cell(monkeypatch):
+    """The coarse search hands `_refine` exactly the local minima of each point's squared grid
+    distances (a grid point no farther than both neighbours, the ends compared with one), each
+    once, bracketed by its two neighbouring grid points (clipped at the ends): recomputed here
+    from the grid by hand."""
+    roll = SwissRoll(t_min=0.5, t_max=13.0, scale=0.1, embedding="identity")
+    point = np.random.default_rng(16).uniform(-1.4, 1.4, (25, 3))
+    calls = []
+    original = swiss_roll_module._refine
+    monkeypatch.setattr(swiss_roll_module, "_refine",
+                        lambda q, t, low, high: calls.append((q, t, low, high)) or original(q, t, low, high))
+    roll.chart(point)
+    (q, t, low, high), = calls
+    grid = roll._t_grid
+    expected = []
+    for p in point[:, [0, 2]] / roll.scale:
+        squared = (grid * np.cos(grid) - p[0]) ** 2 + (grid * np.sin(grid) - p[1]) ** 2
+        padded = np.concatenate([[np.inf], squared, [np.inf]])
+        for j in np.flatnonzero((squared <= padded[:-2]) & (squared <= padded[2:])):
+            expected.append((p[0], p[1], grid[j], grid[max(j - 1, 0)], grid[min(j + 1, len(grid) - 1)]))
+    got = sorted(zip(q[:, 0], q[:, 1], t, low, high))
+    assert len(got) == len(expected) > len(point)  # several turns: more than one candidate a point
+    np.testing.assert_allclose(np.array(got), np.array(sorted(expected)), rtol=1e-15, atol=0)
+
+
 def test_swiss_roll_refine_brackets_and_ends():
     """_refine: from a bracket around a local minimum it returns the critical point (slope 0 to
     1e-12); a minimum beyond the bracket's edge gives that edge."""
@@ -1337,7 +1365,8 @@ def test_gram_spectrum_resolution_and_degenerate_cases():
     np.testing.assert_array_equal(values.numpy(), [[2.0, 0.0]])
     # The cut is relative to sigma_1 and strict: sigma^2 = GRAM_RESOLUTION^2 sigma_1^2 exactly reads as 0.
     at_cut = GRAM_RESOLUTION**2
-    values, _ = gram_spectrum(torch.diag(torch.tensor([1.0, at_cut, 1.0000000000000002e-14], dtype=torch.float64))[None])
+    diagonal = torch.tensor([1.0, at_cut, 1.0000000000000002e-14], dtype=torch.float64)
+    values, _ = gram_spectrum(torch.diag(diagonal)[None])
     np.testing.assert_allclose(values.numpy(), [[1.0, 1e-7, 0.0]], rtol=1e-9)
     values, _ = gram_spectrum(torch.diag(torch.tensor([100.0, 1e-13, 1e-11], dtype=torch.float64))[None])
     np.testing.assert_allclose(values.numpy(), [[10.0, math.sqrt(1e-11), 0.0]], rtol=1e-9)
@@ -1523,6 +1552,28 @@ def test_stretch_moves_a_cpu_tangent_operator_to_the_points_device(n, widths):
         for key in ("singular_values", "total", "tangent_energy", "top_tangent"):
             assert cuda[key].device.type == "cuda"
             torch.testing.assert_close(cuda[key].cpu(), cpu[key], rtol=1e-9, atol=1e-12)
+
+
+def test_first_layer_path_hands_the_householder_operator_the_total_energy(monkeypatch):
+    """Through the first layer, the Householder tangent operator gets ||J||_F^2 (= trace(J J^T),
+    here from the hand Jacobians), which spares it a product when E is square."""
+    from simulator.attacks.operators import HypersurfaceTangents
+
+    weights, biases = _network(6, (4, 3), seed=1)
+    model = relu_mlp(weights, biases)
+    sphere = Sphere(dim=5, ambient_dim=6, embedding="identity")
+    u = sphere.sample_chart(5, np.random.default_rng(3))
+    x = sphere.immersion(u)
+    seen = []
+    original = HypersurfaceTangents.shared_energy
+    monkeypatch.setattr(HypersurfaceTangents, "shared_energy",
+                        lambda self, inner, w, rows=None, total=None: seen.append(total)
+                        or original(self, inner, w, rows, total))
+    stats = point_stretch(model, torch.as_tensor(x), tangent_subspaces(sphere, u, dtype=torch.float64))
+    (total,), jacobians = seen, hand_jacobians(weights, biases, x)
+    np.testing.assert_allclose(total.numpy(), np.sum(jacobians**2, axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(stats["tangent_energy"].numpy(),
+                               np.sum((jacobians @ sphere.tangent_basis(u)) ** 2, axis=(1, 2)), rtol=1e-9)
 
 
 def test_point_stretch_of_a_model_without_a_first_layer_split():
