@@ -406,6 +406,48 @@ def test_chart_grid_values_and_order():
         torus.chart_grid(0)
 
 
+@pytest.mark.parametrize("make", [
+    lambda seed: Flat(dim=2, ambient_dim=6, embedding_seed=seed),
+    lambda seed: Sphere(dim=2, ambient_dim=6, embedding_seed=seed),
+    lambda seed: ConcentricSpheres(dim=2, ambient_dim=6, embedding_seed=seed),
+    lambda seed: Torus(ambient_dim=6, embedding_seed=seed),
+    lambda seed: SineSheet(dim=2, ambient_dim=6, embedding_seed=seed),
+    lambda seed: SwissRoll(ambient_dim=6, embedding_seed=seed),
+], ids=["flat", "sphere", "concentric_spheres", "torus", "sine_sheet", "swiss_roll"])
+def test_every_family_embeds_with_its_own_seed(make):
+    """Each family hands `embedding_seed` on to the base class: its embedding matrix is exactly
+    `random_isometry(n, h, seed)` for that seed, and the same chart point lands elsewhere under
+    another seed (a family that dropped the seed would embed every seed with seed 0)."""
+    seven, zero = make(7), make(0)
+    np.testing.assert_array_equal(seven.embedding_matrix,
+                                  random_isometry(seven.ambient_dim, seven.host_dim, 7))
+    u = seven.sample_chart(3, np.random.default_rng(0))
+    assert np.linalg.norm(seven.immersion(u) - zero.immersion(u), axis=1).min() > 1e-3
+
+
+@pytest.mark.parametrize("manifold", [
+    Flat(dim=2, ambient_dim=5, embedding_seed=1),
+    Sphere(dim=2, ambient_dim=5, embedding_seed=1),
+    ConcentricSpheres(dim=2, ambient_dim=5, embedding_seed=1),
+    Torus(ambient_dim=5, embedding_seed=1),
+    SineSheet(dim=2, ambient_dim=5, embedding_seed=1),
+    SwissRoll(ambient_dim=5, embedding_seed=1),
+], ids=lambda manifold: manifold.family)
+def test_chart_inverts_immersion_for_one_point_and_for_a_grid_of_points(manifold):
+    """chart(immersion(u)) = u for inputs [..., n] of any batch shape: a single point (n,) and a
+    (2, 3) grid of points (2, 3, n), each equal to the same points charted as a flat (6, n)
+    batch (an axis counted from the front instead of from the back breaks both)."""
+    u = manifold.sample_chart(6, np.random.default_rng(0))
+    flat = manifold.chart(manifold.immersion(u))
+    np.testing.assert_allclose(flat, u, atol=1e-9)
+    grid = manifold.chart(manifold.immersion(u.reshape(2, 3, manifold.dim)))
+    assert grid.shape == (2, 3, manifold.dim)
+    np.testing.assert_allclose(grid.reshape(6, manifold.dim), flat, atol=1e-12)
+    single = manifold.chart(manifold.immersion(u[4]))
+    assert single.shape == (manifold.dim,)
+    np.testing.assert_allclose(single, flat[4], atol=1e-12)
+
+
 def test_reprs_name_every_parameter():
     """__repr__: the family's own parameters, then ambient_dim, embedding and embedding_seed."""
     assert repr(Flat(dim=2, extent=1.5, ambient_dim=4, embedding_seed=3)) == \
